@@ -1,0 +1,3 @@
+from frakti_install.cli import main
+
+main()

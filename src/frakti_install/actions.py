@@ -1,0 +1,170 @@
+"""The changes a step can ask for. Each says what it will do (for the plan
+and the journal) and does it through the host."""
+from __future__ import annotations
+
+import os
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+
+from frakti_install.engine import Action
+from frakti_install.errors import FraktiInstallError
+
+if TYPE_CHECKING:
+    from frakti_install.context import Context
+
+
+@dataclass(frozen=True)
+class Run(Action):
+    argv: Tuple[str, ...]
+    why: str = ""
+    timeout: Optional[float] = None
+    env: Optional[Dict[str, str]] = None
+
+    def describe(self) -> str:
+        command = " ".join(self.argv)
+        return f"{self.why}: {command}" if self.why else command
+
+    def apply(self, ctx: "Context") -> None:
+        ctx.host.run(self.argv, env=self.env, timeout=self.timeout)
+
+
+def run(*argv: str, why: str = "", timeout: Optional[float] = None,
+        env: Optional[Dict[str, str]] = None) -> Run:
+    return Run(tuple(argv), why, timeout, env)
+
+
+@dataclass(frozen=True)
+class WriteFile(Action):
+    path: str
+    content: str = field(repr=False)
+    mode: int = 0o644
+    reason: str = "create"  # create | update | chmod
+
+    def describe(self) -> str:
+        return f"{self.reason} {self.path}" + (f" (mode {self.mode:o})" if self.reason == "chmod" else "")
+
+    def apply(self, ctx: "Context") -> None:
+        ctx.host.write_file(self.path, self.content.encode(), self.mode)
+
+
+@dataclass(frozen=True)
+class InstallPackages(Action):
+    names: Tuple[str, ...]
+
+    def describe(self) -> str:
+        return "install packages " + " ".join(self.names)
+
+    def apply(self, ctx: "Context") -> None:
+        pm = ctx.packages
+        repair = pm.repair_argv(ctx.host)
+        if repair:
+            ctx.host.run(repair, env=pm.env)
+        refresh = pm.refresh_argv()
+        if refresh and pm.missing_candidates(ctx.host, self.names):
+            ctx.host.run(refresh, env=pm.env, timeout=900)
+        missing = pm.missing_candidates(ctx.host, self.names)
+        if missing:
+            raise FraktiInstallError(
+                f"the package repositories offer no {', '.join(missing)}",
+                hint="Check that this host can reach its OS package repositories "
+                "(or their local mirror).",
+            )
+        ctx.host.run(pm.install_argv(self.names), env=pm.env, timeout=1800)
+
+
+@dataclass(frozen=True)
+class InstallPackageFiles(Action):
+    """OS packages that are artifacts (hyperd's .deb/.rpm): download, verify, install."""
+
+    artifacts: Tuple[str, ...]
+
+    def describe(self) -> str:
+        return "download, verify and install " + " ".join(
+            f"{name} package" for name in self.artifacts)
+
+    def apply(self, ctx: "Context") -> None:
+        paths = []
+        for name in self.artifacts:
+            local = ctx.artifacts.fetch(name)
+            # The package manager wants the right suffix; link into a temp dir.
+            paths.append((local, ctx.artifacts.get(name).filename))
+        with tempfile.TemporaryDirectory(prefix="frakti-install-pkgs-") as tmp:
+            files = []
+            for local, filename in paths:
+                target = os.path.join(tmp, filename)
+                os.symlink(local, target)
+                files.append(target)
+            pm = ctx.packages
+            ctx.host.run(pm.install_files_argv(files), env=pm.env, timeout=900)
+
+
+@dataclass(frozen=True)
+class InstallArtifact(Action):
+    """A verified download put in place as one file (kubelet, frakti, ...)."""
+
+    artifact: str
+    path: str
+    mode: int = 0o755
+
+    def describe(self) -> str:
+        return f"download, verify and install {self.artifact} to {self.path}"
+
+    def apply(self, ctx: "Context") -> None:
+        local = ctx.artifacts.fetch(self.artifact)
+        ctx.host.install_file(local, self.path, self.mode)
+        ctx.installed.remember(self.path, ctx.artifacts.get(self.artifact),
+                               _sha256_of(local))
+
+
+@dataclass(frozen=True)
+class ExtractArtifact(Action):
+    """Files out of a verified tarball (crictl, CNI plugins), each installed atomically."""
+
+    artifact: str
+    directory: str
+    members: Tuple[str, ...] = ()  # empty: every regular file at the top level
+
+    def describe(self) -> str:
+        what = ", ".join(self.members) if self.members else "all files"
+        return f"download, verify and unpack {self.artifact} ({what}) into {self.directory}"
+
+    def apply(self, ctx: "Context") -> None:
+        local = ctx.artifacts.fetch(self.artifact)
+        artifact = ctx.artifacts.get(self.artifact)
+        with tarfile.open(local) as archive, tempfile.TemporaryDirectory() as tmp:
+            for member in _safe_members(archive, self.members):
+                extracted = archive.extractfile(member)
+                assert extracted is not None
+                staged = os.path.join(tmp, os.path.basename(member.name))
+                with open(staged, "wb") as out:
+                    out.write(extracted.read())
+                target = f"{self.directory.rstrip('/')}/{os.path.basename(member.name)}"
+                ctx.host.install_file(_path(staged), target, 0o755)
+                ctx.installed.remember(target, artifact, _sha256_of(_path(staged)))
+
+
+def _safe_members(archive: tarfile.TarFile, wanted: Sequence[str]) -> List[tarfile.TarInfo]:
+    """Regular files only, by base name: no paths, links or devices from the archive."""
+    members = [m for m in archive.getmembers() if m.isfile()]
+    by_name = {os.path.basename(m.name): m for m in members}
+    if not wanted:
+        return [m for m in members if m.name.lstrip("./").count("/") == 0]
+    missing = [name for name in wanted if name not in by_name]
+    if missing:
+        raise FraktiInstallError(f"archive {archive.name!r} has no {', '.join(missing)}")
+    return [by_name[name] for name in wanted]
+
+
+def _path(name: str) -> "os.PathLike[str]":
+    from pathlib import Path
+
+    return Path(name)
+
+
+def _sha256_of(path: "os.PathLike[str]") -> str:
+    from frakti_install.download import sha256_of
+    from pathlib import Path
+
+    return sha256_of(Path(path))

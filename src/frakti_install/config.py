@@ -1,0 +1,184 @@
+"""Settings: defaults <- YAML file <- FRAKTI_INSTALL_* environment <- flags, then validated."""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import yaml
+
+from frakti_install import datafiles, versions
+from frakti_install.errors import ConfigError
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+CGROUP_DRIVERS = ("auto", "cgroupfs", "systemd")
+ENV_PREFIX = "FRAKTI_INSTALL_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    version_set: Optional[str] = None
+    frakti_version: Optional[str] = None
+    kubernetes_version: Optional[str] = None
+    hyperd_version: Optional[str] = None
+    pod_cidr: str = "10.244.0.0/16"
+    node_subnet: str = "10.244.1.0/24"
+    service_cidr: str = "10.96.0.0/12"
+    cgroup_driver: str = "auto"
+    hyper_grpc: str = "127.0.0.1:22318"
+    frakti_socket: str = "/var/run/frakti.sock"
+    streaming_port: int = 22521
+    # kubelet flags upstream's all-in-one script set (AllAlpha for the CRI alpha features).
+    kubelet_feature_gates: str = "AllAlpha=true"
+    node_ready_timeout: int = 300
+    mirrors: Dict[str, str] = field(default_factory=dict)
+    checksums: Dict[str, str] = field(default_factory=dict)
+    allow_unverified: Tuple[str, ...] = ()
+    ignore_preflight_errors: Tuple[str, ...] = ()
+    state_dir: str = "/var/lib/frakti-install"
+    cache_dir: str = "/var/cache/frakti-install"
+    log_file: str = "/var/log/frakti-install.log"
+
+    @property
+    def versions(self) -> versions.VersionSet:
+        return versions.resolve(
+            self.version_set,
+            frakti=self.frakti_version,
+            kubernetes=self.kubernetes_version,
+            hyperd=self.hyperd_version,
+        )
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _network(value: str, name: str) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(value, strict=True)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{name} {value!r} is not a valid IPv4 network ({exc})",
+            hint="Write it as ADDRESS/PREFIX with no host bits set, e.g. 10.244.0.0/16.",
+        ) from None
+
+
+def validate(settings: Settings) -> Settings:
+    pod = _network(settings.pod_cidr, "pod_cidr")
+    node = _network(settings.node_subnet, "node_subnet")
+    service = _network(settings.service_cidr, "service_cidr")
+    if not node.subnet_of(pod):
+        raise ConfigError(
+            f"node_subnet {node} is not inside pod_cidr {pod}",
+            hint="Pick a node subnet out of the cluster's pod CIDR, e.g. 10.244.1.0/24.",
+        )
+    if pod.overlaps(service):
+        raise ConfigError(f"pod_cidr {pod} overlaps service_cidr {service}")
+    if settings.cgroup_driver not in CGROUP_DRIVERS:
+        raise ConfigError(
+            f"cgroup_driver {settings.cgroup_driver!r} is not one of {', '.join(CGROUP_DRIVERS)}"
+        )
+    kinds = set(datafiles.load("artifacts")["bases"])
+    for kind, url in settings.mirrors.items():
+        if kind not in kinds:
+            raise ConfigError(
+                f"unknown mirror kind {kind!r}", hint="Known kinds: " + ", ".join(sorted(kinds))
+            )
+        if not re.match(r"^(https?|file)://", url):
+            raise ConfigError(f"mirror for {kind} must be an http(s):// or file:// URL: {url!r}")
+    names = set(datafiles.load("artifacts")["artifacts"])
+    for name, value in list(settings.checksums.items()) + [(n, "-") for n in settings.allow_unverified]:
+        if name not in names:
+            raise ConfigError(
+                f"unknown artifact {name!r}", hint="Known artifacts: " + ", ".join(sorted(names))
+            )
+        if value != "-" and not SHA256_RE.match(value):
+            raise ConfigError(f"checksum for {name} is not 64 lowercase hex digits: {value!r}")
+    if not 0 < settings.streaming_port < 65536:
+        raise ConfigError(f"streaming_port {settings.streaming_port} is not a TCP port")
+    settings.versions  # noqa: B018  resolving checks the compatibility rules
+    return settings
+
+
+def _coerce(name: str, value: Any) -> Any:
+    default = FIELDS[name].default
+    if name in ("mirrors", "checksums"):
+        if isinstance(value, str):
+            value = parse_pairs([value], name)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name} must be a mapping of NAME: VALUE")
+        return {str(k): str(v).strip() for k, v in value.items()}
+    if name in ("allow_unverified", "ignore_preflight_errors"):
+        items = value.split(",") if isinstance(value, str) else value
+        return tuple(str(item).strip() for item in items if str(item).strip())
+    if isinstance(default, int) and not isinstance(default, bool):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+    return None if value is None else str(value)
+
+
+def parse_pairs(items: List[str], what: str) -> Dict[str, str]:
+    """['kubernetes=http://m/k8s', ...] -> {'kubernetes': 'http://m/k8s'}; comma lists allowed."""
+    pairs: Dict[str, str] = {}
+    for item in items:
+        for part in filter(None, (p.strip() for p in item.split(","))):
+            key, sep, value = part.partition("=")
+            if not sep or not key or not value:
+                raise ConfigError(f"{what}: expected NAME=VALUE, got {part!r}")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def from_file(path: Path) -> Dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown setting(s) {', '.join(unknown)}",
+            hint="Known settings: " + ", ".join(sorted(FIELDS)) + ".",
+        )
+    return data
+
+
+def from_env(environ: Mapping[str, str]) -> Dict[str, Any]:
+    return {
+        key[len(ENV_PREFIX):].lower(): value
+        for key, value in environ.items()
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX):].lower() in FIELDS
+    }
+
+
+def load(
+    config_file: Optional[Path] = None,
+    flags: Optional[Mapping[str, Any]] = None,
+    environ: Optional[Mapping[str, str]] = None,
+) -> Settings:
+    """Merge the layers; mappings (mirrors, checksums) merge key by key."""
+    layers = [
+        from_file(config_file) if config_file else {},
+        from_env(os.environ if environ is None else environ),
+        {k: v for k, v in (flags or {}).items() if v is not None and v != () and v != {}},
+    ]
+    merged: Dict[str, Any] = {}
+    for layer in layers:
+        for name, raw in layer.items():
+            value = _coerce(name, raw)
+            if isinstance(value, dict):
+                merged[name] = {**merged.get(name, {}), **value}
+            else:
+                merged[name] = value
+    return validate(Settings(**merged))

@@ -1,0 +1,187 @@
+"""Rendering for people: progress while steps run, the recap, errors, info."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from frakti_install.engine import Event, Status, StepResult
+from frakti_install.errors import FraktiInstallError
+
+out = Console()
+err = Console(stderr=True)
+
+STYLE = {Status.OK: "green", Status.CHANGE: "yellow", Status.SKIP: "dim", Status.FAIL: "bold red"}
+WORD = {Status.OK: "ok", Status.CHANGE: "changed", Status.SKIP: "skipped", Status.FAIL: "FAILED"}
+
+
+def configure_logging(verbose: int, quiet: bool = False) -> None:
+    level = logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
+    handler = RichHandler(console=err, show_time=False, show_path=False, markup=False)
+    handler.setLevel(logging.ERROR if quiet else level)
+    logger = logging.getLogger("frakti_install")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+
+
+def error(exc: FraktiInstallError) -> None:
+    err.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True)
+    if exc.hint:
+        err.print(f"[dim]{exc.hint}[/]", highlight=False)
+
+
+def internal_error(exc: BaseException, log_file: str) -> None:
+    err.print(f"[bold red]internal error:[/] {exc!r}", highlight=False)
+    err.print("This is a bug in frakti-install; the traceback is in the log"
+              + (f" ({log_file})." if log_file else "."), highlight=False)
+
+
+def confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    return out.input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+class _NullObserver:
+    def __call__(self, event: str, step: str, payload: object) -> None:
+        pass
+
+    def __enter__(self) -> "_NullObserver":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+null_observer = _NullObserver()
+
+
+class StepProgress(_NullObserver):
+    """A spinner per running step with its time; a line per finished step."""
+
+    def __init__(self, dry_run: bool) -> None:
+        self.dry_run = dry_run
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                                 TimeElapsedColumn(), console=out, transient=True)
+        self.task: Optional[Any] = None
+
+    def __enter__(self) -> "StepProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: str, step: str, payload: object) -> None:
+        if event == Event.STEP_STARTED:
+            self.task = self.progress.add_task(f"[bold]{step}[/] {payload}")
+        elif event == Event.ACTION:
+            self.progress.console.print(f"    [dim]{step}:[/] {payload}", highlight=False)
+        elif event == Event.STEP_FINISHED and isinstance(payload, StepResult):
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            word = "would change" if self.dry_run and payload.status is Status.CHANGE \
+                else WORD[payload.status]
+            style = STYLE[payload.status]
+            self.progress.console.print(
+                f"[{style}]{word:>12}[/] [bold]{step}[/] ({payload.seconds:.1f}s)",
+                highlight=False)
+
+
+def _what(step: StepResult) -> str:
+    if step.status is Status.CHANGE:
+        return "\n".join(step.changes)
+    if step.status is Status.FAIL:
+        return step.detail.splitlines()[0]
+    return step.detail
+
+
+def show_plan(report: Any) -> None:
+    table = Table(title="Plan", show_lines=False)
+    table.add_column("step")
+    table.add_column("status")
+    table.add_column("what")
+    for step in report.steps:
+        word = "would change" if step.status is Status.CHANGE else WORD[step.status]
+        table.add_row(step.name, f"[{STYLE[step.status]}]{word}[/]", _what(step))
+    out.print(table)
+
+
+def recap(report: Any, log_file: str) -> None:
+    table = Table(title="Dry run: nothing was changed" if report.dry_run else "Recap")
+    table.add_column("step")
+    table.add_column("status")
+    table.add_column("time", justify="right")
+    table.add_column("what")
+    for step in report.steps:
+        word = "would change" if report.dry_run and step.status is Status.CHANGE \
+            else WORD[step.status]
+        table.add_row(step.name, f"[{STYLE[step.status]}]{word}[/]", f"{step.seconds:.1f}s",
+                      _what(step))
+    out.print(table)
+    if not report.dry_run:
+        changed = sum(1 for s in report.steps if s.status is Status.CHANGE)
+        out.print(f"{changed} step(s) changed the host; log: {log_file}" if changed
+                  else "Nothing to change: the host is already as configured.")
+
+
+def show_info(data: Dict[str, Any]) -> None:
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    os_info = data["os"]
+    supported = "[green]supported[/]" if os_info["supported"] else "[red]not supported[/]"
+    table.add_row("OS", f"{os_info['name']} (id {os_info['id']}, version {os_info['version']}, "
+                        f"family {os_info['family'] or '-'}) {supported}")
+    table.add_row("architecture", data["arch"])
+    table.add_row("package manager", str(data["package_manager"] or "-"))
+    table.add_row("init system", data["init_system"])
+    table.add_row("cgroup version", str(data["cgroup_version"]))
+    virt = data["virtualization"]
+    table.add_row("virtualisation", f"CPU flag {'yes' if virt['cpu_flag'] else 'no'}, "
+                  f"/dev/kvm {'present' if virt['dev_kvm'] else 'absent'}, "
+                  f"KVM {'usable' if virt['kvm_usable'] else '[yellow]not usable[/]'}")
+    table.add_row("docker cgroup driver", str(data["docker_cgroup_driver"] or "- (no docker)"))
+    table.add_row("swap", "on" if data["swap"] else "off")
+    table.add_row("CPUs / memory", f"{data['cpus']} / {data['memory_mb']} MB")
+    table.add_row("would install", ", ".join(f"{k} {v}" for k, v in data["versions"].items()))
+    out.print(table)
+
+
+def downloader_factory(settings: Any, quiet: bool) -> Callable[[], Any]:
+    """A Downloader whose progress events drive one rich bar per file."""
+
+    def make() -> Any:
+        from frakti_install.download import Downloader, Progress as DownloadProgress
+
+        bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                        TransferSpeedColumn(), console=out, transient=True)
+        tasks: Dict[str, Any] = {}
+        finished: Dict[str, float] = {}
+
+        def on_progress(event: DownloadProgress) -> None:
+            if quiet:
+                return
+            if event.url not in tasks:
+                bars.start()
+                tasks[event.url] = bars.add_task(f"  {event.name}", total=event.total)
+            bars.update(tasks[event.url], completed=event.done, total=event.total)
+            if event.total is not None and event.done >= event.total:
+                finished[event.url] = time.monotonic()
+                bars.remove_task(tasks.pop(event.url))
+                if not tasks:
+                    bars.stop()
+
+        return Downloader(Path(settings.cache_dir), on_progress=on_progress)
+
+    return make

@@ -1,0 +1,121 @@
+"""Package managers: one small class per manager, chosen by the profile's data."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+from frakti_install.host import Host
+
+
+class PackageManager:
+    """How to ask what is installed and how to install, for one manager."""
+
+    env: Dict[str, str] = {}
+
+    def installed(self, host: Host, names: Sequence[str]) -> Dict[str, Optional[str]]:
+        """name -> installed version, or None when absent. One command for all names."""
+        raise NotImplementedError
+
+    def install_argv(self, names: Sequence[str]) -> List[str]:
+        raise NotImplementedError
+
+    def install_files_argv(self, paths: Sequence[str]) -> List[str]:
+        raise NotImplementedError
+
+    def missing_candidates(self, host: Host, names: Sequence[str]) -> List[str]:
+        """Names the configured repositories do not offer (so an index refresh is needed)."""
+        return []
+
+    def refresh_argv(self) -> Optional[List[str]]:
+        return None
+
+    def repair_argv(self, host: Host) -> Optional[List[str]]:
+        """A command that finishes an interrupted earlier install, when one is needed."""
+        return None
+
+
+class Apt(PackageManager):
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    # Keep our /etc/hyper/config when the hypercontainer package is upgraded.
+    _dpkg_opts = ["-o", "Dpkg::Options::=--force-confold", "-o", "Dpkg::Options::=--force-confdef"]
+
+    def installed(self, host: Host, names: Sequence[str]) -> Dict[str, Optional[str]]:
+        found: Dict[str, Optional[str]] = {name: None for name in names}
+        if not names:
+            return found
+        result = host.run(
+            ["dpkg-query", "-W", "-f=${Package}\t${db:Status-Abbrev}\t${Version}\n", *names],
+            check=False,
+        )
+        for line in result.stdout.splitlines():
+            name, _, rest = line.partition("\t")
+            status, _, version = rest.partition("\t")
+            name = name.split(":")[0]
+            if name in found and status.startswith("ii"):
+                found[name] = version.strip()
+        return found
+
+    def install_argv(self, names: Sequence[str]) -> List[str]:
+        return ["apt-get", "install", "-y", "--no-install-recommends", *self._dpkg_opts, *names]
+
+    def install_files_argv(self, paths: Sequence[str]) -> List[str]:
+        return ["apt-get", "install", "-y", "--no-install-recommends", *self._dpkg_opts, *paths]
+
+    def missing_candidates(self, host: Host, names: Sequence[str]) -> List[str]:
+        if not names:
+            return []
+        result = host.run(["apt-cache", "policy", *names], check=False)
+        offered, current = set(), None
+        for line in result.stdout.splitlines():
+            if line and not line.startswith(" "):
+                current = line.rstrip(":").split(":")[0]
+            elif "Candidate:" in line and "(none)" not in line and current:
+                offered.add(current)
+        return [name for name in names if name not in offered]
+
+    def refresh_argv(self) -> Optional[List[str]]:
+        return ["apt-get", "update"]
+
+    def repair_argv(self, host: Host) -> Optional[List[str]]:
+        # dpkg leaves files here when it was killed half-way through.
+        if host.listdir("/var/lib/dpkg/updates"):
+            return ["dpkg", "--configure", "-a"]
+        return None
+
+
+class Yum(PackageManager):
+    command = "yum"
+
+    def installed(self, host: Host, names: Sequence[str]) -> Dict[str, Optional[str]]:
+        found: Dict[str, Optional[str]] = {name: None for name in names}
+        if not names:
+            return found
+        result = host.run(
+            ["rpm", "-q", "--qf", "%{NAME}\t%{VERSION}-%{RELEASE}\n", *names], check=False
+        )
+        for line in result.stdout.splitlines():
+            name, sep, version = line.partition("\t")
+            if sep and name in found:
+                found[name] = version.strip()
+        return found
+
+    def install_argv(self, names: Sequence[str]) -> List[str]:
+        return [self.command, "install", "-y", *names]
+
+    def install_files_argv(self, paths: Sequence[str]) -> List[str]:
+        return [self.command, "install", "-y", *paths]
+
+    def repair_argv(self, host: Host) -> Optional[List[str]]:
+        if self.command == "yum" and host.which("yum-complete-transaction"):
+            return ["yum-complete-transaction", "-y", "--cleanup-only"]
+        return None
+
+
+class Dnf(Yum):
+    command = "dnf"
+
+
+MANAGERS = {"apt": Apt, "yum": Yum, "dnf": Dnf}
+
+
+def manager(name: str) -> PackageManager:
+    return MANAGERS[name]()

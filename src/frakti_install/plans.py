@@ -1,0 +1,36 @@
+"""The plans, read top to bottom like upstream's script."""
+from __future__ import annotations
+
+from typing import List
+
+from frakti_install.engine import Step
+from frakti_install.steps.cni import Cni
+from frakti_install.steps.docker import Docker
+from frakti_install.steps.frakti import Frakti
+from frakti_install.steps.hyperd import Hyperd
+from frakti_install.steps.kernel import Kernel
+from frakti_install.steps.kubeadm_init import KubeadmInitStep
+from frakti_install.steps.kubelet import Kubelet
+from frakti_install.steps.kubernetes import Kubernetes
+from frakti_install.steps.node import NodeReady, Untaint
+from frakti_install.steps.preflight import Preflight
+from frakti_install.steps.repos import Repos
+from frakti_install.steps.selinux import Selinux
+
+
+def allinone() -> List[Step]:
+    return [
+        Preflight(),
+        Kernel(),
+        Selinux(),
+        Repos(),
+        Hyperd(),
+        Docker(),
+        Frakti(),
+        Cni(),
+        Kubernetes(),
+        Kubelet(),
+        KubeadmInitStep(),
+        Untaint(),
+        NodeReady(),
+    ]

@@ -1,0 +1,95 @@
+"""The state directory: a lock so runs never overlap, and a journal of what
+each run did (one JSON object per line; reset reads it to undo our changes)."""
+from __future__ import annotations
+
+import datetime
+import errno
+import fcntl
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import IO, Any, Dict, Iterator, List, Optional
+
+from frakti_install.errors import Locked
+
+
+class Journal:
+    def __init__(self, path: Optional[Path]) -> None:
+        self.path = path
+        self.run_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + (
+            uuid.uuid4().hex[:6]
+        )
+        self._handle: Optional[IO[str]] = None
+
+    def record(self, **fields: Any) -> None:
+        if self.path is None:
+            return
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._handle = os.fdopen(fd, "a", encoding="utf-8")
+        entry = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                 "run": self.run_id, **fields}
+        # One line per write, flushed: a killed run leaves whole lines behind.
+        self._handle.write(json.dumps(entry, default=str) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def read_journal(path: Path) -> Iterator[Dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    continue  # a torn last line from a killed run
+    except FileNotFoundError:
+        return
+
+
+def files_created(path: Path) -> List[str]:
+    """Paths the tool created (not replaced), in creation order, still recorded."""
+    created: Dict[str, None] = {}
+    for entry in read_journal(path):
+        if entry.get("event") == "file" and entry.get("action") == "write" and entry.get("created"):
+            created[str(entry["path"])] = None
+    return list(created)
+
+
+class RunLock:
+    """An exclusive flock on state_dir/lock, held for the whole run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: Optional[int] = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise Locked(
+                    f"another frakti-install run (pid {holder}) holds {self.path}",
+                    hint="Wait for it to finish. The lock goes away with its process, "
+                    "so a killed run never leaves it behind.",
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

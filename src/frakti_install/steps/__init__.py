@@ -1,0 +1,1 @@
+"""One module per step; plans.py puts them in order."""

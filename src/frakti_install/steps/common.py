@@ -1,0 +1,74 @@
+"""Building blocks every step uses: files, packages, artifacts, services."""
+from __future__ import annotations
+
+import stat
+import time
+from typing import TYPE_CHECKING, Callable, List, Sequence
+
+from frakti_install.actions import InstallArtifact, InstallPackages, WriteFile, run
+from frakti_install.engine import Action
+from frakti_install.errors import VerifyFailed
+from frakti_install.render import render
+
+if TYPE_CHECKING:
+    from frakti_install.context import Context
+
+
+def file_actions(ctx: "Context", path: str, content: str, mode: int = 0o644) -> List[Action]:
+    """Nothing when the file already has this content and mode."""
+    current = ctx.host.read_bytes(path)
+    if current is None:
+        return [WriteFile(path, content, mode, "create")]
+    if current != content.encode():
+        return [WriteFile(path, content, mode, "update")]
+    st = ctx.host.stat(path)
+    if st is not None and stat.S_IMODE(st.st_mode) != mode:
+        return [WriteFile(path, content, mode, "chmod")]
+    return []
+
+
+def template_actions(ctx: "Context", path: str, template: str, mode: int = 0o644,
+                     **values: object) -> List[Action]:
+    return file_actions(ctx, path, render(template, **values), mode)
+
+
+def package_actions(ctx: "Context", names: Sequence[str]) -> List[Action]:
+    installed = ctx.facts.packages(ctx.profile.package_manager, tuple(names))
+    missing = tuple(name for name in names if installed.get(name) is None)
+    return [InstallPackages(missing)] if missing else []
+
+
+def artifact_actions(ctx: "Context", artifact: str, path: str, mode: int = 0o755) -> List[Action]:
+    if ctx.installed.matches(path, ctx.artifacts.get(artifact)):
+        return []
+    return [InstallArtifact(artifact, path, mode)]
+
+
+def service_actions(ctx: "Context", unit: str, *, inputs_changed: bool,
+                    unit_files_changed: bool = False) -> List[Action]:
+    """Enable and start a unit; restart it only when something it reads changed."""
+    actions: List[Action] = []
+    if unit_files_changed:
+        actions.append(run("systemctl", "daemon-reload", why="reload unit files"))
+    state = ctx.facts.unit(unit)
+    if not state.is_enabled:
+        actions.append(run("systemctl", "enable", unit, why=f"enable {unit} at boot"))
+    if not state.active:
+        actions.append(run("systemctl", "start", unit, why=f"start {unit}"))
+    elif inputs_changed:
+        actions.append(run("systemctl", "restart", unit, why=f"restart {unit} (its config changed)"))
+    return actions
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float, ctx: "Context",
+             interval: float = 0.5) -> None:
+    """Poll until condition() holds, re-reading facts each time; else VerifyFailed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ctx.facts.invalidate()
+        if condition():
+            return
+        if time.monotonic() >= deadline:
+            raise VerifyFailed(f"{what} (waited {timeout:.0f} s)")
+        time.sleep(interval)
+

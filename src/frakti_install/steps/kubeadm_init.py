@@ -1,0 +1,87 @@
+"""`kubeadm init`, exactly once. A half-done init (killed run) is reset and
+redone; a cluster made with another pod CIDR is refused, not silently kept."""
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, List, Optional
+
+from frakti_install.actions import WriteFile, run
+from frakti_install.context import ADMIN_CONF
+from frakti_install.engine import Action, Check, Step
+from frakti_install.errors import ConfigError
+from frakti_install.steps import cni
+
+if TYPE_CHECKING:
+    from frakti_install.context import Context
+
+MANIFESTS = "/etc/kubernetes/manifests"
+CONTROLLER_MANAGER = f"{MANIFESTS}/kube-controller-manager.yaml"
+TOKEN_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_token() -> str:
+    """A bootstrap token in kubeadm's format ([a-z0-9]{6}.[a-z0-9]{16})."""
+    pick = lambda n: "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(n))  # noqa: E731
+    return f"{pick(6)}.{pick(16)}"
+
+
+def initialised_cidr(ctx: "Context") -> Optional[str]:
+    manifest = ctx.host.read_text(CONTROLLER_MANAGER) or ""
+    match = re.search(r"--cluster-cidr=(\S+)", manifest)
+    return match.group(1) if match else None
+
+
+def partial_init(ctx: "Context") -> bool:
+    """Something of an earlier init is there, but no admin.conf: it did not finish."""
+    return bool(ctx.host.listdir(MANIFESTS)) or ctx.host.exists("/etc/kubernetes/kubelet.conf")
+
+
+@dataclass(frozen=True)
+class KubeadmInit(Action):
+    argv: tuple
+
+    def describe(self) -> str:
+        return "run " + " ".join(self.argv) + " --token <generated>"
+
+    def apply(self, ctx: "Context") -> None:
+        token = new_token()
+        ctx.host.add_secret(token)  # kubeadm prints it; keep it out of logs and journal
+        ctx.host.run([*self.argv, f"--token={token}"], timeout=900)
+
+
+class KubeadmInitStep(Step):
+    name = "kubeadm-init"
+    title = "kubeadm init"
+
+    def init_argv(self, ctx: "Context") -> tuple:
+        return (
+            "kubeadm", "init",
+            f"--pod-network-cidr={ctx.settings.pod_cidr}",
+            f"--service-cidr={ctx.settings.service_cidr}",
+            f"--kubernetes-version={ctx.versions.kubernetes}",
+            f"--cri-socket={ctx.settings.frakti_socket}",
+            f"--node-name={ctx.facts.hostname().lower()}",
+        )
+
+    def check(self, ctx: "Context") -> Check:
+        if ctx.host.exists(ADMIN_CONF):
+            cidr = initialised_cidr(ctx)
+            if cidr and cidr != ctx.settings.pod_cidr:
+                raise ConfigError(
+                    f"this cluster was initialised with pod CIDR {cidr}, not "
+                    f"{ctx.settings.pod_cidr}",
+                    hint="Keep pod_cidr as it was, or run 'kubeadm reset -f' first to "
+                    "build a new cluster (this deletes the current one).",
+                )
+            return Check.ok(f"cluster already initialised (pod CIDR {cidr or 'unknown'})")
+        actions: List[Action] = []
+        if partial_init(ctx):
+            actions.append(run("kubeadm", "reset", "-f", why="clean up an unfinished init"))
+            # kubeadm reset wipes /etc/cni/net.d: put our configs back (upstream #154).
+            actions += [WriteFile(path, content, 0o644, "restore")
+                        for path, content in cni.config_files(ctx)]
+        actions.append(KubeadmInit(self.init_argv(ctx)))
+        return Check(actions)

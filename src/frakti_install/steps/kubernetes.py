@@ -1,0 +1,31 @@
+"""kubeadm, kubelet, kubectl and crictl from the release binaries (verified
+against the published .sha256), plus the tools kubeadm's preflight wants."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, List
+
+from frakti_install.actions import ExtractArtifact
+from frakti_install.engine import Action, Check, Step
+from frakti_install.steps.common import artifact_actions, package_actions
+
+if TYPE_CHECKING:
+    from frakti_install.context import Context
+
+BINARIES = ("kubeadm", "kubelet", "kubectl")
+BIN_DIR = "/usr/bin"
+
+
+class Kubernetes(Step):
+    name = "kubernetes"
+    title = "kubeadm, kubelet, kubectl and crictl"
+
+    def check(self, ctx: "Context") -> Check:
+        actions: List[Action] = package_actions(ctx, ctx.profile.packages["kube_deps"])
+        for binary in BINARIES:
+            actions += artifact_actions(ctx, binary, f"{BIN_DIR}/{binary}")
+        if not ctx.installed.matches(f"{BIN_DIR}/crictl", ctx.artifacts.get("crictl")):
+            actions.append(ExtractArtifact("crictl", BIN_DIR, ("crictl",)))
+        if not actions:
+            return Check.ok(f"Kubernetes {ctx.versions.kubernetes} binaries and crictl "
+                            f"{ctx.versions.crictl} installed")
+        return Check(actions)

@@ -1,0 +1,161 @@
+"""Checks made before anything changes. Each has a name (for
+--ignore-preflight-errors), says what is wrong and how to fix it."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, List, Optional
+
+from frakti_install.context import ADMIN_CONF
+from frakti_install.engine import Check, Step
+from frakti_install.errors import MissingChecksum, PreflightFailed
+
+if TYPE_CHECKING:
+    from frakti_install.context import Context
+
+log = logging.getLogger("frakti_install.preflight")
+
+CONTROL_PLANE_PORTS = (6443, 10250, 10257, 10259, 2379, 2380)
+HYPERD_PORT = 22318
+MIN_CPUS = 2
+MIN_MEMORY_MB = 1700
+
+
+@dataclass(frozen=True)
+class PreflightCheck:
+    name: str
+    probe: Callable[["Context"], Optional[str]]  # a problem, or None
+    hint: str
+    fatal: bool = True
+
+
+def _root(ctx: "Context") -> Optional[str]:
+    euid = ctx.host.run(["id", "-u"]).stdout.strip()
+    return None if euid == "0" else f"running as uid {euid}, not root"
+
+
+def _arch(ctx: "Context") -> Optional[str]:
+    arch = ctx.facts.arch()
+    return None if arch == "amd64" else f"architecture {arch}: frakti is released for amd64 only"
+
+
+def _systemd(ctx: "Context") -> Optional[str]:
+    init = ctx.facts.init_system()
+    return None if init == "systemd" else f"init system is {init}, not systemd"
+
+
+def _cgroup_v1(ctx: "Context") -> Optional[str]:
+    if ctx.facts.cgroup_version() == 1:
+        return None
+    return (f"the host uses cgroup v2 only; kubelet {ctx.versions.kubernetes} (the newest "
+            "frakti supports) cannot run on it")
+
+
+def _swap(ctx: "Context") -> Optional[str]:
+    swaps = ctx.facts.swap_devices()
+    return f"swap is on ({', '.join(swaps)}); kubelet refuses to start with swap" if swaps else None
+
+
+def _cpus(ctx: "Context") -> Optional[str]:
+    count = ctx.facts.cpu_count()
+    return None if count >= MIN_CPUS else f"{count} CPU(s); kubeadm needs at least {MIN_CPUS}"
+
+
+def _memory(ctx: "Context") -> Optional[str]:
+    mb = ctx.facts.memory_mb()
+    return None if mb >= MIN_MEMORY_MB else f"{mb} MB of memory; kubeadm needs {MIN_MEMORY_MB} MB"
+
+
+def _kvm(ctx: "Context") -> Optional[str]:
+    if ctx.facts.kvm_usable():
+        return None
+    why = ("the CPU shows no vmx/svm flag" if not ctx.facts.hardware_virtualization()
+           else "/dev/kvm is missing or not usable")
+    return f"{why}: hyperd will fall back to software emulation, pods start very slowly"
+
+
+def _ports(ctx: "Context") -> Optional[str]:
+    wanted = set(CONTROL_PLANE_PORTS)
+    if ctx.host.exists(ADMIN_CONF):
+        wanted.clear()  # our own cluster holds them
+    if ctx.facts.unit("hyperd.service").active:
+        wanted.discard(HYPERD_PORT)
+    else:
+        wanted.add(HYPERD_PORT)
+    if not ctx.facts.unit("frakti.service").active:
+        wanted.add(ctx.settings.streaming_port)
+    taken = sorted(wanted & ctx.facts.listening_ports())
+    return f"port(s) {', '.join(map(str, taken))} already in use" if taken else None
+
+
+def _cgroup_driver(ctx: "Context") -> Optional[str]:
+    docker = ctx.facts.docker_cgroup_driver()
+    chosen = ctx.cgroup_driver()
+    if docker and docker != chosen:
+        return (f"docker uses the {docker} cgroup driver but {chosen} was asked for; "
+                "kubelet, frakti and docker must agree")
+    return None
+
+
+def _checksums(ctx: "Context") -> Optional[str]:
+    missing = []
+    for name in ctx.artifacts.names():
+        try:
+            ctx.artifacts.require_checksum_source(name)
+        except MissingChecksum:
+            missing.append(name)
+    if not missing:
+        return None
+    return f"no sha256 given for {', '.join(missing)} (upstream publishes none)"
+
+
+CHECKS = (
+    PreflightCheck("Root", _root, "Run frakti-install as root (sudo)."),
+    PreflightCheck("Arch", _arch, "Use an x86_64 host."),
+    PreflightCheck("Systemd", _systemd, "frakti-install manages services through systemd."),
+    PreflightCheck("CgroupV1", _cgroup_v1,
+                   "Boot with the kernel parameter systemd.unified_cgroup_hierarchy=0 (add it to "
+                   "GRUB_CMDLINE_LINUX in /etc/default/grub, run update-grub or grub2-mkconfig) "
+                   "and reboot; or use the kata runtime profile."),
+    PreflightCheck("Swap", _swap,
+                   "Run 'swapoff -a' and remove the swap lines from /etc/fstab."),
+    PreflightCheck("NumCPU", _cpus, "Give the host at least 2 CPUs."),
+    PreflightCheck("Mem", _memory, "Give the host at least 1700 MB of memory."),
+    PreflightCheck("Port", _ports, "Stop whatever listens there (ss -ltnp shows it)."),
+    PreflightCheck("CgroupDriver", _cgroup_driver,
+                   "Set cgroup_driver to docker's (or 'auto'), or change docker's "
+                   "native.cgroupdriver in /etc/docker/daemon.json."),
+    PreflightCheck("Checksums", _checksums,
+                   "Give the sums with --checksum NAME=SHA256 or checksums: in the config file."),
+    PreflightCheck("KVM", _kvm, "Enable VT-x/AMD-V in the firmware, or nested virtualisation.",
+                   fatal=False),
+)
+
+
+class Preflight(Step):
+    name = "preflight"
+    title = "Check the host before changing anything"
+
+    def check(self, ctx: "Context") -> Check:
+        ignored = {name.lower() for name in ctx.settings.ignore_preflight_errors}
+        errors: List[str] = []
+        warnings: List[str] = []
+        for item in CHECKS:
+            problem = item.probe(ctx)
+            if problem is None:
+                continue
+            line = f"[{item.name}] {problem}. {item.hint}"
+            if not item.fatal or item.name.lower() in ignored or "all" in ignored:
+                warnings.append(line)
+                log.warning("preflight: %s", line)
+            else:
+                errors.append(line)
+        if errors:
+            raise PreflightFailed(
+                "preflight found problems:\n  " + "\n  ".join(errors),
+                hint="Fix them, or skip a check with --ignore-preflight-errors NAME.",
+            )
+        summary = f"{len(CHECKS)} checks passed"
+        if warnings:
+            summary += "; warnings: " + " ".join(warnings)
+        return Check.ok(summary)
