@@ -133,6 +133,7 @@ class ExtractArtifact(Action):
     def apply(self, ctx: "Context") -> None:
         local = ctx.artifacts.fetch(self.artifact)
         artifact = ctx.artifacts.get(self.artifact)
+        archive_sha256 = _sha256_of(local)  # what the record compares with a given sum
         with tarfile.open(local) as archive, tempfile.TemporaryDirectory() as tmp:
             for member in _safe_members(archive, self.members):
                 extracted = archive.extractfile(member)
@@ -142,7 +143,7 @@ class ExtractArtifact(Action):
                     out.write(extracted.read())
                 target = f"{self.directory.rstrip('/')}/{os.path.basename(member.name)}"
                 ctx.host.install_file(_path(staged), target, 0o755)
-                ctx.installed.remember(target, artifact, _sha256_of(_path(staged)))
+                ctx.installed.remember(target, artifact, archive_sha256)
 
 
 def _safe_members(archive: tarfile.TarFile, wanted: Sequence[str]) -> List[tarfile.TarInfo]:

@@ -517,7 +517,7 @@ class Downloader:
     def _install(self, part: Path, final: Path) -> None:
         with open(part, "rb") as fh:
             os.fsync(fh.fileno())
-        pass
+        os.chmod(part, FILE_MODE)
         os.replace(part, final)
         _fsync_dir(final.parent)
         _fsync_dir(part.parent)

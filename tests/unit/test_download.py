@@ -42,7 +42,7 @@ class Seen:
     headers: Dict[str, str]
 
 
-App = Callable[["_Handler", int], None]  # (handler, index of this request for its path)
+App = Callable[["_Handler", int], object]  # (handler, index of this request for its path)
 
 
 class _Server(ThreadingHTTPServer):
@@ -57,7 +57,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         srv = self.server
         with srv.lock:
             n = sum(1 for s in srv.seen if s.path == self.path)
@@ -68,7 +68,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         app(self, n)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     # helpers for apps -------------------------------------------------------
@@ -179,7 +179,11 @@ def test_good_file_lands_in_content_addressed_cache(server: Server, cache: Path)
     data = os.urandom(200_000)
     url = server.serve("/kubeadm", data)
 
-    path = Downloader(cache).fetch(url, sha(data).upper())
+    old_umask = os.umask(0o077)  # modes must not depend on the caller's umask
+    try:
+        path = Downloader(cache).fetch(url, sha(data).upper())
+    finally:
+        os.umask(old_umask)
 
     assert path == cache / "sha256" / sha(data)
     assert path.read_bytes() == data
@@ -238,9 +242,8 @@ def test_truncated_transfer_is_resumed_with_range(
     assert "Range" not in server.seen[0].headers
     assert server.seen[1].headers.get("Range") == f"bytes={half}-"
     assert sleeps == [0.25]
-    # the second attempt reports the resumed part as already done
-    second = [e for e in events if e.done >= half]
-    assert second[0].done == half
+    # the second attempt starts by reporting the resumed part as already done
+    assert [e.done for e in events].count(half) == 2
     assert events[-1].done == len(data) and events[-1].total == len(data)
     assert _partials(cache) == []
 
@@ -448,6 +451,7 @@ def test_progress_events(server: Server, cache: Path) -> None:
 
     assert len(events) >= 4
     dones = [e.done for e in events]
+    assert dones[0] == 0  # an event before the first byte, so a bar can appear at once
     assert dones == sorted(set(dones))  # strictly increasing
     assert dones[-1] == len(data)
     assert all(e.total == len(data) for e in events)
@@ -529,7 +533,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     server: _Server
     upstream: Dict[str, Tuple[str, int]] = {}
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         srv = self.server
         with srv.lock:
             srv.seen.append(Seen(self.command, self.path, dict(self.headers.items())))
@@ -554,7 +558,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

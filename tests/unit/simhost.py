@@ -1,0 +1,404 @@
+"""A simulated host for unit tests: a scratch root directory for files, and a
+command runner that imitates what the installer relies on (package
+managers, systemd, docker, kubeadm, kubectl, modprobe, sysctl).
+
+It is a test stand-in only. It keeps the state those programs would keep and
+changes it the way they would, so a whole plan can be applied, re-run,
+interrupted and resumed without a real machine.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Set
+
+from frakti_install.config import Settings
+from frakti_install.context import Context
+from frakti_install.host import CommandResult, Host
+
+OS_RELEASE = {
+    ("ubuntu", "16.04"): 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID="16.04"\nPRETTY_NAME="Ubuntu 16.04.7 LTS"\n',
+    ("ubuntu", "18.04"): 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID="18.04"\nPRETTY_NAME="Ubuntu 18.04.6 LTS"\n',
+    ("ubuntu", "20.04"): 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID="20.04"\nPRETTY_NAME="Ubuntu 20.04.6 LTS"\n',
+    ("ubuntu", "22.04"): 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID="22.04"\nPRETTY_NAME="Ubuntu 22.04.4 LTS"\n',
+    ("ubuntu", "24.04"): 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID="24.04"\nPRETTY_NAME="Ubuntu 24.04.1 LTS"\n',
+    ("debian", "11"): 'NAME="Debian GNU/Linux"\nID=debian\nVERSION_ID="11"\nPRETTY_NAME="Debian GNU/Linux 11 (bullseye)"\n',
+    ("debian", "12"): 'NAME="Debian GNU/Linux"\nID=debian\nVERSION_ID="12"\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n',
+    ("centos", "7"): 'NAME="CentOS Linux"\nID="centos"\nID_LIKE="rhel fedora"\nVERSION_ID="7"\nPRETTY_NAME="CentOS Linux 7 (Core)"\n',
+    ("rocky", "8.9"): 'NAME="Rocky Linux"\nID="rocky"\nID_LIKE="rhel centos fedora"\nVERSION_ID="8.9"\nPRETTY_NAME="Rocky Linux 8.9 (Green Obsidian)"\n',
+    ("rocky", "9.3"): 'NAME="Rocky Linux"\nID="rocky"\nID_LIKE="rhel centos fedora"\nVERSION_ID="9.3"\nPRETTY_NAME="Rocky Linux 9.3 (Blue Onyx)"\n',
+    ("almalinux", "8.9"): 'NAME="AlmaLinux"\nID="almalinux"\nID_LIKE="rhel centos fedora"\nVERSION_ID="8.9"\nPRETTY_NAME="AlmaLinux 8.9 (Midnight Oncilla)"\n',
+    ("almalinux", "9.4"): 'NAME="AlmaLinux"\nID="almalinux"\nID_LIKE="rhel centos fedora"\nVERSION_ID="9.4"\nPRETTY_NAME="AlmaLinux 9.4 (Seafoam Ocelot)"\n',
+    ("rhel", "8.10"): 'NAME="Red Hat Enterprise Linux"\nID="rhel"\nID_LIKE="fedora"\nVERSION_ID="8.10"\nPRETTY_NAME="Red Hat Enterprise Linux 8.10 (Ootpa)"\n',
+    ("rhel", "9.4"): 'NAME="Red Hat Enterprise Linux"\nID="rhel"\nID_LIKE="fedora"\nVERSION_ID="9.4"\nPRETTY_NAME="Red Hat Enterprise Linux 9.4 (Plow)"\n',
+}
+SUPPORTED = sorted(OS_RELEASE)
+
+# Units that packages bring, and the port a running unit listens on.
+PACKAGE_UNITS = {
+    "docker.io": "docker.service", "docker": "docker.service", "docker-ce": "docker.service",
+    "hypercontainer": "hyperd.service", "hyper-container": "hyperd.service",
+}
+PACKAGE_BINARIES = {"docker.io": "docker", "docker": "docker", "docker-ce": "docker"}
+UNIT_PORTS = {"hyperd.service": [22318], "frakti.service": [22521]}
+TOKEN_FILE = "/var/lib/sim/kubeadm-token"
+
+
+class Killed(BaseException):
+    """Raised by the runner to imitate SIGKILL at a chosen command."""
+
+
+@dataclass
+class UnitState:
+    enabled: bool = False
+    active: bool = False
+    starts: int = 0
+
+
+@dataclass
+class SimState:
+    packages: Dict[str, str] = field(default_factory=dict)
+    units: Dict[str, UnitState] = field(default_factory=dict)
+    node: Optional[dict] = None
+    inits: List[List[str]] = field(default_factory=list)
+    docker_driver: str = "cgroupfs"
+
+
+class SimRunner:
+    READ_ONLY = {"dpkg-query", "rpm", "apt-cache", "uname", "id", "docker"}
+
+    def __init__(self, root: Path, state: SimState) -> None:
+        self.root = root
+        self.state = state
+        self.calls: List[List[str]] = []
+        self.kill_at: Optional[int] = None  # index among mutating commands
+        self.mutations = 0
+
+    # helpers -------------------------------------------------------------
+    def p(self, target: str) -> Path:
+        return self.root / target.lstrip("/")
+
+    def write(self, target: str, text: str, mode: int = 0o644) -> None:
+        path = self.p(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        os.chmod(path, mode)
+
+    def ok(self, argv: Sequence[str], out: str = "") -> CommandResult:
+        return CommandResult(list(argv), 0, out, "")
+
+    def fail(self, argv: Sequence[str], err: str, code: int = 1) -> CommandResult:
+        return CommandResult(list(argv), code, "", err)
+
+    def mutating(self, argv: Sequence[str]) -> bool:
+        if argv[0] in self.READ_ONLY:
+            return False
+        if argv[0] == "systemctl" and argv[1] == "show":
+            return False
+        return not (argv[0] == "kubectl" and "get" in argv)
+
+    def _refresh_ports(self) -> None:
+        lines = ["  sl  local_address rem_address   st"]
+        for unit, ports in UNIT_PORTS.items():
+            if self.state.units.get(unit, UnitState()).active:
+                for port in ports:
+                    lines.append(f"   0: 00000000:{port:04X} 00000000:0000 0A")
+        self.write("/proc/net/tcp", "\n".join(lines) + "\n")
+
+    def unit_exists(self, unit: str) -> bool:
+        if unit in {PACKAGE_UNITS[p] for p in self.state.packages if p in PACKAGE_UNITS}:
+            return True
+        return any(self.p(d).joinpath(unit).exists()
+                   for d in ("/lib/systemd/system", "/usr/lib/systemd/system", "/etc/systemd/system"))
+
+    # the runner ------------------------------------------------------------
+    def __call__(self, argv: Sequence[str], env: Optional[Mapping[str, str]],
+                 input: Optional[str], timeout: Optional[float]) -> CommandResult:
+        argv = list(argv)
+        self.calls.append(argv)
+        if self.mutating(argv):
+            if self.kill_at is not None and self.mutations == self.kill_at:
+                raise Killed(" ".join(argv))
+            self.mutations += 1
+        handler = getattr(self, "cmd_" + argv[0].replace("-", "_"), None)
+        if handler is None:
+            return self.fail(argv, f"{argv[0]}: command not found", 127)
+        result: CommandResult = handler(argv)
+        self._refresh_ports()
+        return result
+
+    def cmd_uname(self, argv: List[str]) -> CommandResult:
+        return self.ok(argv, "x86_64\n")
+
+    def cmd_id(self, argv: List[str]) -> CommandResult:
+        return self.ok(argv, "0\n")
+
+    def cmd_dpkg_query(self, argv: List[str]) -> CommandResult:
+        names = [a for a in argv[3:]]
+        lines = [f"{n}\tii \t{self.state.packages[n]}" for n in names if n in self.state.packages]
+        missing = [n for n in names if n not in self.state.packages]
+        return CommandResult(argv, 1 if missing else 0, "\n".join(lines) + "\n",
+                             "".join(f"dpkg-query: no packages found matching {n}\n" for n in missing))
+
+    def cmd_rpm(self, argv: List[str]) -> CommandResult:
+        names = argv[4:]
+        out = []
+        for n in names:
+            out.append(f"{n}\t{self.state.packages[n]}" if n in self.state.packages
+                       else f"package {n} is not installed")
+        return self.ok(argv, "\n".join(out) + "\n")
+
+    def cmd_apt_cache(self, argv: List[str]) -> CommandResult:
+        return self.ok(argv, "".join(f"{n}:\n  Installed: (none)\n  Candidate: 1.0-1\n"
+                                     for n in argv[2:]))
+
+    def cmd_apt_get(self, argv: List[str]) -> CommandResult:
+        if argv[1] == "update":
+            return self.ok(argv)
+        return self._install([a for a in argv[2:] if not a.startswith("-") and "Dpkg::" not in a])
+
+    def cmd_yum(self, argv: List[str]) -> CommandResult:
+        return self._install([a for a in argv[2:] if not a.startswith("-")])
+
+    cmd_dnf = cmd_yum
+
+    def _install(self, items: List[str]) -> CommandResult:
+        for item in items:
+            if "/" in item:  # a package file: name_version from the file name
+                base = os.path.basename(item)
+                name = base.split("_")[0] if base.endswith(".deb") else base.rsplit("-", 2)[0]
+                version = (base.split("_")[1] if base.endswith(".deb")
+                           else base.rsplit("-", 2)[1] + "-1")
+                self.state.packages[name] = version
+            else:
+                self.state.packages[item] = "1.0-1"
+            binary = PACKAGE_BINARIES.get(item)
+            if binary:
+                self.write(f"/usr/bin/{binary}", "#!/bin/sh\n", 0o755)
+        return self.ok(["install", *items])
+
+    def cmd_dpkg(self, argv: List[str]) -> CommandResult:
+        return self.ok(argv)
+
+    def cmd_systemctl(self, argv: List[str]) -> CommandResult:
+        verb = argv[1]
+        if verb == "show":
+            units = [a for a in argv[2:] if a.endswith(".service")]
+            blocks = []
+            for unit in units:
+                st = self.state.units.get(unit, UnitState())
+                loaded = "loaded" if self.unit_exists(unit) else "not-found"
+                blocks.append(
+                    f"Id={unit}\nLoadState={loaded}\n"
+                    f"ActiveState={'active' if st.active else 'inactive'}\n"
+                    f"UnitFileState={'enabled' if st.enabled else 'disabled'}\nMainPID=0\n")
+            return self.ok(argv, "\n".join(blocks))
+        if verb == "daemon-reload":
+            return self.ok(argv)
+        unit = argv[2]
+        if not self.unit_exists(unit):
+            return self.fail(argv, f"Failed to {verb} {unit}: Unit {unit} not found.", 5)
+        st = self.state.units.setdefault(unit, UnitState())
+        if verb == "enable":
+            st.enabled = True
+        elif verb in ("start", "restart"):
+            if verb == "restart" or not st.active:
+                st.starts += 1
+            st.active = True
+            if unit == "frakti.service":
+                self.write("/var/run/frakti.sock", "")
+        return self.ok(argv)
+
+    def cmd_docker(self, argv: List[str]) -> CommandResult:
+        if not self.state.units.get("docker.service", UnitState()).active:
+            return self.fail(argv, "Cannot connect to the Docker daemon")
+        return self.ok(argv, self.state.docker_driver + "\n")
+
+    def cmd_modprobe(self, argv: List[str]) -> CommandResult:
+        self.p(f"/sys/module/{argv[1]}").mkdir(parents=True, exist_ok=True)
+        return self.ok(argv)
+
+    def cmd_sysctl(self, argv: List[str]) -> CommandResult:
+        for line in self.p(argv[-1]).read_text().splitlines():
+            if "=" in line and not line.startswith("#"):
+                key, value = (s.strip() for s in line.split("=", 1))
+                self.write("/proc/sys/" + key.replace(".", "/"), value + "\n")
+        return self.ok(argv)
+
+    def cmd_setenforce(self, argv: List[str]) -> CommandResult:
+        self.write("/sys/fs/selinux/enforce", argv[1] + "\n")
+        return self.ok(argv)
+
+    def cmd_kubeadm(self, argv: List[str]) -> CommandResult:
+        if argv[1] == "reset":
+            for d in ("/etc/kubernetes/manifests", "/etc/cni/net.d"):
+                for child in self.p(d).glob("*"):
+                    child.unlink()
+            for f in ("/etc/kubernetes/admin.conf", "/etc/kubernetes/kubelet.conf"):
+                self.p(f).unlink(missing_ok=True)
+            self.state.node = None
+            return self.ok(argv)
+        if argv[1] == "init":
+            flags = dict(a[2:].split("=", 1) for a in argv[2:] if "=" in a)
+            if self.p("/etc/kubernetes/manifests").exists() and any(
+                    self.p("/etc/kubernetes/manifests").iterdir()):
+                return self.fail(argv, "[ERROR DirAvailable--etc-kubernetes-manifests]")
+            if not self.p(flags["cri-socket"]).exists():
+                return self.fail(argv, "[ERROR CRI]: container runtime is not running")
+            self.state.inits.append(argv)
+            self.write(TOKEN_FILE, flags["token"])
+            self.write("/etc/kubernetes/manifests/kube-controller-manager.yaml",
+                       f"    - --cluster-cidr={flags['pod-network-cidr']}\n")
+            self.write("/etc/kubernetes/kubelet.conf", "kubeconfig\n", 0o600)
+            self.write("/etc/kubernetes/admin.conf", "kubeconfig\n", 0o600)
+            kubelet = self.state.units.setdefault("kubelet.service", UnitState())
+            kubelet.active, kubelet.starts = True, kubelet.starts + 1
+            self.state.node = {
+                "metadata": {"name": flags["node-name"]},
+                "spec": {"taints": [{"key": "node-role.kubernetes.io/master",
+                                     "effect": "NoSchedule"}]},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+            }
+            return self.ok(argv, f"kubeadm join 10.0.0.1:6443 --token {flags['token']}\n")
+        return self.fail(argv, "unknown kubeadm command")
+
+    def cmd_kubectl(self, argv: List[str]) -> CommandResult:
+        if self.state.node is None or not self.p("/etc/kubernetes/admin.conf").exists():
+            return self.fail(argv, "The connection to the server localhost:6443 was refused")
+        if "get" in argv:
+            return self.ok(argv, json.dumps({"items": [self.state.node]}))
+        if "taint" in argv:
+            key = argv[-1].rstrip("-").split(":")[0]
+            taints = self.state.node["spec"]["taints"]
+            if not any(t["key"] == key for t in taints):
+                return self.fail(argv, f'error: taint "{key}" not found')
+            self.state.node["spec"]["taints"] = [t for t in taints if t["key"] != key]
+            return self.ok(argv, f"node/{argv[-2]} untainted\n")
+        return self.fail(argv, "unsupported")
+
+
+class SimDownloader:
+    """Serves made-up artifact bytes; sums are what a real mirror would publish."""
+
+    def __init__(self, cache: Path) -> None:
+        self.cache = cache
+        self.fetched: List[str] = []
+        self.corrupt: Set[str] = set()
+
+    @staticmethod
+    def content(url: str) -> bytes:
+        if url.endswith((".tgz", ".tar.gz")):
+            return _tarball(url)
+        return f"#!/bin/sh\n# {url}\n".encode()
+
+    @classmethod
+    def sha256_for(cls, url: str) -> str:
+        return hashlib.sha256(cls.content(url)).hexdigest()
+
+    def fetch_text(self, url: str) -> str:
+        return self.sha256_for(url[: -len(".sha256")]) + "\n"
+
+    def fetch(self, url: str, sha256: str) -> Path:
+        from frakti_install.errors import ChecksumMismatch
+
+        self.fetched.append(url)
+        data = self.content(url) + (b"x" if url in self.corrupt else b"")
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise ChecksumMismatch(url, sha256, actual)
+        path = self.cache / sha256
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+
+
+def _tarball(url: str) -> bytes:
+    import gzip
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    # mtime=0: the same bytes on every call, as a published release file is
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as archive:
+        for name in ("bridge", "host-local", "loopback", "portmap", "crictl"):
+            data = f"#!/bin/sh\n# {name} from {url}\n".encode()
+            info = tarfile.TarInfo(f"./{name}")
+            info.size, info.mode, info.mtime = len(data), 0o755, 0
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def given_checksums(os_id: str = "debian") -> Dict[str, str]:
+    """The sums a user gives for artifacts with no published checksum."""
+    from frakti_install import artifacts, versions
+
+    fmt = "deb" if os_id in ("ubuntu", "debian") else "rpm"
+    resolver = artifacts.Artifacts(Settings(), versions.resolve(), "amd64", fmt, lambda: None)  # type: ignore[arg-type,return-value]
+    return {name: SimDownloader.sha256_for(resolver.get(name).url)
+            for name in ("frakti", "crictl", "hypercontainer", "hyperstart")}
+
+
+class SimMachine:
+    """A root directory laid out like a fresh host of one supported system."""
+
+    def __init__(self, root: Path, os_id: str, version: str, *, cgroup: int = 1,
+                 swap: bool = False, cpu_flags: str = "fpu vmx sse", hostname: str = "Node-1",
+                 selinux_enforcing: bool = True) -> None:
+        self.root = root
+        self.os_id = os_id
+        self.state = SimState()
+        self.runner = SimRunner(root, self.state)
+        self.downloader = SimDownloader(root / "var/cache/sim")
+        w = self.runner.write
+        w("/etc/os-release", OS_RELEASE[(os_id, version)])
+        w("/proc/sys/kernel/hostname", hostname + "\n")
+        w("/proc/cpuinfo", "".join(f"processor\t: {i}\nflags\t\t: {cpu_flags}\n\n" for i in range(4)))
+        w("/proc/meminfo", "MemTotal:        8000000 kB\n")
+        w("/proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n"
+          + ("/swapfile file 1024 0 -2\n" if swap else ""))
+        for key in ("net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables",
+                    "net/bridge/bridge-nf-call-ip6tables"):
+            w(f"/proc/sys/{key}", "0\n")
+        w("/dev/kvm", "")
+        self.p("/run/systemd/system").mkdir(parents=True)
+        self.p("/sys/fs/cgroup").mkdir(parents=True)
+        if cgroup == 2:
+            w("/sys/fs/cgroup/cgroup.controllers", "cpu memory\n")
+        if os_id not in ("ubuntu", "debian"):
+            w("/sys/fs/selinux/enforce", "1\n" if selinux_enforcing else "0\n")
+            w("/etc/selinux/config", "SELINUX=enforcing\nSELINUXTYPE=targeted\n")
+        self.runner._refresh_ports()
+
+    def p(self, target: str) -> Path:
+        return self.root / target.lstrip("/")
+
+    def settings(self, **overrides: object) -> Settings:
+        from frakti_install import config
+
+        values: Dict[str, object] = {"checksums": given_checksums(self.os_id)}
+        values.update(overrides)
+        return config.validate(Settings(**values))  # type: ignore[arg-type]
+
+    def context(self, settings: Optional[Settings] = None) -> Context:
+        ctx = Context(host=Host(root=self.root, runner=self.runner),
+                      settings=settings or self.settings())
+        ctx.downloader_factory = lambda: self.downloader
+        return ctx
+
+    def snapshot(self) -> Dict[str, str]:
+        """Every file under /etc, /usr, /lib and /opt with its content hash, plus sim state."""
+        files = {}
+        for top in ("etc", "usr", "lib", "opt"):
+            for path in sorted(self.p(top).rglob("*")) if self.p(top).exists() else []:
+                if path.is_file():
+                    files[str(path.relative_to(self.root))] = hashlib.sha256(
+                        path.read_bytes()).hexdigest()[:12]
+        files["#packages"] = ",".join(sorted(self.state.packages))
+        files["#units"] = ",".join(sorted(f"{u}:{s.enabled}:{s.active}"
+                                          for u, s in self.state.units.items()))
+        files["#node"] = json.dumps(self.state.node, sort_keys=True)
+        return files
