@@ -84,8 +84,7 @@ def _child_env() -> Dict[str, str]:
 def _run_child(args: List[str]) -> Optional[dict]:
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), *args],
-        env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        universal_newlines=True, check=False,
+        env=_child_env(), capture_output=True, text=True, check=False,
     )
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)

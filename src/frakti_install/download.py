@@ -64,6 +64,16 @@ _GNU_LINE = re.compile(r"^([0-9a-fA-F]{64})(?:\s+\*?(.*))?$")
 _BSD_LINE = re.compile(r"^SHA256\s*\((.*)\)\s*=\s*([0-9a-fA-F]{64})$", re.IGNORECASE)
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
+# Request errors that another attempt cannot fix.
+_PERMANENT_REQUEST_ERRORS = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.URLRequired,
+    requests.exceptions.TooManyRedirects,
+)
+
 # Sleep between retries. Module-level so tests can replace it
 # (monkeypatch.setattr(download, "_sleep", fake)); looked up at call time.
 _sleep: Callable[[float], None] = time.sleep
@@ -369,16 +379,18 @@ class Downloader:
             except _Transient as exc:
                 last = _scrub(str(exc), url)
                 retry_after = exc.retry_after
+            except requests.exceptions.SSLError as exc:  # a bad certificate is not transient
+                raise DownloadError(
+                    f"cannot download {safe}: TLS error: {_scrub(str(exc), url)}",
+                    hint="Check the system CA certificates, a TLS-intercepting proxy, "
+                    "and --mirror.",
+                ) from None
+            except _PERMANENT_REQUEST_ERRORS as exc:
+                raise DownloadError(
+                    f"cannot download {safe}: {_scrub(_describe(exc), url)}",
+                    hint="Check the URL (and --mirror).",
+                ) from None
             except requests.RequestException as exc:
-                if isinstance(exc, (requests.exceptions.InvalidURL,
-                                    requests.exceptions.MissingSchema,
-                                    requests.exceptions.InvalidSchema,
-                                    requests.exceptions.InvalidHeader,
-                                    requests.exceptions.URLRequired)):
-                    raise DownloadError(
-                        f"cannot download {safe}: {_scrub(_describe(exc), url)}",
-                        hint="Check the URL (and --mirror).",
-                    ) from None
                 last = _scrub(_describe(exc), url)
                 retry_after = None
             except _Urllib3Error as exc:  # raised while streaming a raw body
@@ -409,8 +421,13 @@ class Downloader:
     def _check_status(self, resp: requests.Response, safe: str) -> None:
         """Raise for a status that is not a success: _Transient or DownloadError."""
         status = resp.status_code
-        if status < 400:
+        if 200 <= status < 300:
             return
+        if status < 400:  # a redirect without a Location, 304...: nothing to save
+            raise DownloadError(
+                f"cannot download {safe}: unexpected HTTP {status} {resp.reason or ''}".rstrip(),
+                hint="Check --mirror.",
+            )
         reason = f"HTTP {status} {resp.reason or ''}".strip()
         if status == 429 or status >= 500:
             raise _Transient(reason, _parse_retry_after(resp))

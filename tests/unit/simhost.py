@@ -65,6 +65,7 @@ class SimState:
     node: Optional[dict] = None
     inits: List[List[str]] = field(default_factory=list)
     docker_driver: str = "cgroupfs"
+    other_listeners: Set[int] = field(default_factory=set)  # ports held by something else
 
 
 class SimRunner:
@@ -102,6 +103,8 @@ class SimRunner:
 
     def _refresh_ports(self) -> None:
         lines = ["  sl  local_address rem_address   st"]
+        lines += [f"   0: 00000000:{port:04X} 00000000:0000 0A"
+                  for port in sorted(self.state.other_listeners)]
         for unit, ports in UNIT_PORTS.items():
             if self.state.units.get(unit, UnitState()).active:
                 for port in ports:

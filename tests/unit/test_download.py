@@ -376,6 +376,16 @@ def test_connection_refused_is_retried_then_reported(cache: Path, sleeps: List[f
     assert "connection" in str(info.value).lower()
 
 
+def test_tls_errors_are_not_retried(server: Server, cache: Path, sleeps: List[float]) -> None:
+    url = server.url("/f").replace("http://", "https://")  # TLS to a plain HTTP server
+
+    with pytest.raises(DownloadError, match="TLS error") as info:
+        Downloader(cache, retries=3).fetch(url, "f" * 64)
+
+    assert sleeps == []
+    assert url in str(info.value)
+
+
 def test_stall_mid_body_hits_read_timeout(server: Server, cache: Path) -> None:
     data = os.urandom(2 * (1 << 20))
     sent = (1 << 20) + 1000  # one whole chunk and a bit

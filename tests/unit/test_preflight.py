@@ -1,0 +1,73 @@
+"""Each preflight check: what trips it, and that nothing changes when it does."""
+from __future__ import annotations
+
+import pytest
+
+from frakti_install import plans, session
+from frakti_install.engine import Status
+from frakti_install.errors import PreflightFailed
+from frakti_install.steps.preflight import Preflight
+from tests.unit.simhost import UnitState
+
+
+def preflight_error(m, **settings) -> str:
+    with pytest.raises(PreflightFailed) as info:
+        Preflight().check(m.context(m.settings(**settings)))
+    return str(info.value)
+
+
+def test_clean_host_passes_with_reason(machine):
+    check = Preflight().check(machine().context())
+    assert not check.needed and check.reason.startswith("11 checks passed")
+
+
+def test_swap_is_fatal_with_hint(machine):
+    message = preflight_error(machine(swap=True))
+    assert "[Swap] swap is on (/swapfile)" in message and "swapoff -a" in message
+
+
+def test_cgroup_v2_explains_kernel_parameter(machine):
+    message = preflight_error(machine("ubuntu", "22.04", cgroup=2))
+    assert "[CgroupV1]" in message and "systemd.unified_cgroup_hierarchy=0" in message
+
+
+def test_taken_port_is_named(machine):
+    m = machine()
+    m.state.other_listeners.add(6443)
+    m.runner._refresh_ports()
+    ctx = m.context()
+    with pytest.raises(PreflightFailed, match=r"\[Port\] port\(s\) 6443 already in use"):
+        Preflight().check(ctx)
+
+
+def test_docker_cgroup_driver_disagreement(machine):
+    m = machine()
+    m.runner.write("/usr/bin/docker", "#!/bin/sh\n", 0o755)
+    m.state.units["docker.service"] = UnitState(enabled=True, active=True)
+    m.state.docker_driver = "systemd"
+    message = preflight_error(m, cgroup_driver="cgroupfs")
+    assert "[CgroupDriver] docker uses the systemd cgroup driver but cgroupfs" in message
+
+
+def test_missing_checksum_names_the_artifacts(machine):
+    message = preflight_error(machine(), checksums={})
+    assert "no sha256 given for crictl, frakti, hypercontainer, hyperstart" in message
+
+
+def test_no_kvm_only_warns(machine):
+    check = Preflight().check(machine(cpu_flags="fpu sse").context())
+    assert "[KVM] the CPU shows no vmx/svm flag" in check.reason
+
+
+def test_ignored_check_becomes_warning(machine):
+    m = machine(swap=True)
+    check = Preflight().check(m.context(m.settings(ignore_preflight_errors=("swap",))))
+    assert "[Swap]" in check.reason
+
+
+def test_failed_preflight_changes_nothing(machine):
+    m = machine(swap=True)
+    report = session.execute(plans.allinone(), m.context(), dry_run=False)
+    assert [r.status for r in report.steps] == [Status.FAIL]
+    assert m.runner.mutations == 0
+    assert not m.p("/etc/modules-load.d/frakti-install.conf").exists()
