@@ -1,11 +1,13 @@
 """The changes a step can ask for. Each says what it will do (for the plan
 and the journal) and does it through the host."""
+
 from __future__ import annotations
 
 import os
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from frakti_install.engine import Action
@@ -26,12 +28,13 @@ class Run(Action):
         command = " ".join(self.argv)
         return f"{self.why}: {command}" if self.why else command
 
-    def apply(self, ctx: "Context") -> None:
+    def apply(self, ctx: Context) -> None:
         ctx.host.run(self.argv, env=self.env, timeout=self.timeout)
 
 
-def run(*argv: str, why: str = "", timeout: Optional[float] = None,
-        env: Optional[Dict[str, str]] = None) -> Run:
+def run(
+    *argv: str, why: str = "", timeout: Optional[float] = None, env: Optional[Dict[str, str]] = None
+) -> Run:
     return Run(tuple(argv), why, timeout, env)
 
 
@@ -43,9 +46,11 @@ class WriteFile(Action):
     reason: str = "create"  # create | update | chmod
 
     def describe(self) -> str:
-        return f"{self.reason} {self.path}" + (f" (mode {self.mode:o})" if self.reason == "chmod" else "")
+        return f"{self.reason} {self.path}" + (
+            f" (mode {self.mode:o})" if self.reason == "chmod" else ""
+        )
 
-    def apply(self, ctx: "Context") -> None:
+    def apply(self, ctx: Context) -> None:
         ctx.host.write_file(self.path, self.content.encode(), self.mode)
 
 
@@ -56,7 +61,7 @@ class InstallPackages(Action):
     def describe(self) -> str:
         return "install packages " + " ".join(self.names)
 
-    def apply(self, ctx: "Context") -> None:
+    def apply(self, ctx: Context) -> None:
         pm = ctx.packages
         repair = pm.repair_argv(ctx.host)
         if repair:
@@ -82,9 +87,10 @@ class InstallPackageFiles(Action):
 
     def describe(self) -> str:
         return "download, verify and install " + " ".join(
-            f"{name} package" for name in self.artifacts)
+            f"{name} package" for name in self.artifacts
+        )
 
-    def apply(self, ctx: "Context") -> None:
+    def apply(self, ctx: Context) -> None:
         paths = []
         for name in self.artifacts:
             local = ctx.artifacts.fetch(name)
@@ -111,11 +117,10 @@ class InstallArtifact(Action):
     def describe(self) -> str:
         return f"download, verify and install {self.artifact} to {self.path}"
 
-    def apply(self, ctx: "Context") -> None:
+    def apply(self, ctx: Context) -> None:
         local = ctx.artifacts.fetch(self.artifact)
         ctx.host.install_file(local, self.path, self.mode)
-        ctx.installed.remember(self.path, ctx.artifacts.get(self.artifact),
-                               _sha256_of(local))
+        ctx.installed.remember(self.path, ctx.artifacts.get(self.artifact), _sha256_of(local))
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,7 @@ class ExtractArtifact(Action):
         what = ", ".join(self.members) if self.members else "all files"
         return f"download, verify and unpack {self.artifact} ({what}) into {self.directory}"
 
-    def apply(self, ctx: "Context") -> None:
+    def apply(self, ctx: Context) -> None:
         local = ctx.artifacts.fetch(self.artifact)
         artifact = ctx.artifacts.get(self.artifact)
         archive_sha256 = _sha256_of(local)  # what the record compares with a given sum
@@ -142,7 +147,7 @@ class ExtractArtifact(Action):
                 with open(staged, "wb") as out:
                     out.write(extracted.read())
                 target = f"{self.directory.rstrip('/')}/{os.path.basename(member.name)}"
-                ctx.host.install_file(_path(staged), target, 0o755)
+                ctx.host.install_file(Path(staged), target, 0o755)
                 ctx.installed.remember(target, artifact, archive_sha256)
 
 
@@ -158,14 +163,7 @@ def _safe_members(archive: tarfile.TarFile, wanted: Sequence[str]) -> List[tarfi
     return [by_name[name] for name in wanted]
 
 
-def _path(name: str) -> "os.PathLike[str]":
-    from pathlib import Path
+def _sha256_of(path: Path) -> str:
+    from frakti_install.download import sha256_of  # requests loads only when downloading
 
-    return Path(name)
-
-
-def _sha256_of(path: "os.PathLike[str]") -> str:
-    from frakti_install.download import sha256_of
-    from pathlib import Path
-
-    return sha256_of(Path(path))
+    return sha256_of(path)

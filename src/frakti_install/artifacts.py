@@ -5,6 +5,7 @@ Checking "is the installed kubelet the one we want" must not touch the
 network and must not hash 150 MB on every run: the record keeps, per
 installed path, the artifact's identity, its sha256 and the file's stat.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,13 +51,13 @@ class Artifacts:
         versions: VersionSet,
         arch: str,
         package_format: str,
-        downloader_factory: Callable[[], "Downloader"],
+        downloader_factory: Callable[[], Downloader],
     ) -> None:
         self._settings = settings
         self._values = dict(versions.as_dict(), arch=arch, rpm_arch=RPM_ARCH.get(arch, arch))
         self._format = package_format
         self._downloader_factory = downloader_factory
-        self._downloader: Optional["Downloader"] = None
+        self._downloader: Optional[Downloader] = None
         self._sums: Dict[str, str] = {}
 
     def names(self) -> List[str]:
@@ -84,7 +85,11 @@ class Artifacts:
     def require_checksum_source(self, name: str) -> None:
         """Fail before any change when an artifact's checksum cannot be known."""
         artifact = self.get(name)
-        if artifact.checksum == "given" and not artifact.given_sha256 and not artifact.unverified_ok:
+        if (
+            artifact.checksum == "given"
+            and not artifact.given_sha256
+            and not artifact.unverified_ok
+        ):
             raise MissingChecksum(
                 f"upstream publishes no checksum for {name} ({artifact.url}), and none was given.",
                 hint=f"Give it with --checksum {name}=SHA256 (or checksums: in the config file); "
@@ -105,8 +110,11 @@ class Artifacts:
             text = self.downloader().fetch_text(artifact.sha256_url)
             value = parse_sha256_file(text, artifact.filename)
         else:
-            log.warning("UNVERIFIED download of %s from %s (allowed by --allow-unverified)",
-                        name, artifact.url)
+            log.warning(
+                "UNVERIFIED download of %s from %s (allowed by --allow-unverified)",
+                name,
+                artifact.url,
+            )
             value = None
         if value:
             self._sums[name] = value
@@ -120,7 +128,7 @@ class Artifacts:
             return self.downloader().fetch_unverified(artifact.url)
         return self.downloader().fetch(artifact.url, expected)
 
-    def downloader(self) -> "Downloader":
+    def downloader(self) -> Downloader:
         if self._downloader is None:
             self._downloader = self._downloader_factory()
         return self._downloader
@@ -163,7 +171,10 @@ class InstalledRecord:
         if artifact.given_sha256 and artifact.given_sha256 != entry.get("sha256"):
             return False
         return (st.st_size, st.st_mtime_ns, st.st_ino) == (
-            entry.get("size"), entry.get("mtime_ns"), entry.get("inode"))
+            entry.get("size"),
+            entry.get("mtime_ns"),
+            entry.get("inode"),
+        )
 
     def remember(self, path: str, artifact: Artifact, sha256: str) -> None:
         st = self._host.stat(path)

@@ -1,9 +1,9 @@
 """The command line. Only this module and console.py know about typer and rich."""
+
 from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, TypeVar
 
@@ -30,8 +30,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     pass
 
@@ -69,8 +70,14 @@ def _settings(config: Optional[Path], flags: Dict[str, Any]) -> Any:
     return config_module.load(config, flags)
 
 
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file with any of the settings below.",
-                         exists=False, dir_okay=False)
+ConfigOpt = typer.Option(
+    None,
+    "--config",
+    "-c",
+    help="YAML file with any of the settings below.",
+    exists=False,
+    dir_okay=False,
+)
 
 
 @app.command()
@@ -78,50 +85,72 @@ def allinone(
     config: Optional[Path] = ConfigOpt,
     pod_cidr: Optional[str] = typer.Option(None, help="Cluster pod CIDR [10.244.0.0/16]."),
     node_subnet: Optional[str] = typer.Option(
-        None, help="This node's pod subnet, inside the pod CIDR [10.244.1.0/24]."),
+        None, help="This node's pod subnet, inside the pod CIDR [10.244.1.0/24]."
+    ),
     service_cidr: Optional[str] = typer.Option(None, help="Service CIDR [10.96.0.0/12]."),
     version_set: Optional[str] = typer.Option(
-        None, help="A row of the compatibility table (frakti minor), e.g. 1.12."),
+        None, help="A row of the compatibility table (frakti minor), e.g. 1.12."
+    ),
     frakti_version: Optional[str] = typer.Option(None, help="Override frakti's version."),
     kubernetes_version: Optional[str] = typer.Option(None, help="Override Kubernetes' version."),
     hyperd_version: Optional[str] = typer.Option(None, help="Override hyperd's version."),
     cgroup_driver: Optional[str] = typer.Option(
-        None, help="auto (docker's), cgroupfs or systemd; frakti and kubelet both use it."),
+        None, help="auto (docker's), cgroupfs or systemd; frakti and kubelet both use it."
+    ),
     mirror: Optional[List[str]] = typer.Option(
-        None, help="KIND=URL: download KIND (kubernetes, github, hyper) from URL. Repeatable."),
+        None, help="KIND=URL: download KIND (kubernetes, github, hyper) from URL. Repeatable."
+    ),
     checksum: Optional[List[str]] = typer.Option(
-        None, help="NAME=SHA256 for artifacts upstream publishes no sum for. Repeatable."),
+        None, help="NAME=SHA256 for artifacts upstream publishes no sum for. Repeatable."
+    ),
     allow_unverified: Optional[List[str]] = typer.Option(
-        None, help="Accept an UNVERIFIED download of NAME (not recommended)."),
+        None, help="Accept an UNVERIFIED download of NAME (not recommended)."
+    ),
     ignore_preflight_errors: Optional[List[str]] = typer.Option(
-        None, help="Preflight checks (NAME,...) to turn into warnings, or 'all'."),
+        None, help="Preflight checks (NAME,...) to turn into warnings, or 'all'."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan; change nothing."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before changing the host."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan or results as JSON."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="Show commands as they run."),
+    verbose: int = typer.Option(
+        0, "--verbose", "-v", count=True, help="Show commands as they run."
+    ),
 ) -> None:
     """Turn this host into a one-node Kubernetes cluster running pods in VMs with frakti."""
     flags = dict(
-        pod_cidr=pod_cidr, node_subnet=node_subnet, service_cidr=service_cidr,
-        version_set=version_set, frakti_version=frakti_version,
-        kubernetes_version=kubernetes_version, hyperd_version=hyperd_version,
-        cgroup_driver=cgroup_driver, mirrors=mirror, checksums=checksum,
+        pod_cidr=pod_cidr,
+        node_subnet=node_subnet,
+        service_cidr=service_cidr,
+        version_set=version_set,
+        frakti_version=frakti_version,
+        kubernetes_version=kubernetes_version,
+        hyperd_version=hyperd_version,
+        cgroup_driver=cgroup_driver,
+        mirrors=mirror,
+        checksums=checksum,
         allow_unverified=",".join(allow_unverified or ()) or None,
         ignore_preflight_errors=",".join(ignore_preflight_errors or ()) or None,
     )
     _guard(lambda: _allinone(config, flags, dry_run, yes, as_json, verbose), as_json=as_json)
 
 
-def _allinone(config: Optional[Path], flags: Dict[str, Any], dry_run: bool, yes: bool,
-              as_json: bool, verbose: int) -> None:
+def _allinone(
+    config: Optional[Path],
+    flags: Dict[str, Any],
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+    verbose: int,
+) -> None:
     from frakti_install import console, plans, session
 
     settings = _settings(config, flags)
-    ctx = session.new_context(settings)
     console.configure_logging(verbose, quiet=as_json)
     if not dry_run:
         session.log_to_file(Path(settings.log_file))
-    ctx.downloader_factory = console.downloader_factory(settings, quiet=as_json)
+    ctx = session.new_context(
+        settings, downloader_factory=console.downloader_factory(settings, quiet=as_json)
+    )
     ctx.profile  # noqa: B018  an unsupported OS stops here, before any step
     steps = plans.allinone()
 
@@ -171,4 +200,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

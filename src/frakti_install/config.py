@@ -1,4 +1,5 @@
 """Settings: defaults <- YAML file <- FRAKTI_INSTALL_* environment <- flags, then validated."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -90,7 +91,9 @@ def validate(settings: Settings) -> Settings:
         if not re.match(r"^(https?|file)://", url):
             raise ConfigError(f"mirror for {kind} must be an http(s):// or file:// URL: {url!r}")
     names = set(datafiles.load("artifacts")["artifacts"])
-    for name, value in list(settings.checksums.items()) + [(n, "-") for n in settings.allow_unverified]:
+    for name, value in list(settings.checksums.items()) + [
+        (n, "-") for n in settings.allow_unverified
+    ]:
         if name not in names:
             raise ConfigError(
                 f"unknown artifact {name!r}", hint="Known artifacts: " + ", ".join(sorted(names))
@@ -156,9 +159,9 @@ def from_file(path: Path) -> Dict[str, Any]:
 
 def from_env(environ: Mapping[str, str]) -> Dict[str, Any]:
     return {
-        key[len(ENV_PREFIX):].lower(): value
+        key[len(ENV_PREFIX) :].lower(): value
         for key, value in environ.items()
-        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX):].lower() in FIELDS
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in FIELDS
     }
 
 

@@ -1,4 +1,5 @@
 """Rendering for people: progress while steps run, the recap, errors, info."""
+
 from __future__ import annotations
 
 import logging
@@ -10,7 +11,12 @@ from typing import Any, Callable, Dict, Optional
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import (
-    BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
     TransferSpeedColumn,
 )
 from rich.table import Table
@@ -42,8 +48,11 @@ def error(exc: FraktiInstallError) -> None:
 
 def internal_error(exc: BaseException, log_file: str) -> None:
     err.print(f"[bold red]internal error:[/] {exc!r}", highlight=False)
-    err.print("This is a bug in frakti-install; the traceback is in the log"
-              + (f" ({log_file})." if log_file else "."), highlight=False)
+    err.print(
+        "This is a bug in frakti-install; the traceback is in the log"
+        + (f" ({log_file})." if log_file else "."),
+        highlight=False,
+    )
 
 
 def confirm(question: str) -> bool:
@@ -56,7 +65,7 @@ class _NullObserver:
     def __call__(self, event: str, step: str, payload: object) -> None:
         pass
 
-    def __enter__(self) -> "_NullObserver":
+    def __enter__(self) -> _NullObserver:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -71,11 +80,16 @@ class StepProgress(_NullObserver):
 
     def __init__(self, dry_run: bool) -> None:
         self.dry_run = dry_run
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                                 TimeElapsedColumn(), console=out, transient=True)
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=out,
+            transient=True,
+        )
         self.task: Optional[Any] = None
 
-    def __enter__(self) -> "StepProgress":
+    def __enter__(self) -> StepProgress:
         self.progress.start()
         return self
 
@@ -90,12 +104,15 @@ class StepProgress(_NullObserver):
         elif event == Event.STEP_FINISHED and isinstance(payload, StepResult):
             if self.task is not None:
                 self.progress.remove_task(self.task)
-            word = "would change" if self.dry_run and payload.status is Status.CHANGE \
+            word = (
+                "would change"
+                if self.dry_run and payload.status is Status.CHANGE
                 else WORD[payload.status]
+            )
             style = STYLE[payload.status]
             self.progress.console.print(
-                f"[{style}]{word:>12}[/] [bold]{step}[/] ({payload.seconds:.1f}s)",
-                highlight=False)
+                f"[{style}]{word:>12}[/] [bold]{step}[/] ({payload.seconds:.1f}s)", highlight=False
+            )
 
 
 def _what(step: StepResult) -> str:
@@ -124,15 +141,20 @@ def recap(report: Any, log_file: str) -> None:
     table.add_column("time", justify="right")
     table.add_column("what")
     for step in report.steps:
-        word = "would change" if report.dry_run and step.status is Status.CHANGE \
-            else WORD[step.status]
-        table.add_row(step.name, f"[{STYLE[step.status]}]{word}[/]", f"{step.seconds:.1f}s",
-                      _what(step))
+        word = (
+            "would change" if report.dry_run and step.status is Status.CHANGE else WORD[step.status]
+        )
+        table.add_row(
+            step.name, f"[{STYLE[step.status]}]{word}[/]", f"{step.seconds:.1f}s", _what(step)
+        )
     out.print(table)
     if not report.dry_run:
         changed = sum(1 for s in report.steps if s.status is Status.CHANGE)
-        out.print(f"{changed} step(s) changed the host; log: {log_file}" if changed
-                  else "Nothing to change: the host is already as configured.")
+        out.print(
+            f"{changed} step(s) changed the host; log: {log_file}"
+            if changed
+            else "Nothing to change: the host is already as configured."
+        )
 
 
 def show_info(data: Dict[str, Any]) -> None:
@@ -141,16 +163,22 @@ def show_info(data: Dict[str, Any]) -> None:
     table.add_column()
     os_info = data["os"]
     supported = "[green]supported[/]" if os_info["supported"] else "[red]not supported[/]"
-    table.add_row("OS", f"{os_info['name']} (id {os_info['id']}, version {os_info['version']}, "
-                        f"family {os_info['family'] or '-'}) {supported}")
+    table.add_row(
+        "OS",
+        f"{os_info['name']} (id {os_info['id']}, version {os_info['version']}, "
+        f"family {os_info['family'] or '-'}) {supported}",
+    )
     table.add_row("architecture", data["arch"])
     table.add_row("package manager", str(data["package_manager"] or "-"))
     table.add_row("init system", data["init_system"])
     table.add_row("cgroup version", str(data["cgroup_version"]))
     virt = data["virtualization"]
-    table.add_row("virtualisation", f"CPU flag {'yes' if virt['cpu_flag'] else 'no'}, "
-                  f"/dev/kvm {'present' if virt['dev_kvm'] else 'absent'}, "
-                  f"KVM {'usable' if virt['kvm_usable'] else '[yellow]not usable[/]'}")
+    table.add_row(
+        "virtualisation",
+        f"CPU flag {'yes' if virt['cpu_flag'] else 'no'}, "
+        f"/dev/kvm {'present' if virt['dev_kvm'] else 'absent'}, "
+        f"KVM {'usable' if virt['kvm_usable'] else '[yellow]not usable[/]'}",
+    )
     table.add_row("docker cgroup driver", str(data["docker_cgroup_driver"] or "- (no docker)"))
     table.add_row("swap", "on" if data["swap"] else "off")
     table.add_row("CPUs / memory", f"{data['cpus']} / {data['memory_mb']} MB")
@@ -162,10 +190,17 @@ def downloader_factory(settings: Any, quiet: bool) -> Callable[[], Any]:
     """A Downloader whose progress events drive one rich bar per file."""
 
     def make() -> Any:
-        from frakti_install.download import Downloader, Progress as DownloadProgress
+        from frakti_install.download import Downloader
+        from frakti_install.download import Progress as DownloadProgress
 
-        bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                        TransferSpeedColumn(), console=out, transient=True)
+        bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=out,
+            transient=True,
+        )
         tasks: Dict[str, Any] = {}
         finished: Dict[str, float] = {}
 

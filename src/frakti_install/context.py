@@ -1,11 +1,12 @@
 """Everything a step may look at: the host, its facts, the settings and the
 data derived from them. Built once per run; nothing global."""
+
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from frakti_install.artifacts import Artifacts, InstalledRecord
 from frakti_install.config import Settings
@@ -16,11 +17,14 @@ from frakti_install.profiles import Profile, profile_for
 from frakti_install.state import Journal
 from frakti_install.versions import VersionSet
 
+if TYPE_CHECKING:
+    from frakti_install.download import Downloader
+
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 
 
-def _default_downloader_factory(settings: Settings) -> Callable[[], object]:
-    def make() -> object:
+def _default_downloader_factory(settings: Settings) -> Callable[[], Downloader]:
+    def make() -> Downloader:
         from frakti_install.download import Downloader
 
         return Downloader(Path(settings.cache_dir))
@@ -33,7 +37,7 @@ class Context:
     host: Host
     settings: Settings
     journal: Journal = field(default_factory=lambda: Journal(None))
-    downloader_factory: Optional[Callable[[], object]] = None
+    downloader_factory: Optional[Callable[[], Downloader]] = None
     facts: Facts = field(init=False)
 
     def __post_init__(self) -> None:
@@ -54,8 +58,9 @@ class Context:
     @functools.cached_property
     def artifacts(self) -> Artifacts:
         factory = self.downloader_factory or _default_downloader_factory(self.settings)
-        return Artifacts(self.settings, self.versions, self.facts.arch(),
-                         self.profile.package_format, factory)  # type: ignore[arg-type]
+        return Artifacts(
+            self.settings, self.versions, self.facts.arch(), self.profile.package_format, factory
+        )
 
     @functools.cached_property
     def installed(self) -> InstalledRecord:

@@ -1,4 +1,5 @@
 """Loading the YAML tables shipped in frakti_install/data."""
+
 from __future__ import annotations
 
 import functools

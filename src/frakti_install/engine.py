@@ -6,6 +6,7 @@ journals, and reports results as data.
     apply      =  each action's apply(ctx), then facts are re-read
     verify(ctx)-> raises VerifyFailed; by default: check again, expect no actions
 """
+
 from __future__ import annotations
 
 import time
@@ -32,7 +33,7 @@ class Action:
     def describe(self) -> str:
         raise NotImplementedError
 
-    def apply(self, ctx: "Context") -> None:
+    def apply(self, ctx: Context) -> None:
         raise NotImplementedError
 
 
@@ -45,11 +46,11 @@ class Check:
     skip: bool = False
 
     @classmethod
-    def ok(cls, reason: str) -> "Check":
+    def ok(cls, reason: str) -> Check:
         return cls(reason=reason)
 
     @classmethod
-    def skipped(cls, reason: str) -> "Check":
+    def skipped(cls, reason: str) -> Check:
         return cls(reason=reason, skip=True)
 
     @property
@@ -61,10 +62,10 @@ class Step:
     name = "step"
     title = "a step"
 
-    def check(self, ctx: "Context") -> Check:
+    def check(self, ctx: Context) -> Check:
         raise NotImplementedError
 
-    def verify(self, ctx: "Context") -> None:
+    def verify(self, ctx: Context) -> None:
         """After apply: the host must now be in the desired state."""
         again = self.check(ctx)
         if again.needed:
@@ -110,7 +111,7 @@ def _quiet(event: str, step: str, payload: object) -> None:
 
 def run_plan(
     steps: Sequence[Step],
-    ctx: "Context",
+    ctx: Context,
     *,
     dry_run: bool = False,
     observer: Observer = _quiet,
@@ -132,11 +133,16 @@ def run_plan(
         except FraktiInstallError as error:
             result = StepResult(step.name, Status.FAIL, error.message, error=error)
         result = StepResult(
-            result.name, result.status, result.detail, result.changes,
-            time.monotonic() - started, result.error,
+            result.name,
+            result.status,
+            result.detail,
+            result.changes,
+            time.monotonic() - started,
+            result.error,
         )
-        ctx.journal.record(step=step.name, event=result.status.value, detail=result.detail,
-                           changes=result.changes)
+        ctx.journal.record(
+            step=step.name, event=result.status.value, detail=result.detail, changes=result.changes
+        )
         observer(Event.STEP_FINISHED, step.name, result)
         results.append(result)
         if result.status is Status.FAIL and not keep_going:
@@ -144,7 +150,7 @@ def run_plan(
     return results
 
 
-def _run_step(step: Step, ctx: "Context", dry_run: bool, observer: Observer) -> StepResult:
+def _run_step(step: Step, ctx: Context, dry_run: bool, observer: Observer) -> StepResult:
     check = step.check(ctx)
     if check.skip:
         return StepResult(step.name, Status.SKIP, check.reason)
@@ -152,8 +158,9 @@ def _run_step(step: Step, ctx: "Context", dry_run: bool, observer: Observer) -> 
         return StepResult(step.name, Status.OK, check.reason)
     descriptions = [action.describe() for action in check.actions]
     if dry_run:
-        return StepResult(step.name, Status.CHANGE, "would: " + "; ".join(descriptions),
-                          descriptions)
+        return StepResult(
+            step.name, Status.CHANGE, "would: " + "; ".join(descriptions), descriptions
+        )
     for action, description in zip(check.actions, descriptions):
         observer(Event.ACTION, step.name, description)
         ctx.journal.record(step=step.name, event="action", action=description)

@@ -4,6 +4,7 @@ Each class carries its exit code; the CLI translates any FraktiInstallError
 into a short message and that code (README.md lists them). Anything else is
 a bug: it goes to the log with its traceback and exits with INTERNAL.
 """
+
 from __future__ import annotations
 
 from typing import Sequence

@@ -1,5 +1,6 @@
 """What is true of the host now. Each probe is cheap, run at most once until
 `invalidate()` (the runner calls it after a step changed something)."""
+
 from __future__ import annotations
 
 import functools
@@ -44,11 +45,11 @@ def cached(method: Callable[..., T]) -> Callable[..., T]:
     """Cache a probe on the Facts instance until invalidate()."""
 
     @functools.wraps(method)
-    def wrapper(self: "Facts", *args: Any) -> T:
+    def wrapper(self: Facts, *args: Any) -> T:
         key = (method.__name__, args)
         if key not in self._cache:
             self._cache[key] = method(self, *args)
-        return self._cache[key]  # type: ignore[no-any-return]
+        return self._cache[key]
 
     return wrapper
 
@@ -119,7 +120,9 @@ class Facts:
 
     @cached
     def kvm_usable(self) -> bool:
-        return self.hardware_virtualization() and os.access(self.host.path("/dev/kvm"), os.R_OK | os.W_OK)
+        return self.hardware_virtualization() and os.access(
+            self.host.path("/dev/kvm"), os.R_OK | os.W_OK
+        )
 
     @cached
     def swap_devices(self) -> List[str]:
@@ -165,8 +168,14 @@ class Facts:
         missing = [name for name in names if name not in self._units]
         if missing:
             result = self.host.run(
-                ["systemctl", "show", "--no-pager",
-                 "-p", "Id,LoadState,ActiveState,UnitFileState,MainPID,FragmentPath", *missing],
+                [
+                    "systemctl",
+                    "show",
+                    "--no-pager",
+                    "-p",
+                    "Id,LoadState,ActiveState,UnitFileState,MainPID,FragmentPath",
+                    *missing,
+                ],
                 check=False,
             )
             blocks = result.stdout.strip().split("\n\n") if result.stdout.strip() else []
@@ -180,7 +189,7 @@ class Facts:
                     main_pid=int(props.get("MainPID", "0") or 0),
                     fragment=props.get("FragmentPath", ""),
                 )
-            for name in missing[len(blocks):]:
+            for name in missing[len(blocks) :]:
                 self._units[name] = Unit(name, "not-found", "inactive", "", 0, "")
         return {name: self._units[name] for name in names}
 
@@ -191,7 +200,9 @@ class Facts:
     def docker_cgroup_driver(self) -> Optional[str]:
         if not self.host.which("docker"):
             return None
-        result = self.host.run(["docker", "info", "--format", "{{.CgroupDriver}}"], check=False, timeout=30)
+        result = self.host.run(
+            ["docker", "info", "--format", "{{.CgroupDriver}}"], check=False, timeout=30
+        )
         driver = result.stdout.strip()
         return driver if result.ok and driver else None
 

@@ -4,6 +4,7 @@ Every side effect goes through a Host, so logging, redaction of secrets,
 backups, the journal and tests hook in at one place. Paths are absolute
 paths on the target; `root` lets tests point the host at a scratch tree.
 """
+
 from __future__ import annotations
 
 import logging
@@ -125,7 +126,14 @@ class Host:
         return result
 
     def which(self, name: str) -> Optional[str]:
-        for directory in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"):
+        for directory in (
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/usr/sbin",
+            "/usr/bin",
+            "/sbin",
+            "/bin",
+        ):
             candidate = f"{directory}/{name}"
             if os.access(self.path(candidate), os.X_OK):
                 return candidate

@@ -1,4 +1,5 @@
 """`info`: what the tool sees, read-only, on any Linux (supported or not)."""
+
 from __future__ import annotations
 
 from typing import Any, Dict, Optional
@@ -7,8 +8,14 @@ from frakti_install.context import Context
 from frakti_install.errors import FraktiInstallError
 from frakti_install.session import os_summary
 
-MANAGER_BINARIES = (("apt-get", "apt"), ("dnf", "dnf"), ("yum", "yum"), ("zypper", "zypper"),
-                    ("pacman", "pacman"), ("apk", "apk"))
+MANAGER_BINARIES = (
+    ("apt-get", "apt"),
+    ("dnf", "dnf"),
+    ("yum", "yum"),
+    ("zypper", "zypper"),
+    ("pacman", "pacman"),
+    ("apk", "apk"),
+)
 
 
 def _package_manager(ctx: Context) -> Optional[str]:

@@ -1,4 +1,5 @@
 """Package managers: one small class per manager, chosen by the profile's data."""
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence

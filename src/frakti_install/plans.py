@@ -1,4 +1,5 @@
 """The plans, read top to bottom like upstream's script."""
+
 from __future__ import annotations
 
 from typing import List

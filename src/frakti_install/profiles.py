@@ -1,4 +1,5 @@
 """Which systems are supported, and what differs between them (data/profiles.yaml)."""
+
 from __future__ import annotations
 
 import copy

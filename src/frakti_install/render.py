@@ -1,4 +1,5 @@
 """Rendering config files from templates/ (jinja2, strict)."""
+
 from __future__ import annotations
 
 import functools

@@ -1,5 +1,6 @@
 """Running a plan for real or as a dry run: wiring the host, the journal, the
 lock and the log together. No CLI here: the CLI calls these and renders."""
+
 from __future__ import annotations
 
 import logging
@@ -7,7 +8,7 @@ import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from frakti_install.config import Settings
 from frakti_install.context import Context
@@ -46,12 +47,19 @@ class Report:
 
 def os_summary(ctx: Context) -> Dict[str, Any]:
     info = ctx.facts.os()
-    return {"id": info.id, "version": info.version, "family": info.family,
-            "supported": info.supported, "name": info.pretty_name}
+    return {
+        "id": info.id,
+        "version": info.version,
+        "family": info.family,
+        "supported": info.supported,
+        "name": info.pretty_name,
+    }
 
 
-def new_context(settings: Settings, root: Path = Path("/"), **host_options: Any) -> Context:
-    return Context(host=Host(root=root, **host_options), settings=settings)
+def new_context(
+    settings: Settings, downloader_factory: Optional[Callable[[], Any]] = None
+) -> Context:
+    return Context(host=Host(), settings=settings, downloader_factory=downloader_factory)
 
 
 def log_to_file(path: Path) -> Optional[logging.Handler]:
@@ -87,12 +95,12 @@ def execute(
             stack.callback(ctx.journal.close)
             ctx.host.backup_dir = f"{ctx.settings.state_dir}/backups/{ctx.journal.run_id}"
             ctx.host.on_change = lambda event: ctx.journal.record(event="file", **event)
-            ctx.journal.record(event="run-start", command=[s.name for s in steps],
-                               pid=os.getpid())
+            ctx.journal.record(event="run-start", command=[s.name for s in steps], pid=os.getpid())
         results = run_plan(steps, ctx, dry_run=dry_run, observer=observer, keep_going=dry_run)
         if not dry_run:
-            ctx.journal.record(event="run-end",
-                               ok=all(r.status is not Status.FAIL for r in results))
+            ctx.journal.record(
+                event="run-end", ok=all(r.status is not Status.FAIL for r in results)
+            )
     return Report(os=os_summary(ctx), steps=results, dry_run=dry_run)
 
 

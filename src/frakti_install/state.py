@@ -1,5 +1,6 @@
 """The state directory: a lock so runs never overlap, and a journal of what
 each run did (one JSON object per line; reset reads it to undo our changes)."""
+
 from __future__ import annotations
 
 import datetime
@@ -17,8 +18,9 @@ from frakti_install.errors import Locked
 class Journal:
     def __init__(self, path: Optional[Path]) -> None:
         self.path = path
-        self.run_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + (
-            uuid.uuid4().hex[:6]
+        self.run_id = (
+            datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ-")
+            + (uuid.uuid4().hex[:6])
         )
         self._handle: Optional[IO[str]] = None
 
@@ -29,8 +31,11 @@ class Journal:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             self._handle = os.fdopen(fd, "a", encoding="utf-8")
-        entry = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                 "run": self.run_id, **fields}
+        entry = {
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "run": self.run_id,
+            **fields,
+        }
         # One line per write, flushed: a killed run leaves whole lines behind.
         self._handle.write(json.dumps(entry, default=str) + "\n")
         self._handle.flush()
@@ -69,7 +74,7 @@ class RunLock:
         self.path = path
         self._fd: Optional[int] = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:

@@ -1,4 +1,5 @@
 """The compatibility table (data/versions.yaml): version sets and the rules they obey."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -61,7 +62,11 @@ def resolve(set_name: Optional[str] = None, **overrides: Optional[str]) -> Versi
 
 def check_compatible(versions: VersionSet) -> None:
     rules = datafiles.load("versions")["rules"]
-    frakti, kube, hyperd = parse(versions.frakti), parse(versions.kubernetes), parse(versions.hyperd)
+    frakti, kube, hyperd = (
+        parse(versions.frakti),
+        parse(versions.kubernetes),
+        parse(versions.hyperd),
+    )
 
     if kube[:2] >= parse(rules["kubernetes_below"]):
         raise IncompatibleVersions(

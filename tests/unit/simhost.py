@@ -6,6 +6,7 @@ It is a test stand-in only. It keeps the state those programs would keep and
 changes it the way they would, so a whole plan can be applied, re-run,
 interrupted and resumed without a real machine.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,27 +21,72 @@ from frakti_install.context import Context
 from frakti_install.host import CommandResult, Host
 
 OS_RELEASE = {
-    ("ubuntu", "16.04"): 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID="16.04"\nPRETTY_NAME="Ubuntu 16.04.7 LTS"\n',
-    ("ubuntu", "18.04"): 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID="18.04"\nPRETTY_NAME="Ubuntu 18.04.6 LTS"\n',
-    ("ubuntu", "20.04"): 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID="20.04"\nPRETTY_NAME="Ubuntu 20.04.6 LTS"\n',
-    ("ubuntu", "22.04"): 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID="22.04"\nPRETTY_NAME="Ubuntu 22.04.4 LTS"\n',
-    ("ubuntu", "24.04"): 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID="24.04"\nPRETTY_NAME="Ubuntu 24.04.1 LTS"\n',
-    ("debian", "11"): 'NAME="Debian GNU/Linux"\nID=debian\nVERSION_ID="11"\nPRETTY_NAME="Debian GNU/Linux 11 (bullseye)"\n',
-    ("debian", "12"): 'NAME="Debian GNU/Linux"\nID=debian\nVERSION_ID="12"\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n',
-    ("centos", "7"): 'NAME="CentOS Linux"\nID="centos"\nID_LIKE="rhel fedora"\nVERSION_ID="7"\nPRETTY_NAME="CentOS Linux 7 (Core)"\n',
-    ("rocky", "8.9"): 'NAME="Rocky Linux"\nID="rocky"\nID_LIKE="rhel centos fedora"\nVERSION_ID="8.9"\nPRETTY_NAME="Rocky Linux 8.9 (Green Obsidian)"\n',
-    ("rocky", "9.3"): 'NAME="Rocky Linux"\nID="rocky"\nID_LIKE="rhel centos fedora"\nVERSION_ID="9.3"\nPRETTY_NAME="Rocky Linux 9.3 (Blue Onyx)"\n',
-    ("almalinux", "8.9"): 'NAME="AlmaLinux"\nID="almalinux"\nID_LIKE="rhel centos fedora"\nVERSION_ID="8.9"\nPRETTY_NAME="AlmaLinux 8.9 (Midnight Oncilla)"\n',
-    ("almalinux", "9.4"): 'NAME="AlmaLinux"\nID="almalinux"\nID_LIKE="rhel centos fedora"\nVERSION_ID="9.4"\nPRETTY_NAME="AlmaLinux 9.4 (Seafoam Ocelot)"\n',
-    ("rhel", "8.10"): 'NAME="Red Hat Enterprise Linux"\nID="rhel"\nID_LIKE="fedora"\nVERSION_ID="8.10"\nPRETTY_NAME="Red Hat Enterprise Linux 8.10 (Ootpa)"\n',
-    ("rhel", "9.4"): 'NAME="Red Hat Enterprise Linux"\nID="rhel"\nID_LIKE="fedora"\nVERSION_ID="9.4"\nPRETTY_NAME="Red Hat Enterprise Linux 9.4 (Plow)"\n',
+    (
+        "ubuntu",
+        "16.04",
+    ): 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID="16.04"\nPRETTY_NAME="Ubuntu 16.04.7 LTS"\n',
+    (
+        "ubuntu",
+        "18.04",
+    ): 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID="18.04"\nPRETTY_NAME="Ubuntu 18.04.6 LTS"\n',
+    (
+        "ubuntu",
+        "20.04",
+    ): 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID="20.04"\nPRETTY_NAME="Ubuntu 20.04.6 LTS"\n',
+    (
+        "ubuntu",
+        "22.04",
+    ): 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID="22.04"\nPRETTY_NAME="Ubuntu 22.04.4 LTS"\n',
+    (
+        "ubuntu",
+        "24.04",
+    ): 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID="24.04"\nPRETTY_NAME="Ubuntu 24.04.1 LTS"\n',
+    (
+        "debian",
+        "11",
+    ): 'NAME="Debian GNU/Linux"\nID=debian\nVERSION_ID="11"\nPRETTY_NAME="Debian GNU/Linux 11 (bullseye)"\n',
+    (
+        "debian",
+        "12",
+    ): 'NAME="Debian GNU/Linux"\nID=debian\nVERSION_ID="12"\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n',
+    (
+        "centos",
+        "7",
+    ): 'NAME="CentOS Linux"\nID="centos"\nID_LIKE="rhel fedora"\nVERSION_ID="7"\nPRETTY_NAME="CentOS Linux 7 (Core)"\n',
+    (
+        "rocky",
+        "8.9",
+    ): 'NAME="Rocky Linux"\nID="rocky"\nID_LIKE="rhel centos fedora"\nVERSION_ID="8.9"\nPRETTY_NAME="Rocky Linux 8.9 (Green Obsidian)"\n',
+    (
+        "rocky",
+        "9.3",
+    ): 'NAME="Rocky Linux"\nID="rocky"\nID_LIKE="rhel centos fedora"\nVERSION_ID="9.3"\nPRETTY_NAME="Rocky Linux 9.3 (Blue Onyx)"\n',
+    (
+        "almalinux",
+        "8.9",
+    ): 'NAME="AlmaLinux"\nID="almalinux"\nID_LIKE="rhel centos fedora"\nVERSION_ID="8.9"\nPRETTY_NAME="AlmaLinux 8.9 (Midnight Oncilla)"\n',
+    (
+        "almalinux",
+        "9.4",
+    ): 'NAME="AlmaLinux"\nID="almalinux"\nID_LIKE="rhel centos fedora"\nVERSION_ID="9.4"\nPRETTY_NAME="AlmaLinux 9.4 (Seafoam Ocelot)"\n',
+    (
+        "rhel",
+        "8.10",
+    ): 'NAME="Red Hat Enterprise Linux"\nID="rhel"\nID_LIKE="fedora"\nVERSION_ID="8.10"\nPRETTY_NAME="Red Hat Enterprise Linux 8.10 (Ootpa)"\n',
+    (
+        "rhel",
+        "9.4",
+    ): 'NAME="Red Hat Enterprise Linux"\nID="rhel"\nID_LIKE="fedora"\nVERSION_ID="9.4"\nPRETTY_NAME="Red Hat Enterprise Linux 9.4 (Plow)"\n',
 }
 SUPPORTED = sorted(OS_RELEASE)
 
 # Units that packages bring, and the port a running unit listens on.
 PACKAGE_UNITS = {
-    "docker.io": "docker.service", "docker": "docker.service", "docker-ce": "docker.service",
-    "hypercontainer": "hyperd.service", "hyper-container": "hyperd.service",
+    "docker.io": "docker.service",
+    "docker": "docker.service",
+    "docker-ce": "docker.service",
+    "hypercontainer": "hyperd.service",
+    "hyper-container": "hyperd.service",
 }
 PACKAGE_BINARIES = {"docker.io": "docker", "docker": "docker", "docker-ce": "docker"}
 UNIT_PORTS = {"hyperd.service": [22318], "frakti.service": [22521]}
@@ -103,8 +149,10 @@ class SimRunner:
 
     def _refresh_ports(self) -> None:
         lines = ["  sl  local_address rem_address   st"]
-        lines += [f"   0: 00000000:{port:04X} 00000000:0000 0A"
-                  for port in sorted(self.state.other_listeners)]
+        lines += [
+            f"   0: 00000000:{port:04X} 00000000:0000 0A"
+            for port in sorted(self.state.other_listeners)
+        ]
         for unit, ports in UNIT_PORTS.items():
             if self.state.units.get(unit, UnitState()).active:
                 for port in ports:
@@ -114,12 +162,19 @@ class SimRunner:
     def unit_exists(self, unit: str) -> bool:
         if unit in {PACKAGE_UNITS[p] for p in self.state.packages if p in PACKAGE_UNITS}:
             return True
-        return any(self.p(d).joinpath(unit).exists()
-                   for d in ("/lib/systemd/system", "/usr/lib/systemd/system", "/etc/systemd/system"))
+        return any(
+            self.p(d).joinpath(unit).exists()
+            for d in ("/lib/systemd/system", "/usr/lib/systemd/system", "/etc/systemd/system")
+        )
 
     # the runner ------------------------------------------------------------
-    def __call__(self, argv: Sequence[str], env: Optional[Mapping[str, str]],
-                 input: Optional[str], timeout: Optional[float]) -> CommandResult:
+    def __call__(
+        self,
+        argv: Sequence[str],
+        env: Optional[Mapping[str, str]],
+        input: Optional[str],
+        timeout: Optional[float],
+    ) -> CommandResult:
         argv = list(argv)
         self.calls.append(argv)
         if self.mutating(argv):
@@ -143,20 +198,28 @@ class SimRunner:
         names = [a for a in argv[3:]]
         lines = [f"{n}\tii \t{self.state.packages[n]}" for n in names if n in self.state.packages]
         missing = [n for n in names if n not in self.state.packages]
-        return CommandResult(argv, 1 if missing else 0, "\n".join(lines) + "\n",
-                             "".join(f"dpkg-query: no packages found matching {n}\n" for n in missing))
+        return CommandResult(
+            argv,
+            1 if missing else 0,
+            "\n".join(lines) + "\n",
+            "".join(f"dpkg-query: no packages found matching {n}\n" for n in missing),
+        )
 
     def cmd_rpm(self, argv: List[str]) -> CommandResult:
         names = argv[4:]
         out = []
         for n in names:
-            out.append(f"{n}\t{self.state.packages[n]}" if n in self.state.packages
-                       else f"package {n} is not installed")
+            out.append(
+                f"{n}\t{self.state.packages[n]}"
+                if n in self.state.packages
+                else f"package {n} is not installed"
+            )
         return self.ok(argv, "\n".join(out) + "\n")
 
     def cmd_apt_cache(self, argv: List[str]) -> CommandResult:
-        return self.ok(argv, "".join(f"{n}:\n  Installed: (none)\n  Candidate: 1.0-1\n"
-                                     for n in argv[2:]))
+        return self.ok(
+            argv, "".join(f"{n}:\n  Installed: (none)\n  Candidate: 1.0-1\n" for n in argv[2:])
+        )
 
     def cmd_apt_get(self, argv: List[str]) -> CommandResult:
         if argv[1] == "update":
@@ -173,8 +236,9 @@ class SimRunner:
             if "/" in item:  # a package file: name_version from the file name
                 base = os.path.basename(item)
                 name = base.split("_")[0] if base.endswith(".deb") else base.rsplit("-", 2)[0]
-                version = (base.split("_")[1] if base.endswith(".deb")
-                           else base.rsplit("-", 2)[1] + "-1")
+                version = (
+                    base.split("_")[1] if base.endswith(".deb") else base.rsplit("-", 2)[1] + "-1"
+                )
                 self.state.packages[name] = version
             else:
                 self.state.packages[item] = "1.0-1"
@@ -197,7 +261,8 @@ class SimRunner:
                 blocks.append(
                     f"Id={unit}\nLoadState={loaded}\n"
                     f"ActiveState={'active' if st.active else 'inactive'}\n"
-                    f"UnitFileState={'enabled' if st.enabled else 'disabled'}\nMainPID=0\n")
+                    f"UnitFileState={'enabled' if st.enabled else 'disabled'}\nMainPID=0\n"
+                )
             return self.ok(argv, "\n".join(blocks))
         if verb == "daemon-reload":
             return self.ok(argv)
@@ -247,22 +312,26 @@ class SimRunner:
         if argv[1] == "init":
             flags = dict(a[2:].split("=", 1) for a in argv[2:] if "=" in a)
             if self.p("/etc/kubernetes/manifests").exists() and any(
-                    self.p("/etc/kubernetes/manifests").iterdir()):
+                self.p("/etc/kubernetes/manifests").iterdir()
+            ):
                 return self.fail(argv, "[ERROR DirAvailable--etc-kubernetes-manifests]")
             if not self.p(flags["cri-socket"]).exists():
                 return self.fail(argv, "[ERROR CRI]: container runtime is not running")
             self.state.inits.append(argv)
             self.write(TOKEN_FILE, flags["token"])
-            self.write("/etc/kubernetes/manifests/kube-controller-manager.yaml",
-                       f"    - --cluster-cidr={flags['pod-network-cidr']}\n")
+            self.write(
+                "/etc/kubernetes/manifests/kube-controller-manager.yaml",
+                f"    - --cluster-cidr={flags['pod-network-cidr']}\n",
+            )
             self.write("/etc/kubernetes/kubelet.conf", "kubeconfig\n", 0o600)
             self.write("/etc/kubernetes/admin.conf", "kubeconfig\n", 0o600)
             kubelet = self.state.units.setdefault("kubelet.service", UnitState())
             kubelet.active, kubelet.starts = True, kubelet.starts + 1
             self.state.node = {
                 "metadata": {"name": flags["node-name"]},
-                "spec": {"taints": [{"key": "node-role.kubernetes.io/master",
-                                     "effect": "NoSchedule"}]},
+                "spec": {
+                    "taints": [{"key": "node-role.kubernetes.io/master", "effect": "NoSchedule"}]
+                },
                 "status": {"conditions": [{"type": "Ready", "status": "True"}]},
             }
             return self.ok(argv, f"kubeadm join 10.0.0.1:6443 --token {flags['token']}\n")
@@ -325,8 +394,9 @@ def _tarball(url: str) -> bytes:
 
     buffer = io.BytesIO()
     # mtime=0: the same bytes on every call, as a published release file is
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w") as archive:
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, tarfile.open(
+        fileobj=gz, mode="w"
+    ) as archive:
         for name in ("bridge", "host-local", "loopback", "portmap", "crictl"):
             data = f"#!/bin/sh\n# {name} from {url}\n".encode()
             info = tarfile.TarInfo(f"./{name}")
@@ -341,16 +411,27 @@ def given_checksums(os_id: str = "debian") -> Dict[str, str]:
 
     fmt = "deb" if os_id in ("ubuntu", "debian") else "rpm"
     resolver = artifacts.Artifacts(Settings(), versions.resolve(), "amd64", fmt, lambda: None)  # type: ignore[arg-type,return-value]
-    return {name: SimDownloader.sha256_for(resolver.get(name).url)
-            for name in ("frakti", "crictl", "hypercontainer", "hyperstart")}
+    return {
+        name: SimDownloader.sha256_for(resolver.get(name).url)
+        for name in ("frakti", "crictl", "hypercontainer", "hyperstart")
+    }
 
 
 class SimMachine:
     """A root directory laid out like a fresh host of one supported system."""
 
-    def __init__(self, root: Path, os_id: str, version: str, *, cgroup: int = 1,
-                 swap: bool = False, cpu_flags: str = "fpu vmx sse", hostname: str = "Node-1",
-                 selinux_enforcing: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        os_id: str,
+        version: str,
+        *,
+        cgroup: int = 1,
+        swap: bool = False,
+        cpu_flags: str = "fpu vmx sse",
+        hostname: str = "Node-1",
+        selinux_enforcing: bool = True,
+    ) -> None:
         self.root = root
         self.os_id = os_id
         self.state = SimState()
@@ -359,12 +440,21 @@ class SimMachine:
         w = self.runner.write
         w("/etc/os-release", OS_RELEASE[(os_id, version)])
         w("/proc/sys/kernel/hostname", hostname + "\n")
-        w("/proc/cpuinfo", "".join(f"processor\t: {i}\nflags\t\t: {cpu_flags}\n\n" for i in range(4)))
+        w(
+            "/proc/cpuinfo",
+            "".join(f"processor\t: {i}\nflags\t\t: {cpu_flags}\n\n" for i in range(4)),
+        )
         w("/proc/meminfo", "MemTotal:        8000000 kB\n")
-        w("/proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n"
-          + ("/swapfile file 1024 0 -2\n" if swap else ""))
-        for key in ("net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables",
-                    "net/bridge/bridge-nf-call-ip6tables"):
+        w(
+            "/proc/swaps",
+            "Filename\tType\tSize\tUsed\tPriority\n"
+            + ("/swapfile file 1024 0 -2\n" if swap else ""),
+        )
+        for key in (
+            "net/ipv4/ip_forward",
+            "net/bridge/bridge-nf-call-iptables",
+            "net/bridge/bridge-nf-call-ip6tables",
+        ):
             w(f"/proc/sys/{key}", "0\n")
         w("/dev/kvm", "")
         self.p("/run/systemd/system").mkdir(parents=True)
@@ -387,8 +477,9 @@ class SimMachine:
         return config.validate(Settings(**values))  # type: ignore[arg-type]
 
     def context(self, settings: Optional[Settings] = None) -> Context:
-        ctx = Context(host=Host(root=self.root, runner=self.runner),
-                      settings=settings or self.settings())
+        ctx = Context(
+            host=Host(root=self.root, runner=self.runner), settings=settings or self.settings()
+        )
         ctx.downloader_factory = lambda: self.downloader
         return ctx
 
@@ -399,9 +490,11 @@ class SimMachine:
             for path in sorted(self.p(top).rglob("*")) if self.p(top).exists() else []:
                 if path.is_file():
                     files[str(path.relative_to(self.root))] = hashlib.sha256(
-                        path.read_bytes()).hexdigest()[:12]
+                        path.read_bytes()
+                    ).hexdigest()[:12]
         files["#packages"] = ",".join(sorted(self.state.packages))
-        files["#units"] = ",".join(sorted(f"{u}:{s.enabled}:{s.active}"
-                                          for u, s in self.state.units.items()))
+        files["#units"] = ",".join(
+            sorted(f"{u}:{s.enabled}:{s.active}" for u, s in self.state.units.items())
+        )
         files["#node"] = json.dumps(self.state.node, sort_keys=True)
         return files

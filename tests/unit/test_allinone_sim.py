@@ -1,5 +1,6 @@
 """The whole allinone plan against a simulated host of every supported system:
 fresh plan (golden), apply, no-op re-run, crash and resume."""
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,17 @@ def test_fresh_plan_matches_golden(machine, os_id, version):
 def test_apply_then_rerun_changes_nothing(machine, os_id, version):
     m = machine(os_id, version)
     first = apply(m)
-    expected = {"kernel", "hyperd", "docker", "frakti", "cni", "kubernetes", "kubelet",
-                "kubeadm-init", "untaint"}
+    expected = {
+        "kernel",
+        "hyperd",
+        "docker",
+        "frakti",
+        "cni",
+        "kubernetes",
+        "kubelet",
+        "kubeadm-init",
+        "untaint",
+    }
     if os_id not in ("debian", "ubuntu"):
         expected.add("selinux")
         if os_id != "centos":
@@ -134,8 +144,10 @@ def test_changed_node_subnet_touches_only_cni(machine):
     report = apply(m, node_subnet="10.244.7.0/24")
     changed = {r.name: r.changes for r in report.steps if r.status is Status.CHANGE}
     assert changed == {"cni": ["update /etc/cni/net.d/10-mynet.conf"]}
-    assert json.loads(m.p("/etc/cni/net.d/10-mynet.conf").read_text())["ipam"]["subnet"] == \
-        "10.244.7.0/24"
+    assert (
+        json.loads(m.p("/etc/cni/net.d/10-mynet.conf").read_text())["ipam"]["subnet"]
+        == "10.244.7.0/24"
+    )
     assert {u: s.starts for u, s in m.state.units.items()} == starts
 
 
@@ -167,9 +179,13 @@ def test_replaced_files_are_backed_up_and_journaled(machine):
     m = machine()
     m.runner.write("/etc/hyper/config", "Kernel=/old\n")
     apply(m)
-    journal = [json.loads(line) for line in
-               m.p("/var/lib/frakti-install/journal.jsonl").read_text().splitlines()]
-    write = next(e for e in journal if e.get("event") == "file" and e["path"] == "/etc/hyper/config")
+    journal = [
+        json.loads(line)
+        for line in m.p("/var/lib/frakti-install/journal.jsonl").read_text().splitlines()
+    ]
+    write = next(
+        e for e in journal if e.get("event") == "file" and e["path"] == "/etc/hyper/config"
+    )
     assert write["created"] is False
     assert m.p(write["backup"]).read_text() == "Kernel=/old\n"
     assert "gRPCHost=127.0.0.1:22318" in m.p("/etc/hyper/config").read_text()

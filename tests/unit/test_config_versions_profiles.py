@@ -23,26 +23,38 @@ def test_defaults_are_upstreams_values(tmp_path):
 
 
 def test_layers_file_env_flags(tmp_path):
-    s = load(tmp_path, "node_subnet: 10.244.2.0/24\nmirrors: {github: 'http://m/gh'}\n",
-             env={"FRAKTI_INSTALL_NODE_SUBNET": "10.244.3.0/24"},
-             mirrors={"kubernetes": "http://m/k8s"})
+    s = load(
+        tmp_path,
+        "node_subnet: 10.244.2.0/24\nmirrors: {github: 'http://m/gh'}\n",
+        env={"FRAKTI_INSTALL_NODE_SUBNET": "10.244.3.0/24"},
+        mirrors={"kubernetes": "http://m/k8s"},
+    )
     assert s.node_subnet == "10.244.3.0/24"
     assert s.mirrors == {"github": "http://m/gh", "kubernetes": "http://m/k8s"}
-    assert load(tmp_path, env={"FRAKTI_INSTALL_NODE_SUBNET": "10.244.3.0/24"},
-                node_subnet="10.244.4.0/24").node_subnet == "10.244.4.0/24"
+    assert (
+        load(
+            tmp_path,
+            env={"FRAKTI_INSTALL_NODE_SUBNET": "10.244.3.0/24"},
+            node_subnet="10.244.4.0/24",
+        ).node_subnet
+        == "10.244.4.0/24"
+    )
 
 
-@pytest.mark.parametrize("flags,message", [
-    ({"pod_cidr": "10.244.0.1/16"}, "not a valid IPv4 network"),
-    ({"node_subnet": "10.245.1.0/24"}, "not inside pod_cidr"),
-    ({"service_cidr": "10.240.0.0/12"}, "overlaps service_cidr"),
-    ({"cgroup_driver": "cgroup"}, "is not one of auto, cgroupfs, systemd"),
-    ({"mirrors": {"dockerhub": "http://x"}}, "unknown mirror kind 'dockerhub'"),
-    ({"mirrors": {"github": "ftp://x"}}, "must be an http(s):// or file:// URL"),
-    ({"checksums": {"frakti": "abc"}}, "not 64 lowercase hex digits"),
-    ({"checksums": {"frak": "a" * 64}}, "unknown artifact 'frak'"),
-    ({"version_set": "1.5"}, "unknown version set '1.5'"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        ({"pod_cidr": "10.244.0.1/16"}, "not a valid IPv4 network"),
+        ({"node_subnet": "10.245.1.0/24"}, "not inside pod_cidr"),
+        ({"service_cidr": "10.240.0.0/12"}, "overlaps service_cidr"),
+        ({"cgroup_driver": "cgroup"}, "is not one of auto, cgroupfs, systemd"),
+        ({"mirrors": {"dockerhub": "http://x"}}, "unknown mirror kind 'dockerhub'"),
+        ({"mirrors": {"github": "ftp://x"}}, "must be an http(s):// or file:// URL"),
+        ({"checksums": {"frakti": "abc"}}, "not 64 lowercase hex digits"),
+        ({"checksums": {"frak": "a" * 64}}, "unknown artifact 'frak'"),
+        ({"version_set": "1.5"}, "unknown version set '1.5'"),
+    ],
+)
 def test_bad_values_are_refused_with_reason(tmp_path, flags, message):
     with pytest.raises(ConfigError) as info:
         load(tmp_path, **flags)
@@ -64,12 +76,15 @@ def test_parse_pairs():
         config.parse_pairs(["nope"], "mirror")
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"kubernetes": "v1.11.10"}, "works with Kubernetes 1.12.x only"),
-    ({"hyperd": "1.0.0"}, "needs hyperd >= 1.1.0"),
-    ({"kubernetes": "v1.26.0", "frakti": "v1.26.0"}, "speaks only CRI v1"),
-    ({"frakti": "v0.2"}, "not in the compatibility table"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"kubernetes": "v1.11.10"}, "works with Kubernetes 1.12.x only"),
+        ({"hyperd": "1.0.0"}, "needs hyperd >= 1.1.0"),
+        ({"kubernetes": "v1.26.0", "frakti": "v1.26.0"}, "speaks only CRI v1"),
+        ({"frakti": "v0.2"}, "not in the compatibility table"),
+    ],
+)
 def test_incompatible_versions_refused(overrides, message):
     with pytest.raises(IncompatibleVersions, match=message):
         versions.resolve("1.12", **overrides)
@@ -86,17 +101,26 @@ def test_old_frakti_needs_old_hyperd():
         versions.resolve("1.9", hyperd="1.1.0")
 
 
-@pytest.mark.parametrize("os_id,version,family", [
-    ("ubuntu", "16.04", "debian"), ("ubuntu", "24.04", "debian"), ("debian", "11", "debian"),
-    ("centos", "7", "rhel"), ("rocky", "9.3", "rhel"), ("almalinux", "8.10", "rhel"),
-    ("rhel", "9.4", "rhel"),
-])
+@pytest.mark.parametrize(
+    "os_id,version,family",
+    [
+        ("ubuntu", "16.04", "debian"),
+        ("ubuntu", "24.04", "debian"),
+        ("debian", "11", "debian"),
+        ("centos", "7", "rhel"),
+        ("rocky", "9.3", "rhel"),
+        ("almalinux", "8.10", "rhel"),
+        ("rhel", "9.4", "rhel"),
+    ],
+)
 def test_supported_systems(os_id, version, family):
     assert profiles.identify(os_id, version).family == family
 
 
-@pytest.mark.parametrize("os_id,version", [("ubuntu", "23.10"), ("arch", ""), ("fedora", "40"),
-                                           ("centos", "8"), ("debian", "10")])
+@pytest.mark.parametrize(
+    "os_id,version",
+    [("ubuntu", "23.10"), ("arch", ""), ("fedora", "40"), ("centos", "8"), ("debian", "10")],
+)
 def test_unsupported_systems_name_themselves_and_the_supported_list(os_id, version):
     info = profiles.identify(os_id, version)
     assert not info.supported and info.family is None
@@ -109,8 +133,10 @@ def test_os_differences_are_data():
     deb = profiles.profile_for(profiles.identify("debian", "12"))
     el9 = profiles.profile_for(profiles.identify("rocky", "9.3"))
     el7 = profiles.profile_for(profiles.identify("centos", "7"))
-    assert (deb.kubelet_env_file, el9.kubelet_env_file) == ("/etc/default/kubelet",
-                                                            "/etc/sysconfig/kubelet")
+    assert (deb.kubelet_env_file, el9.kubelet_env_file) == (
+        "/etc/default/kubelet",
+        "/etc/sysconfig/kubelet",
+    )
     assert (deb.package_manager, el7.package_manager, el9.package_manager) == ("apt", "yum", "dnf")
     assert el9.packages["docker"] == ["docker-ce"] and el7.packages["docker"] == ["docker"]
     assert [r.name for r in el9.repos] == ["docker-ce"] and el7.repos == ()

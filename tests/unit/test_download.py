@@ -709,3 +709,21 @@ def test_sha256_of_streams_large_files(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
     assert sha256_of(empty) == sha(b"")
+
+
+def test_unverified_fetch_stores_under_actual_sum_and_never_resumes(
+        server: Server, cache: Path) -> None:
+    data = os.urandom(30_000)
+    url = server.serve("/frakti", data)
+    partial = cache / "partial"
+    partial.mkdir(parents=True)
+    # a leftover partial of unknown bytes must not be resumed
+    url_key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    (partial / f"unverified-{url_key}.part").write_bytes(b"x" * 10)
+
+    path = Downloader(cache).fetch_unverified(url)
+
+    assert path == cache / "sha256" / sha(data)
+    assert path.read_bytes() == data
+    assert "Range" not in server.seen[0].headers
+    assert _partials(cache) == []

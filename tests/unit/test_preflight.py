@@ -1,4 +1,5 @@
 """Each preflight check: what trips it, and that nothing changes when it does."""
+
 from __future__ import annotations
 
 import pytest

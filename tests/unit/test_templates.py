@@ -1,6 +1,7 @@
 """Golden files for every rendered file on each family, and validation of
 what can be validated: JSON parses with upstream's fields; units pass
 systemd-analyze verify."""
+
 from __future__ import annotations
 
 import json
@@ -15,12 +16,19 @@ from frakti_install import plans, session
 from tests.unit.simhost import SimMachine
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "files"
-SYSTEMS = {"debian": ("debian", "12"), "ubuntu-16.04": ("ubuntu", "16.04"),
-           "centos-7": ("centos", "7"), "rocky-9": ("rocky", "9.3")}
+SYSTEMS = {
+    "debian": ("debian", "12"),
+    "ubuntu-16.04": ("ubuntu", "16.04"),
+    "centos-7": ("centos", "7"),
+    "rocky-9": ("rocky", "9.3"),
+}
 RENDERED = [
-    "etc/hyper/config", "etc/cni/net.d/10-mynet.conf", "etc/cni/net.d/99-loopback.conf",
+    "etc/hyper/config",
+    "etc/cni/net.d/10-mynet.conf",
+    "etc/cni/net.d/99-loopback.conf",
     "etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
-    "etc/modules-load.d/frakti-install.conf", "etc/sysctl.d/90-frakti-install.conf",
+    "etc/modules-load.d/frakti-install.conf",
+    "etc/sysctl.d/90-frakti-install.conf",
 ]
 UNIT_DIRS = {"debian": "lib/systemd/system", "rhel": "usr/lib/systemd/system"}
 ENV_FILES = {"debian": "etc/default/kubelet", "rhel": "etc/sysconfig/kubelet"}
@@ -38,8 +46,11 @@ def installed(tmp_path_factory):
 
 def files_of(m: SimMachine):
     family = "debian" if m.os_id in ("debian", "ubuntu") else "rhel"
-    paths = RENDERED + [f"{UNIT_DIRS[family]}/frakti.service",
-                        f"{UNIT_DIRS[family]}/kubelet.service", ENV_FILES[family]]
+    paths = RENDERED + [
+        f"{UNIT_DIRS[family]}/frakti.service",
+        f"{UNIT_DIRS[family]}/kubelet.service",
+        ENV_FILES[family],
+    ]
     if m.os_id == "rocky":
         paths.append("etc/yum.repos.d/docker-ce.repo")
     return paths
@@ -63,21 +74,37 @@ def test_cni_configs_have_upstreams_fields(installed, name):
     mynet = json.loads(m.p("etc/cni/net.d/10-mynet.conf").read_text())
     assert mynet["cniVersion"] == "0.3.0" and mynet["name"] == "mynet"
     assert (mynet["type"], mynet["bridge"], mynet["isGateway"], mynet["ipMasq"]) == (
-        "bridge", "cni0", True, True)
-    assert mynet["ipam"] == {"type": "host-local", "subnet": "10.244.1.0/24",
-                             "routes": [{"dst": "0.0.0.0/0"}]}
+        "bridge",
+        "cni0",
+        True,
+        True,
+    )
+    assert mynet["ipam"] == {
+        "type": "host-local",
+        "subnet": "10.244.1.0/24",
+        "routes": [{"dst": "0.0.0.0/0"}],
+    }
     assert json.loads(m.p("etc/cni/net.d/99-loopback.conf").read_text())["type"] == "loopback"
 
 
 def test_frakti_unit_carries_upstreams_settings(installed):
     unit = installed["debian"].p("lib/systemd/system/frakti.service").read_text()
-    for expected in ("--cgroup-driver=cgroupfs", "--listen=/var/run/frakti.sock",
-                     "--hyper-endpoint=127.0.0.1:22318", "--cni-plugin-dir=/usr/lib/cni",
-                     "MountFlags=shared", "TasksMax=8192", "LimitNOFILE=1048576",
-                     "Restart=on-abnormal", "WantedBy=multi-user.target"):
+    for expected in (
+        "--cgroup-driver=cgroupfs",
+        "--listen=/var/run/frakti.sock",
+        "--hyper-endpoint=127.0.0.1:22318",
+        "--cni-plugin-dir=/usr/lib/cni",
+        "MountFlags=shared",
+        "TasksMax=8192",
+        "LimitNOFILE=1048576",
+        "Restart=on-abnormal",
+        "WantedBy=multi-user.target",
+    ):
         assert expected in unit
-    assert "--cni-plugin-dir=/opt/cni/bin" in installed["centos-7"].p(
-        "usr/lib/systemd/system/frakti.service").read_text()
+    assert (
+        "--cni-plugin-dir=/opt/cni/bin"
+        in installed["centos-7"].p("usr/lib/systemd/system/frakti.service").read_text()
+    )
 
 
 def test_kubelet_env_points_at_frakti(installed):
@@ -85,8 +112,9 @@ def test_kubelet_env_points_at_frakti(installed):
     assert "--container-runtime=remote" in env
     assert "--container-runtime-endpoint=unix:///var/run/frakti.sock" in env
     assert "--cgroup-driver=cgroupfs" in env
-    dropin = installed["centos-7"].p(
-        "etc/systemd/system/kubelet.service.d/10-kubeadm.conf").read_text()
+    dropin = (
+        installed["centos-7"].p("etc/systemd/system/kubelet.service.d/10-kubeadm.conf").read_text()
+    )
     assert dropin.splitlines()[2] == "[Service]"
     assert "EnvironmentFile=-/etc/sysconfig/kubelet" in dropin
 
@@ -110,14 +138,25 @@ def test_units_pass_systemd_analyze_verify(installed, name, tmp_path):
     dropin_dir = unit_dir / "kubelet.service.d"
     dropin_dir.mkdir()
     (dropin_dir / "10-kubeadm.conf").write_text(
-        m.p("etc/systemd/system/kubelet.service.d/10-kubeadm.conf").read_text()
-        .replace("/usr/bin/", f"{bindir}/"))
+        m.p("etc/systemd/system/kubelet.service.d/10-kubeadm.conf")
+        .read_text()
+        .replace("/usr/bin/", f"{bindir}/")
+    )
     result = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", str(unit_dir / "frakti.service"),
-         str(unit_dir / "kubelet.service")],
-        capture_output=True, text=True,
+        [
+            "systemd-analyze",
+            "verify",
+            "--man=no",
+            str(unit_dir / "frakti.service"),
+            str(unit_dir / "kubelet.service"),
+        ],
+        capture_output=True,
+        text=True,
         env=dict(os.environ, SYSTEMD_UNIT_PATH=f"{unit_dir}:"),
     )
-    problems = [line for line in result.stderr.splitlines()
-                if "frakti.service" in line or "kubelet.service" in line or "10-kubeadm" in line]
+    problems = [
+        line
+        for line in result.stderr.splitlines()
+        if "frakti.service" in line or "kubelet.service" in line or "10-kubeadm" in line
+    ]
     assert result.returncode == 0 and not problems, result.stderr

@@ -1,6 +1,7 @@
 """CNI: the plugins (distro package or release tarball) and the two configs
 frakti reads. Rewritten whenever missing: kubeadm reset wipes /etc/cni/net.d
 (upstream issue #154)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, List, Tuple
@@ -18,28 +19,31 @@ PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 BRIDGE = "cni0"
 
 
-def config_files(ctx: "Context") -> List[Tuple[str, str]]:
+def config_files(ctx: Context) -> List[Tuple[str, str]]:
     return [
-        (f"{NET_DIR}/10-mynet.conf",
-         render("10-mynet.conf.j2", bridge=BRIDGE, subnet=ctx.settings.node_subnet)),
+        (
+            f"{NET_DIR}/10-mynet.conf",
+            render("10-mynet.conf.j2", bridge=BRIDGE, subnet=ctx.settings.node_subnet),
+        ),
         (f"{NET_DIR}/99-loopback.conf", render("99-loopback.conf.j2")),
     ]
 
 
-def config_actions(ctx: "Context") -> List[Action]:
+def config_actions(ctx: Context) -> List[Action]:
     actions: List[Action] = []
     for path, content in config_files(ctx):
         actions += file_actions(ctx, path, content)
     return actions
 
 
-def plugin_actions(ctx: "Context") -> List[Action]:
+def plugin_actions(ctx: Context) -> List[Action]:
     profile = ctx.profile
     if profile.cni_source == "package":
         return package_actions(ctx, profile.packages["cni"])
     artifact = ctx.artifacts.get("cni-plugins")
     stale = tuple(
-        plugin for plugin in PLUGINS
+        plugin
+        for plugin in PLUGINS
         if not ctx.installed.matches(f"{profile.cni_bin_dir}/{plugin}", artifact)
     )
     return [ExtractArtifact("cni-plugins", profile.cni_bin_dir, stale)] if stale else []
@@ -49,9 +53,11 @@ class Cni(Step):
     name = "cni"
     title = "CNI plugins and network config"
 
-    def check(self, ctx: "Context") -> Check:
+    def check(self, ctx: Context) -> Check:
         actions = plugin_actions(ctx) + config_actions(ctx)
         if not actions:
-            return Check.ok(f"plugins in {ctx.profile.cni_bin_dir}; bridge {BRIDGE} "
-                            f"with node subnet {ctx.settings.node_subnet}")
+            return Check.ok(
+                f"plugins in {ctx.profile.cni_bin_dir}; bridge {BRIDGE} "
+                f"with node subnet {ctx.settings.node_subnet}"
+            )
         return Check(actions)

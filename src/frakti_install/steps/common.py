@@ -1,4 +1,5 @@
 """Building blocks every step uses: files, packages, artifacts, services."""
+
 from __future__ import annotations
 
 import stat
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from frakti_install.context import Context
 
 
-def file_actions(ctx: "Context", path: str, content: str, mode: int = 0o644) -> List[Action]:
+def file_actions(ctx: Context, path: str, content: str, mode: int = 0o644) -> List[Action]:
     """Nothing when the file already has this content and mode."""
     current = ctx.host.read_bytes(path)
     if current is None:
@@ -27,25 +28,27 @@ def file_actions(ctx: "Context", path: str, content: str, mode: int = 0o644) -> 
     return []
 
 
-def template_actions(ctx: "Context", path: str, template: str, mode: int = 0o644,
-                     **values: object) -> List[Action]:
+def template_actions(
+    ctx: Context, path: str, template: str, mode: int = 0o644, **values: object
+) -> List[Action]:
     return file_actions(ctx, path, render(template, **values), mode)
 
 
-def package_actions(ctx: "Context", names: Sequence[str]) -> List[Action]:
+def package_actions(ctx: Context, names: Sequence[str]) -> List[Action]:
     installed = ctx.facts.packages(ctx.profile.package_manager, tuple(names))
     missing = tuple(name for name in names if installed.get(name) is None)
     return [InstallPackages(missing)] if missing else []
 
 
-def artifact_actions(ctx: "Context", artifact: str, path: str, mode: int = 0o755) -> List[Action]:
+def artifact_actions(ctx: Context, artifact: str, path: str, mode: int = 0o755) -> List[Action]:
     if ctx.installed.matches(path, ctx.artifacts.get(artifact)):
         return []
     return [InstallArtifact(artifact, path, mode)]
 
 
-def service_actions(ctx: "Context", unit: str, *, inputs_changed: bool,
-                    unit_files_changed: bool = False) -> List[Action]:
+def service_actions(
+    ctx: Context, unit: str, *, inputs_changed: bool, unit_files_changed: bool = False
+) -> List[Action]:
     """Enable and start a unit; restart it only when something it reads changed."""
     actions: List[Action] = []
     if unit_files_changed:
@@ -56,12 +59,15 @@ def service_actions(ctx: "Context", unit: str, *, inputs_changed: bool,
     if not state.active:
         actions.append(run("systemctl", "start", unit, why=f"start {unit}"))
     elif inputs_changed:
-        actions.append(run("systemctl", "restart", unit, why=f"restart {unit} (its config changed)"))
+        actions.append(
+            run("systemctl", "restart", unit, why=f"restart {unit} (its config changed)")
+        )
     return actions
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float, ctx: "Context",
-             interval: float = 0.5) -> None:
+def wait_for(
+    condition: Callable[[], bool], what: str, timeout: float, ctx: Context, interval: float = 0.5
+) -> None:
     """Poll until condition() holds, re-reading facts each time; else VerifyFailed."""
     deadline = time.monotonic() + timeout
     while True:
@@ -71,4 +77,3 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float, ctx: "Con
         if time.monotonic() >= deadline:
             raise VerifyFailed(f"{what} (waited {timeout:.0f} s)")
         time.sleep(interval)
-

@@ -1,4 +1,5 @@
 """docker: runs frakti's privileged pods; its cgroup driver sets everyone's."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, List
@@ -17,16 +18,20 @@ class Docker(Step):
     name = "docker"
     title = "Docker engine"
 
-    def check(self, ctx: "Context") -> Check:
+    def check(self, ctx: Context) -> Check:
         actions: List[Action] = package_actions(ctx, ctx.profile.packages["docker"])
         actions += service_actions(ctx, UNIT, inputs_changed=False)
         if not actions:
             return Check.ok(f"docker running, cgroup driver {ctx.facts.docker_cgroup_driver()}")
         return Check(actions)
 
-    def verify(self, ctx: "Context") -> None:
-        wait_for(lambda: ctx.facts.docker_cgroup_driver() is not None,
-                 "docker does not answer 'docker info'", 60, ctx)
+    def verify(self, ctx: Context) -> None:
+        wait_for(
+            lambda: ctx.facts.docker_cgroup_driver() is not None,
+            "docker does not answer 'docker info'",
+            60,
+            ctx,
+        )
         chosen = ctx.cgroup_driver()
         actual = ctx.facts.docker_cgroup_driver()
         if actual != chosen:

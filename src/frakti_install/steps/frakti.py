@@ -1,11 +1,15 @@
 """frakti: the binary (verified download) and frakti.service."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, List
 
 from frakti_install.engine import Action, Check, Step
 from frakti_install.steps.common import (
-    artifact_actions, service_actions, template_actions, wait_for,
+    artifact_actions,
+    service_actions,
+    template_actions,
+    wait_for,
 )
 
 if TYPE_CHECKING:
@@ -16,7 +20,7 @@ UNIT = "frakti.service"
 CNI_NET_DIR = "/etc/cni/net.d"
 
 
-def frakti_args(ctx: "Context") -> List[str]:
+def frakti_args(ctx: Context) -> List[str]:
     # No --streaming-server-addr: since v1.9 frakti picks the node address
     # itself, and upstream's %H resolved to 127.0.1.1 on Debian-style hosts.
     return [
@@ -32,7 +36,7 @@ def frakti_args(ctx: "Context") -> List[str]:
     ]
 
 
-def unit_path(ctx: "Context") -> str:
+def unit_path(ctx: Context) -> str:
     return f"{ctx.profile.unit_dir}/{UNIT}"
 
 
@@ -40,18 +44,25 @@ class Frakti(Step):
     name = "frakti"
     title = "frakti runtime"
 
-    def check(self, ctx: "Context") -> Check:
+    def check(self, ctx: Context) -> Check:
         binary = artifact_actions(ctx, "frakti", BINARY)
         unit = template_actions(ctx, unit_path(ctx), "frakti.service.j2", args=frakti_args(ctx))
         actions: List[Action] = binary + unit
-        actions += service_actions(ctx, UNIT, inputs_changed=bool(binary or unit),
-                                   unit_files_changed=bool(unit))
+        actions += service_actions(
+            ctx, UNIT, inputs_changed=bool(binary or unit), unit_files_changed=bool(unit)
+        )
         if not actions:
-            return Check.ok(f"frakti {ctx.versions.frakti} running on "
-                            f"{ctx.settings.frakti_socket} (cgroup driver {ctx.cgroup_driver()})")
+            return Check.ok(
+                f"frakti {ctx.versions.frakti} running on "
+                f"{ctx.settings.frakti_socket} (cgroup driver {ctx.cgroup_driver()})"
+            )
         return Check(actions)
 
-    def verify(self, ctx: "Context") -> None:
-        wait_for(lambda: ctx.host.exists(ctx.settings.frakti_socket),
-                 f"frakti did not create {ctx.settings.frakti_socket}", 30, ctx)
+    def verify(self, ctx: Context) -> None:
+        wait_for(
+            lambda: ctx.host.exists(ctx.settings.frakti_socket),
+            f"frakti did not create {ctx.settings.frakti_socket}",
+            30,
+            ctx,
+        )
         super().verify(ctx)

@@ -1,5 +1,6 @@
 """hyperd: the hypervisor, the hyperd and hyperstart packages, /etc/hyper/config
 with gRPCHost (the packaged config has none, so no gRPC API for frakti)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, List
@@ -7,7 +8,10 @@ from typing import TYPE_CHECKING, List
 from frakti_install.actions import InstallPackageFiles
 from frakti_install.engine import Action, Check, Step
 from frakti_install.steps.common import (
-    package_actions, service_actions, template_actions, wait_for,
+    package_actions,
+    service_actions,
+    template_actions,
+    wait_for,
 )
 
 if TYPE_CHECKING:
@@ -17,7 +21,7 @@ CONFIG = "/etc/hyper/config"
 UNIT = "hyperd.service"
 
 
-def grpc_port(ctx: "Context") -> int:
+def grpc_port(ctx: Context) -> int:
     return int(ctx.settings.hyper_grpc.rsplit(":", 1)[1])
 
 
@@ -25,18 +29,21 @@ class Hyperd(Step):
     name = "hyperd"
     title = "hyperd and hyperstart"
 
-    def check(self, ctx: "Context") -> Check:
+    def check(self, ctx: Context) -> Check:
         actions: List[Action] = package_actions(ctx, ctx.profile.packages["hypervisor"])
         wanted = ctx.profile.hyper_packages
         installed = ctx.facts.packages(ctx.profile.package_manager, tuple(wanted.values()))
         outdated = tuple(
-            artifact for artifact, package in wanted.items()
+            artifact
+            for artifact, package in wanted.items()
             if not (installed.get(package) or "").startswith(ctx.versions.hyperd)
         )
         if outdated:
             actions.append(InstallPackageFiles(outdated))
         config = template_actions(
-            ctx, CONFIG, "hyper-config.j2",
+            ctx,
+            CONFIG,
+            "hyper-config.j2",
             kernel="/var/lib/hyper/kernel",
             initrd="/var/lib/hyper/hyper-initrd.img",
             hypervisor="qemu",
@@ -46,13 +53,17 @@ class Hyperd(Step):
         actions += config
         actions += service_actions(ctx, UNIT, inputs_changed=bool(config or outdated))
         if not actions:
-            return Check.ok(f"hyperd {ctx.versions.hyperd} running with gRPC on "
-                            f"{ctx.settings.hyper_grpc}")
+            return Check.ok(
+                f"hyperd {ctx.versions.hyperd} running with gRPC on {ctx.settings.hyper_grpc}"
+            )
         return Check(actions)
 
-    def verify(self, ctx: "Context") -> None:
+    def verify(self, ctx: Context) -> None:
         port = grpc_port(ctx)
-        wait_for(lambda: port in ctx.facts.listening_ports(),
-                 f"hyperd is not listening on {ctx.settings.hyper_grpc}", 30, ctx)
+        wait_for(
+            lambda: port in ctx.facts.listening_ports(),
+            f"hyperd is not listening on {ctx.settings.hyper_grpc}",
+            30,
+            ctx,
+        )
         super().verify(ctx)
-

@@ -1,4 +1,5 @@
 """br_netfilter and IP forwarding, now and at every boot."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, List
@@ -24,7 +25,7 @@ class Kernel(Step):
     name = "kernel"
     title = "Kernel modules and sysctls for pod networking"
 
-    def check(self, ctx: "Context") -> Check:
+    def check(self, ctx: Context) -> Check:
         actions: List[Action] = []
         actions += template_actions(ctx, MODULES_FILE, "modules-load.conf.j2", modules=MODULES)
         actions += template_actions(ctx, SYSCTL_FILE, "sysctl.conf.j2", settings=SYSCTLS)

@@ -1,5 +1,6 @@
 """`kubeadm init`, exactly once. A half-done init (killed run) is reset and
 redone; a cluster made with another pod CIDR is refused, not silently kept."""
+
 from __future__ import annotations
 
 import re
@@ -28,13 +29,13 @@ def new_token() -> str:
     return f"{pick(6)}.{pick(16)}"
 
 
-def initialised_cidr(ctx: "Context") -> Optional[str]:
+def initialised_cidr(ctx: Context) -> Optional[str]:
     manifest = ctx.host.read_text(CONTROLLER_MANAGER) or ""
     match = re.search(r"--cluster-cidr=(\S+)", manifest)
     return match.group(1) if match else None
 
 
-def partial_init(ctx: "Context") -> bool:
+def partial_init(ctx: Context) -> bool:
     """Something of an earlier init is there, but no admin.conf: it did not finish."""
     return bool(ctx.host.listdir(MANIFESTS)) or ctx.host.exists("/etc/kubernetes/kubelet.conf")
 
@@ -46,7 +47,7 @@ class KubeadmInit(Action):
     def describe(self) -> str:
         return "run " + " ".join(self.argv) + " --token <generated>"
 
-    def apply(self, ctx: "Context") -> None:
+    def apply(self, ctx: Context) -> None:
         token = new_token()
         ctx.host.add_secret(token)  # kubeadm prints it; keep it out of logs and journal
         ctx.host.run([*self.argv, f"--token={token}"], timeout=900)
@@ -56,9 +57,10 @@ class KubeadmInitStep(Step):
     name = "kubeadm-init"
     title = "kubeadm init"
 
-    def init_argv(self, ctx: "Context") -> tuple:
+    def init_argv(self, ctx: Context) -> tuple:
         return (
-            "kubeadm", "init",
+            "kubeadm",
+            "init",
             f"--pod-network-cidr={ctx.settings.pod_cidr}",
             f"--service-cidr={ctx.settings.service_cidr}",
             f"--kubernetes-version={ctx.versions.kubernetes}",
@@ -66,7 +68,7 @@ class KubeadmInitStep(Step):
             f"--node-name={ctx.facts.hostname().lower()}",
         )
 
-    def check(self, ctx: "Context") -> Check:
+    def check(self, ctx: Context) -> Check:
         if ctx.host.exists(ADMIN_CONF):
             cidr = initialised_cidr(ctx)
             if cidr and cidr != ctx.settings.pod_cidr:
@@ -81,7 +83,9 @@ class KubeadmInitStep(Step):
         if partial_init(ctx):
             actions.append(run("kubeadm", "reset", "-f", why="clean up an unfinished init"))
             # kubeadm reset wipes /etc/cni/net.d: put our configs back (upstream #154).
-            actions += [WriteFile(path, content, 0o644, "restore")
-                        for path, content in cni.config_files(ctx)]
+            actions += [
+                WriteFile(path, content, 0o644, "restore")
+                for path, content in cni.config_files(ctx)
+            ]
         actions.append(KubeadmInit(self.init_argv(ctx)))
         return Check(actions)

@@ -1,5 +1,6 @@
 """kubelet.service, the kubeadm drop-in and the family's env file with the
 flags that point kubelet at frakti. Never a sed into 10-kubeadm.conf."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, List
@@ -16,7 +17,7 @@ UNIT = "kubelet.service"
 DROP_IN = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
 
 
-def kubelet_args(ctx: "Context") -> List[str]:
+def kubelet_args(ctx: Context) -> List[str]:
     args = [
         "--container-runtime=remote",
         f"--container-runtime-endpoint=unix://{ctx.settings.frakti_socket}",
@@ -31,11 +32,16 @@ class Kubelet(Step):
     name = "kubelet"
     title = "kubelet service pointed at frakti"
 
-    def check(self, ctx: "Context") -> Check:
+    def check(self, ctx: Context) -> Check:
         env_file = ctx.profile.kubelet_env_file
         unit_files = template_actions(ctx, f"{ctx.profile.unit_dir}/{UNIT}", "kubelet.service.j2")
-        unit_files += template_actions(ctx, DROP_IN, "10-kubeadm.conf.j2", env_file=env_file,
-                                       kubernetes_version=ctx.versions.kubernetes)
+        unit_files += template_actions(
+            ctx,
+            DROP_IN,
+            "10-kubeadm.conf.j2",
+            env_file=env_file,
+            kubernetes_version=ctx.versions.kubernetes,
+        )
         env = template_actions(ctx, env_file, "kubelet-env.j2", args=kubelet_args(ctx))
         actions: List[Action] = unit_files + env
         if unit_files:
@@ -49,9 +55,12 @@ class Kubelet(Step):
             if not state.active:
                 actions.append(run("systemctl", "start", UNIT, why="start kubelet"))
             elif unit_files or env:
-                actions.append(run("systemctl", "restart", UNIT,
-                                   why="restart kubelet (its flags changed)"))
+                actions.append(
+                    run("systemctl", "restart", UNIT, why="restart kubelet (its flags changed)")
+                )
         if not actions:
-            return Check.ok(f"kubelet uses {ctx.settings.frakti_socket} with the "
-                            f"{ctx.cgroup_driver()} cgroup driver")
+            return Check.ok(
+                f"kubelet uses {ctx.settings.frakti_socket} with the "
+                f"{ctx.cgroup_driver()} cgroup driver"
+            )
         return Check(actions)

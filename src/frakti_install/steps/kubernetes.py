@@ -1,5 +1,6 @@
 """kubeadm, kubelet, kubectl and crictl from the release binaries (verified
 against the published .sha256), plus the tools kubeadm's preflight wants."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, List
@@ -19,13 +20,15 @@ class Kubernetes(Step):
     name = "kubernetes"
     title = "kubeadm, kubelet, kubectl and crictl"
 
-    def check(self, ctx: "Context") -> Check:
+    def check(self, ctx: Context) -> Check:
         actions: List[Action] = package_actions(ctx, ctx.profile.packages["kube_deps"])
         for binary in BINARIES:
             actions += artifact_actions(ctx, binary, f"{BIN_DIR}/{binary}")
         if not ctx.installed.matches(f"{BIN_DIR}/crictl", ctx.artifacts.get("crictl")):
             actions.append(ExtractArtifact("crictl", BIN_DIR, ("crictl",)))
         if not actions:
-            return Check.ok(f"Kubernetes {ctx.versions.kubernetes} binaries and crictl "
-                            f"{ctx.versions.crictl} installed")
+            return Check.ok(
+                f"Kubernetes {ctx.versions.kubernetes} binaries and crictl "
+                f"{ctx.versions.crictl} installed"
+            )
         return Check(actions)

@@ -1,5 +1,6 @@
 """After init: the master taint goes (so pods schedule here) and the node
 must report Ready."""
+
 from __future__ import annotations
 
 import time
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 MASTER_TAINTS = ("node-role.kubernetes.io/master", "node-role.kubernetes.io/control-plane")
 
 
-def this_node(ctx: "Context") -> Optional[Dict[str, Any]]:
+def this_node(ctx: Context) -> Optional[Dict[str, Any]]:
     name = ctx.facts.hostname().lower()
     for node in ctx.facts.nodes(ADMIN_CONF) or []:
         if node.get("metadata", {}).get("name") == name:
@@ -26,8 +27,10 @@ def this_node(ctx: "Context") -> Optional[Dict[str, Any]]:
 
 
 def is_ready(node: Dict[str, Any]) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in node.get("status", {}).get("conditions", []))
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in node.get("status", {}).get("conditions", [])
+    )
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class WaitForNode(Action):
         state = "Ready" if self.ready else "registered"
         return f"wait up to {self.timeout:.0f} s for node {self.name} to be {state}"
 
-    def apply(self, ctx: "Context") -> None:
+    def apply(self, ctx: Context) -> None:
         deadline = time.monotonic() + self.timeout
         while True:
             ctx.facts.invalidate()
@@ -60,7 +63,7 @@ class Untaint(Step):
     name = "untaint"
     title = "Let pods schedule on the master"
 
-    def check(self, ctx: "Context") -> Check:
+    def check(self, ctx: Context) -> Check:
         name = ctx.facts.hostname().lower()
         node = this_node(ctx)
         actions: List[Action] = []
@@ -68,11 +71,24 @@ class Untaint(Step):
             actions.append(WaitForNode(name, ctx.settings.node_ready_timeout))
             taints = [f"{MASTER_TAINTS[0]}:NoSchedule"]
         else:
-            taints = [f"{t['key']}:{t['effect']}" for t in node.get("spec", {}).get("taints") or []
-                      if t.get("key") in MASTER_TAINTS]
+            taints = [
+                f"{t['key']}:{t['effect']}"
+                for t in node.get("spec", {}).get("taints") or []
+                if t.get("key") in MASTER_TAINTS
+            ]
         for taint in taints:
-            actions.append(run("kubectl", "--kubeconfig", ADMIN_CONF, "taint", "nodes", name,
-                               f"{taint}-", why="remove the master taint"))
+            actions.append(
+                run(
+                    "kubectl",
+                    "--kubeconfig",
+                    ADMIN_CONF,
+                    "taint",
+                    "nodes",
+                    name,
+                    f"{taint}-",
+                    why="remove the master taint",
+                )
+            )
         if not actions:
             return Check.ok(f"node {name} has no master taint")
         return Check(actions)
@@ -82,7 +98,7 @@ class NodeReady(Step):
     name = "node-ready"
     title = "Node Ready"
 
-    def check(self, ctx: "Context") -> Check:
+    def check(self, ctx: Context) -> Check:
         name = ctx.facts.hostname().lower()
         node = this_node(ctx)
         if node is not None and is_ready(node):

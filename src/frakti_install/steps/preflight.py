@@ -1,5 +1,6 @@
 """Checks made before anything changes. Each has a name (for
 --ignore-preflight-errors), says what is wrong and how to fix it."""
+
 from __future__ import annotations
 
 import logging
@@ -24,57 +25,62 @@ MIN_MEMORY_MB = 1700
 @dataclass(frozen=True)
 class PreflightCheck:
     name: str
-    probe: Callable[["Context"], Optional[str]]  # a problem, or None
+    probe: Callable[[Context], Optional[str]]  # a problem, or None
     hint: str
     fatal: bool = True
 
 
-def _root(ctx: "Context") -> Optional[str]:
+def _root(ctx: Context) -> Optional[str]:
     euid = ctx.host.run(["id", "-u"]).stdout.strip()
     return None if euid == "0" else f"running as uid {euid}, not root"
 
 
-def _arch(ctx: "Context") -> Optional[str]:
+def _arch(ctx: Context) -> Optional[str]:
     arch = ctx.facts.arch()
     return None if arch == "amd64" else f"architecture {arch}: frakti is released for amd64 only"
 
 
-def _systemd(ctx: "Context") -> Optional[str]:
+def _systemd(ctx: Context) -> Optional[str]:
     init = ctx.facts.init_system()
     return None if init == "systemd" else f"init system is {init}, not systemd"
 
 
-def _cgroup_v1(ctx: "Context") -> Optional[str]:
+def _cgroup_v1(ctx: Context) -> Optional[str]:
     if ctx.facts.cgroup_version() == 1:
         return None
-    return (f"the host uses cgroup v2 only; kubelet {ctx.versions.kubernetes} (the newest "
-            "frakti supports) cannot run on it")
+    return (
+        f"the host uses cgroup v2 only; kubelet {ctx.versions.kubernetes} (the newest "
+        "frakti supports) cannot run on it"
+    )
 
 
-def _swap(ctx: "Context") -> Optional[str]:
+def _swap(ctx: Context) -> Optional[str]:
     swaps = ctx.facts.swap_devices()
     return f"swap is on ({', '.join(swaps)}); kubelet refuses to start with swap" if swaps else None
 
 
-def _cpus(ctx: "Context") -> Optional[str]:
+def _cpus(ctx: Context) -> Optional[str]:
     count = ctx.facts.cpu_count()
     return None if count >= MIN_CPUS else f"{count} CPU(s); kubeadm needs at least {MIN_CPUS}"
 
 
-def _memory(ctx: "Context") -> Optional[str]:
+def _memory(ctx: Context) -> Optional[str]:
     mb = ctx.facts.memory_mb()
     return None if mb >= MIN_MEMORY_MB else f"{mb} MB of memory; kubeadm needs {MIN_MEMORY_MB} MB"
 
 
-def _kvm(ctx: "Context") -> Optional[str]:
+def _kvm(ctx: Context) -> Optional[str]:
     if ctx.facts.kvm_usable():
         return None
-    why = ("the CPU shows no vmx/svm flag" if not ctx.facts.hardware_virtualization()
-           else "/dev/kvm is missing or not usable")
+    why = (
+        "the CPU shows no vmx/svm flag"
+        if not ctx.facts.hardware_virtualization()
+        else "/dev/kvm is missing or not usable"
+    )
     return f"{why}: hyperd will fall back to software emulation, pods start very slowly"
 
 
-def _ports(ctx: "Context") -> Optional[str]:
+def _ports(ctx: Context) -> Optional[str]:
     wanted = set(CONTROL_PLANE_PORTS)
     if ctx.host.exists(ADMIN_CONF):
         wanted.clear()  # our own cluster holds them
@@ -88,16 +94,18 @@ def _ports(ctx: "Context") -> Optional[str]:
     return f"port(s) {', '.join(map(str, taken))} already in use" if taken else None
 
 
-def _cgroup_driver(ctx: "Context") -> Optional[str]:
+def _cgroup_driver(ctx: Context) -> Optional[str]:
     docker = ctx.facts.docker_cgroup_driver()
     chosen = ctx.cgroup_driver()
     if docker and docker != chosen:
-        return (f"docker uses the {docker} cgroup driver but {chosen} was asked for; "
-                "kubelet, frakti and docker must agree")
+        return (
+            f"docker uses the {docker} cgroup driver but {chosen} was asked for; "
+            "kubelet, frakti and docker must agree"
+        )
     return None
 
 
-def _checksums(ctx: "Context") -> Optional[str]:
+def _checksums(ctx: Context) -> Optional[str]:
     missing = []
     for name in ctx.artifacts.names():
         try:
@@ -113,22 +121,31 @@ CHECKS = (
     PreflightCheck("Root", _root, "Run frakti-install as root (sudo)."),
     PreflightCheck("Arch", _arch, "Use an x86_64 host."),
     PreflightCheck("Systemd", _systemd, "frakti-install manages services through systemd."),
-    PreflightCheck("CgroupV1", _cgroup_v1,
-                   "Boot with the kernel parameter systemd.unified_cgroup_hierarchy=0 (add it to "
-                   "GRUB_CMDLINE_LINUX in /etc/default/grub, run update-grub or grub2-mkconfig) "
-                   "and reboot; or use the kata runtime profile."),
-    PreflightCheck("Swap", _swap,
-                   "Run 'swapoff -a' and remove the swap lines from /etc/fstab."),
+    PreflightCheck(
+        "CgroupV1",
+        _cgroup_v1,
+        "Boot with the kernel parameter systemd.unified_cgroup_hierarchy=0 (add it to "
+        "GRUB_CMDLINE_LINUX in /etc/default/grub, run update-grub or grub2-mkconfig) "
+        "and reboot; or use the kata runtime profile.",
+    ),
+    PreflightCheck("Swap", _swap, "Run 'swapoff -a' and remove the swap lines from /etc/fstab."),
     PreflightCheck("NumCPU", _cpus, "Give the host at least 2 CPUs."),
     PreflightCheck("Mem", _memory, "Give the host at least 1700 MB of memory."),
     PreflightCheck("Port", _ports, "Stop whatever listens there (ss -ltnp shows it)."),
-    PreflightCheck("CgroupDriver", _cgroup_driver,
-                   "Set cgroup_driver to docker's (or 'auto'), or change docker's "
-                   "native.cgroupdriver in /etc/docker/daemon.json."),
-    PreflightCheck("Checksums", _checksums,
-                   "Give the sums with --checksum NAME=SHA256 or checksums: in the config file."),
-    PreflightCheck("KVM", _kvm, "Enable VT-x/AMD-V in the firmware, or nested virtualisation.",
-                   fatal=False),
+    PreflightCheck(
+        "CgroupDriver",
+        _cgroup_driver,
+        "Set cgroup_driver to docker's (or 'auto'), or change docker's "
+        "native.cgroupdriver in /etc/docker/daemon.json.",
+    ),
+    PreflightCheck(
+        "Checksums",
+        _checksums,
+        "Give the sums with --checksum NAME=SHA256 or checksums: in the config file.",
+    ),
+    PreflightCheck(
+        "KVM", _kvm, "Enable VT-x/AMD-V in the firmware, or nested virtualisation.", fatal=False
+    ),
 )
 
 
@@ -136,7 +153,7 @@ class Preflight(Step):
     name = "preflight"
     title = "Check the host before changing anything"
 
-    def check(self, ctx: "Context") -> Check:
+    def check(self, ctx: Context) -> Check:
         ignored = {name.lower() for name in ctx.settings.ignore_preflight_errors}
         errors: List[str] = []
         warnings: List[str] = []

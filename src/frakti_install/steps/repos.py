@@ -1,4 +1,5 @@
 """Package repositories a system needs (signed: gpgcheck=1 with gpgkey)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, List
@@ -14,13 +15,14 @@ class Repos(Step):
     name = "repos"
     title = "Package repositories"
 
-    def check(self, ctx: "Context") -> Check:
+    def check(self, ctx: Context) -> Check:
         if not ctx.profile.repos:
             return Check.skipped("the OS's own repositories carry every package")
         actions: List[Action] = []
         for repo in ctx.profile.repos:
-            actions += template_actions(ctx, repo.path, repo.template,
-                                        baseurl=repo.baseurl, gpgkey=repo.gpgkey)
+            actions += template_actions(
+                ctx, repo.path, repo.template, baseurl=repo.baseurl, gpgkey=repo.gpgkey
+            )
         if not actions:
             return Check.ok(", ".join(r.name for r in ctx.profile.repos) + " already configured")
         return Check(actions)

@@ -1,4 +1,5 @@
 """SELinux permissive on the families that have it (as kubeadm's docs ask)."""
+
 from __future__ import annotations
 
 import re
@@ -18,7 +19,7 @@ class Selinux(Step):
     name = "selinux"
     title = "SELinux permissive"
 
-    def check(self, ctx: "Context") -> Check:
+    def check(self, ctx: Context) -> Check:
         if not ctx.profile.selinux:
             return Check.skipped(f"{ctx.profile.os.id} does not use SELinux")
         actions: List[Action] = []

@@ -1,0 +1,145 @@
+"""The CLI through typer's CliRunner, against the simulated host."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from frakti_install import cli, session
+from frakti_install.errors import ExitCode
+from tests.unit.simhost import SimMachine, given_checksums
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def sim(tmp_path, monkeypatch):
+    """Point the CLI at a simulated Debian 12 host; returns (machine, config path)."""
+    holder = {}
+
+    def use(os_id="debian", version="12", **kwargs):
+        m = SimMachine(tmp_path / "root", os_id, version, **kwargs)
+
+        def new_context(settings, downloader_factory=None):
+            return m.context(settings)
+
+        monkeypatch.setattr(session, "new_context", new_context)
+        config = tmp_path / "frakti.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {"checksums": given_checksums(os_id), "log_file": str(tmp_path / "install.log")}
+            )
+        )
+        holder.update(machine=m, config=str(config))
+        return m, str(config)
+
+    return use
+
+
+def invoke(*args: str):
+    return runner.invoke(cli.app, list(args))
+
+
+def test_help_lists_commands():
+    result = invoke("--help")
+    assert result.exit_code == 0, result.output
+    assert "allinone" in result.output and "info" in result.output
+
+
+def test_info_json_on_unsupported_os_still_works(sim):
+    m, _ = sim()
+    m.runner.write("/etc/os-release", 'ID=arch\nNAME="Arch Linux"\nPRETTY_NAME="Arch Linux"\n')
+    result = invoke("info", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["os"] == {
+        "id": "arch",
+        "version": "",
+        "family": None,
+        "supported": False,
+        "name": "Arch Linux",
+    }
+    assert data["cgroup_version"] == 1 and data["virtualization"]["kvm_usable"] is True
+    assert data["versions"]["frakti"] == "v1.12.0"
+
+
+def test_allinone_refuses_unsupported_os_with_exit_4(sim):
+    m, config = sim()
+    m.runner.write("/etc/os-release", 'ID=arch\nNAME="Arch Linux"\nPRETTY_NAME="Arch Linux"\n')
+    result = invoke("allinone", "--yes", "-c", config)
+    assert result.exit_code == ExitCode.UNSUPPORTED_OS, result.output
+    assert "Arch Linux (ID='arch'" in result.output and "Supported systems:" in result.output
+    assert not m.p("/etc/hyper").exists() and m.runner.mutations == 0
+
+
+def test_dry_run_json_is_the_plan_and_changes_nothing(sim):
+    m, config = sim()
+    result = invoke("allinone", "--dry-run", "--json", "-c", config)
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["os"]["family"] == "debian" and plan["os"]["supported"] is True
+    statuses = {s["name"]: s["status"] for s in plan["steps"]}
+    assert statuses["preflight"] == "ok" and statuses["hyperd"] == "change"
+    assert statuses["selinux"] == "skip"
+    assert all(s["detail"] for s in plan["steps"])
+    assert m.runner.mutations == 0 and not m.p("/var/lib/frakti-install").exists()
+
+
+def test_bad_cidr_exits_3_with_hint(sim):
+    _, config = sim()
+    result = invoke("allinone", "--dry-run", "-c", config, "--node-subnet", "10.99.1.0/24")
+    assert result.exit_code == ExitCode.CONFIG, result.output
+    assert "node_subnet 10.99.1.0/24 is not inside pod_cidr 10.244.0.0/16" in result.output
+
+
+def test_without_yes_and_no_terminal_nothing_changes(sim):
+    m, config = sim()
+    result = invoke("allinone", "-c", config)
+    assert result.exit_code == ExitCode.ABORTED, result.output
+    assert "--yes" in result.output and m.runner.mutations == 0
+
+
+def test_install_then_rerun_reports_no_change(sim):
+    m, config = sim()
+    first = invoke("allinone", "--yes", "--json", "-c", config)
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.output)["changed"] is True
+    second = invoke("allinone", "--yes", "--json", "-c", config)
+    assert second.exit_code == 0, second.output
+    report = json.loads(second.output)
+    assert report["changed"] is False
+    assert {s["status"] for s in report["steps"]} <= {"ok", "skip"}
+    text = invoke("allinone", "--yes", "-c", config)
+    assert "Nothing to change" in text.output
+
+
+def test_preflight_failure_exits_5(sim):
+    _, config = sim(swap=True)
+    result = invoke("allinone", "--yes", "-c", config)
+    assert result.exit_code == ExitCode.PREFLIGHT, result.output
+    assert "[Swap]" in result.output
+
+
+def test_concurrent_run_is_locked_out(sim):
+    m, config = sim()
+    from frakti_install.state import RunLock
+
+    with RunLock(m.p("/var/lib/frakti-install/lock")):
+        result = invoke("allinone", "--yes", "-c", config)
+    assert result.exit_code == ExitCode.LOCKED, result.output
+    assert "another frakti-install run" in result.output
+
+
+def test_checksum_mismatch_exits_8(sim):
+    m, config = sim()
+    path = Path(config)
+    data = yaml.safe_load(path.read_text())
+    data["checksums"]["frakti"] = "0" * 64
+    path.write_text(yaml.safe_dump(data))
+    result = invoke("allinone", "--yes", "-c", config)
+    assert result.exit_code == ExitCode.CHECKSUM, result.output
+    assert "sha256 mismatch" in result.output and not m.p("/usr/bin/frakti").exists()
