@@ -55,6 +55,17 @@ class WriteFile(Action):
 
 
 @dataclass(frozen=True)
+class RemoveFile(Action):
+    path: str
+
+    def describe(self) -> str:
+        return f"remove {self.path}"
+
+    def apply(self, ctx: Context) -> None:
+        ctx.host.remove(self.path)
+
+
+@dataclass(frozen=True)
 class InstallPackages(Action):
     names: Tuple[str, ...]
 

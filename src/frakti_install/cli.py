@@ -45,8 +45,11 @@ def _guard(func: Callable[[], T], *, as_json: bool = False, log_file: str = "") 
         return func()
     except FraktiInstallError as error:
         logging.getLogger("frakti_install").debug("error", exc_info=True)
-        if as_json:
-            typer.echo(json.dumps({"ok": False, "error": str(error), "exit_code": error.exit_code}))
+        if as_json:  # stdout keeps one JSON document (the report, if any)
+            typer.echo(
+                json.dumps({"ok": False, "error": str(error), "exit_code": error.exit_code}),
+                err=True,
+            )
         else:
             console.error(error)
         raise typer.Exit(error.exit_code) from None
@@ -142,9 +145,23 @@ def _allinone(
     as_json: bool,
     verbose: int,
 ) -> None:
-    from frakti_install import console, plans, session
+    from frakti_install import plans
 
-    settings = _settings(config, flags)
+    _run_plan(plans.allinone, _settings(config, flags), dry_run, yes, as_json, verbose)
+
+
+def _run_plan(
+    make_steps: Callable[[], List[Any]],
+    settings: Any,
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+    verbose: int,
+    question: str = "Apply these changes?",
+) -> Any:
+    """Plan, ask (unless --yes or nothing to do), apply, render; shared by the commands."""
+    from frakti_install import console, session
+
     console.configure_logging(verbose, quiet=as_json)
     if not dry_run:
         session.log_to_file(Path(settings.log_file))
@@ -152,18 +169,16 @@ def _allinone(
         settings, downloader_factory=console.downloader_factory(settings, quiet=as_json)
     )
     ctx.profile  # noqa: B018  an unsupported OS stops here, before any step
-    steps = plans.allinone()
+    steps = make_steps()
 
     if not dry_run and not yes:
         plan = session.execute(steps, ctx, dry_run=True)
-        if not plan.changed and plan.ok:
-            dry_run = True  # nothing to do: say so without asking
-        else:
+        session.raise_for(plan)
+        if plan.changed:
             console.show_plan(plan)
-            session.raise_for(plan)
-            if not console.confirm("Apply these changes?"):
+            if not console.confirm(question):
                 raise Aborted("nothing was changed", hint="Run with --yes to skip the question.")
-            ctx.facts.invalidate()
+        ctx.facts.invalidate()
 
     observer = console.null_observer if as_json else console.StepProgress(dry_run)
     with observer:
@@ -173,6 +188,29 @@ def _allinone(
     else:
         console.recap(report, settings.log_file)
     session.raise_for(report)
+    return report
+
+
+@app.command()
+def status(
+    config: Optional[Path] = ConfigOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Check every step of allinone without changing anything; exit 11 on drift."""
+
+    def _status() -> None:
+        from frakti_install import plans
+        from frakti_install.errors import Drift
+
+        report = _run_plan(plans.allinone, _settings(config, {}), True, True, as_json, 0)
+        drifted = [step.name for step in report.steps if step.status.value in ("change", "fail")]
+        if drifted:
+            raise Drift(
+                "drift in: " + ", ".join(drifted),
+                hint="'frakti-install allinone' puts it right ('--dry-run' shows how).",
+            )
+
+    _guard(_status, as_json=as_json)
 
 
 @app.command()

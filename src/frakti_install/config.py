@@ -40,6 +40,10 @@ class Settings:
     checksums: Dict[str, str] = field(default_factory=dict)
     allow_unverified: Tuple[str, ...] = ()
     ignore_preflight_errors: Tuple[str, ...] = ()
+    http_proxy: str = ""
+    https_proxy: str = ""
+    no_proxy: str = ""
+    disable_swap: bool = False
     state_dir: str = "/var/lib/frakti-install"
     cache_dir: str = "/var/cache/frakti-install"
     log_file: str = "/var/log/frakti-install.log"
@@ -117,7 +121,15 @@ def _coerce(name: str, value: Any) -> Any:
     if name in ("allow_unverified", "ignore_preflight_errors"):
         items = value.split(",") if isinstance(value, str) else value
         return tuple(str(item).strip() for item in items if str(item).strip())
-    if isinstance(default, int) and not isinstance(default, bool):
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(value).lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{name} must be true or false, not {value!r}")
+    if isinstance(default, int):
         try:
             return int(value)
         except (TypeError, ValueError):
@@ -165,15 +177,27 @@ def from_env(environ: Mapping[str, str]) -> Dict[str, Any]:
     }
 
 
+def proxies_from_env(environ: Mapping[str, str]) -> Dict[str, Any]:
+    """HTTP(S)_PROXY / NO_PROXY (either case), the lowest layer above the defaults."""
+    found = {}
+    for name in ("http_proxy", "https_proxy", "no_proxy"):
+        value = environ.get(name) or environ.get(name.upper())
+        if value:
+            found[name] = value
+    return found
+
+
 def load(
     config_file: Optional[Path] = None,
     flags: Optional[Mapping[str, Any]] = None,
     environ: Optional[Mapping[str, str]] = None,
 ) -> Settings:
     """Merge the layers; mappings (mirrors, checksums) merge key by key."""
+    environ = os.environ if environ is None else environ
     layers = [
+        proxies_from_env(environ),
         from_file(config_file) if config_file else {},
-        from_env(os.environ if environ is None else environ),
+        from_env(environ),
         {k: v for k, v in (flags or {}).items() if v is not None and v != () and v != {}},
     ]
     merged: Dict[str, Any] = {}

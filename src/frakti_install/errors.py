@@ -103,6 +103,12 @@ class VerifyFailed(FraktiInstallError):
     exit_code = ExitCode.VERIFY
 
 
+class Drift(FraktiInstallError):
+    """`status` found steps whose state differs from the desired one."""
+
+    exit_code = ExitCode.DRIFT
+
+
 class Locked(FraktiInstallError):
     exit_code = ExitCode.LOCKED
 

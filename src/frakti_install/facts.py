@@ -153,6 +153,19 @@ class Facts:
             return None
         return "enforcing" if enforce.strip() == "1" else "permissive"
 
+    @cached
+    def hostname_resolves(self) -> bool:
+        name = self.hostname()
+        return bool(name) and self.host.run(["getent", "hosts", name], check=False).ok
+
+    def free_disk_gb(self, target: str) -> float:
+        """Free space for root on the filesystem holding target (or its nearest parent)."""
+        path = self.host.path(target)
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        st = os.statvfs(path)
+        return st.f_bavail * st.f_frsize / 1e9
+
     def binary(self, name: str) -> Optional[str]:
         return self.host.which(name)
 

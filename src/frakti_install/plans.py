@@ -15,16 +15,20 @@ from frakti_install.steps.kubelet import Kubelet
 from frakti_install.steps.kubernetes import Kubernetes
 from frakti_install.steps.node import NodeReady, Untaint
 from frakti_install.steps.preflight import Preflight
+from frakti_install.steps.proxy import Proxy
 from frakti_install.steps.repos import Repos
 from frakti_install.steps.selinux import Selinux
+from frakti_install.steps.swap import Swap
 
 
 def allinone() -> List[Step]:
     return [
         Preflight(),
+        Swap(),
         Kernel(),
         Selinux(),
         Repos(),
+        Proxy(),
         Hyperd(),
         Docker(),
         Frakti(),

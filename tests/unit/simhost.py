@@ -115,7 +115,7 @@ class SimState:
 
 
 class SimRunner:
-    READ_ONLY = {"dpkg-query", "rpm", "apt-cache", "uname", "id", "docker"}
+    READ_ONLY = {"dpkg-query", "rpm", "apt-cache", "uname", "id", "docker", "getent"}
 
     def __init__(self, root: Path, state: SimState) -> None:
         self.root = root
@@ -285,6 +285,17 @@ class SimRunner:
             return self.fail(argv, "Cannot connect to the Docker daemon")
         return self.ok(argv, self.state.docker_driver + "\n")
 
+    def cmd_getent(self, argv: List[str]) -> CommandResult:
+        hosts = self.p("/etc/hosts").read_text() if self.p("/etc/hosts").exists() else ""
+        for line in hosts.splitlines():
+            if argv[2] in line.split()[1:]:
+                return self.ok(argv, line + "\n")
+        return CommandResult(argv, 2, "", "")
+
+    def cmd_swapoff(self, argv: List[str]) -> CommandResult:
+        self.write("/proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n")
+        return self.ok(argv)
+
     def cmd_modprobe(self, argv: List[str]) -> CommandResult:
         self.p(f"/sys/module/{argv[1]}").mkdir(parents=True, exist_ok=True)
         return self.ok(argv)
@@ -440,6 +451,13 @@ class SimMachine:
         w = self.runner.write
         w("/etc/os-release", OS_RELEASE[(os_id, version)])
         w("/proc/sys/kernel/hostname", hostname + "\n")
+        w("/etc/hosts", f"127.0.0.1 localhost\n10.0.0.1 {hostname}\n")
+        w(
+            "/etc/fstab",
+            "UUID=abc / ext4 defaults 0 1\n" + ("/swapfile none swap sw 0 0\n" if swap else ""),
+        )
+        for binary in ("ip", "mount", "nsenter", "tc", "touch"):
+            w(f"/usr/bin/{binary}", "#!/bin/sh\n", 0o755)
         w(
             "/proc/cpuinfo",
             "".join(f"processor\t: {i}\nflags\t\t: {cpu_flags}\n\n" for i in range(4)),

@@ -19,12 +19,12 @@ def preflight_error(m, **settings) -> str:
 
 def test_clean_host_passes_with_reason(machine):
     check = Preflight().check(machine().context())
-    assert not check.needed and check.reason.startswith("11 checks passed")
+    assert not check.needed and check.reason.startswith("14 checks passed")
 
 
 def test_swap_is_fatal_with_hint(machine):
     message = preflight_error(machine(swap=True))
-    assert "[Swap] swap is on (/swapfile)" in message and "swapoff -a" in message
+    assert "[Swap] swap is on (/swapfile)" in message and "--disable-swap" in message
 
 
 def test_cgroup_v2_explains_kernel_parameter(machine):
@@ -72,3 +72,34 @@ def test_failed_preflight_changes_nothing(machine):
     assert [r.status for r in report.steps] == [Status.FAIL]
     assert m.runner.mutations == 0
     assert not m.p("/etc/modules-load.d/frakti-install.conf").exists()
+
+
+def test_unresolvable_hostname(machine):
+    m = machine()
+    m.runner.write("/etc/hosts", "127.0.0.1 localhost\n")
+    assert "[Hostname] the hostname 'Node-1' does not resolve" in preflight_error(m)
+
+
+def test_missing_binaries_are_listed(machine):
+    m = machine()
+    m.p("/usr/bin/nsenter").unlink()
+    m.p("/usr/bin/tc").unlink()
+    assert "[FileExisting] missing nsenter, tc" in preflight_error(m)
+
+
+def test_disable_swap_turns_it_off_now_and_at_boot(machine):
+    m = machine(swap=True)
+    report = session.execute(
+        plans.allinone(), m.context(m.settings(disable_swap=True)), dry_run=False
+    )
+    session.raise_for(report)
+    swap = next(r for r in report.steps if r.name == "swap")
+    assert swap.changes == ["turn swap off now: swapoff -a", "update /etc/fstab"]
+    assert m.p("/proc/swaps").read_text().count("\n") == 1
+    fstab = m.p("/etc/fstab").read_text()
+    assert "# disabled by frakti-install: /swapfile none swap sw 0 0" in fstab
+    assert "UUID=abc / ext4 defaults 0 1" in fstab
+    again = session.execute(
+        plans.allinone(), m.context(m.settings(disable_swap=True)), dry_run=True
+    )
+    assert next(r for r in again.steps if r.name == "swap").status is Status.OK

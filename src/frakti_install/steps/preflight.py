@@ -20,6 +20,10 @@ CONTROL_PLANE_PORTS = (6443, 10250, 10257, 10259, 2379, 2380)
 HYPERD_PORT = 22318
 MIN_CPUS = 2
 MIN_MEMORY_MB = 1700
+MIN_DISK_GB = 10
+# What kubeadm and kubelet need that no step installs (iptables, conntrack,
+# socat, ebtables and ethtool come with the kubernetes step).
+REQUIRED_BINARIES = ("ip", "mount", "nsenter", "tc", "touch")
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,9 @@ def _cgroup_v1(ctx: Context) -> Optional[str]:
 
 def _swap(ctx: Context) -> Optional[str]:
     swaps = ctx.facts.swap_devices()
-    return f"swap is on ({', '.join(swaps)}); kubelet refuses to start with swap" if swaps else None
+    if not swaps or ctx.settings.disable_swap:  # the swap step turns it off
+        return None
+    return f"swap is on ({', '.join(swaps)}); kubelet refuses to start with swap"
 
 
 def _cpus(ctx: Context) -> Optional[str]:
@@ -67,6 +73,24 @@ def _cpus(ctx: Context) -> Optional[str]:
 def _memory(ctx: Context) -> Optional[str]:
     mb = ctx.facts.memory_mb()
     return None if mb >= MIN_MEMORY_MB else f"{mb} MB of memory; kubeadm needs {MIN_MEMORY_MB} MB"
+
+
+def _hostname(ctx: Context) -> Optional[str]:
+    if ctx.facts.hostname_resolves():
+        return None
+    return f"the hostname {ctx.facts.hostname()!r} does not resolve"
+
+
+def _disk(ctx: Context) -> Optional[str]:
+    free = ctx.facts.free_disk_gb("/var/lib")
+    if free >= MIN_DISK_GB:
+        return None
+    return f"{free:.1f} GB free under /var/lib; images and VM disks need {MIN_DISK_GB} GB"
+
+
+def _binaries(ctx: Context) -> Optional[str]:
+    missing = [name for name in REQUIRED_BINARIES if not ctx.facts.binary(name)]
+    return f"missing {', '.join(missing)}" if missing else None
 
 
 def _kvm(ctx: Context) -> Optional[str]:
@@ -128,10 +152,17 @@ CHECKS = (
         "GRUB_CMDLINE_LINUX in /etc/default/grub, run update-grub or grub2-mkconfig) "
         "and reboot; or use the kata runtime profile.",
     ),
-    PreflightCheck("Swap", _swap, "Run 'swapoff -a' and remove the swap lines from /etc/fstab."),
+    PreflightCheck(
+        "Swap", _swap, "Pass --disable-swap to turn it off now and in /etc/fstab, or do it by hand."
+    ),
     PreflightCheck("NumCPU", _cpus, "Give the host at least 2 CPUs."),
     PreflightCheck("Mem", _memory, "Give the host at least 1700 MB of memory."),
     PreflightCheck("Port", _ports, "Stop whatever listens there (ss -ltnp shows it)."),
+    PreflightCheck(
+        "Hostname", _hostname, "Add the hostname to /etc/hosts or DNS; kubelet registers by it."
+    ),
+    PreflightCheck("FileExisting", _binaries, "Install them (iproute2, util-linux, coreutils)."),
+    PreflightCheck("DiskSpace", _disk, "Free space under /var/lib.", fatal=False),
     PreflightCheck(
         "CgroupDriver",
         _cgroup_driver,

@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Build the stand-in download mirror for frakti-install's end-to-end tests.
+
+TEST SUPPORT, not product code. The tree is laid out exactly like the
+upstream download hosts, so pointing the installer's mirror base URLs at it
+is all it takes:
+
+    kubernetes/release/<k8s>/bin/linux/amd64/{kubeadm,kubelet,kubectl}(.sha256)
+                                              (dl.k8s.io/release/...)
+    kubernetes/release/stable-<minor>.txt
+    github/kubernetes/frakti/releases/download/<frakti>/frakti
+    github/kubernetes-sigs/cri-tools/releases/download/<crictl>/crictl-<crictl>-linux-amd64.tar.gz
+    hyper/hypercontainer_<hyperd>-1_amd64.deb, hyper/hyperstart_<hyperd>-1_amd64.deb
+
+Every program in it is a Python stand-in from this directory (see each
+file's header). Kubernetes binaries get a .sha256 file beside them, as on
+dl.k8s.io; frakti, crictl and the hyper packages publish none upstream, so
+their sums are returned for the installer's `checksums:` config.
+
+Usage: build.py DEST  -> builds DEST and prints {"versions", "sha256", "paths"} as JSON.
+Needs dpkg-deb.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+VERSIONS = {"kubernetes": "v1.12.10", "frakti": "v1.12.0", "crictl": "v1.12.0", "hyperd": "1.1.0"}
+INCLUDE = "#@include common.py"
+EPOCH = 1546300800  # fixed timestamps: the same sources give the same files and sums
+MAINTAINER = "frakti-install e2e tests <e2e-standin@example.invalid>"
+
+
+def render(source: str, version: str, program: str = "") -> bytes:
+    """A stand-in source with common.py inlined and its placeholders filled in."""
+    text = (HERE / source).read_text()
+    if INCLUDE in text:
+        text = text.replace(INCLUDE, (HERE / "common.py").read_text())
+    return text.replace("@VERSION@", version).replace("@PROGRAM@", program).encode()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.chmod(mode)
+    os.utime(path, (EPOCH, EPOCH))
+
+
+HYPERD_SERVICE = """[Unit]
+Description=hyperd
+Documentation=http://docs.hypercontainer.io
+After=network.target
+
+[Service]
+ExecStart=/usr/bin/hyperd --log_dir=/var/log/hyper
+MountFlags=shared
+LimitNOFILE=1048576
+LimitNPROC=1048576
+LimitCORE=infinity
+TimeoutStartSec=0
+Restart=on-abnormal
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+HYPER_CONFIG = """# TEST STAND-IN package (frakti-install e2e tests): the default config
+# as packaged; like the real one it does not set gRPCHost.
+# Root directory for hyperd
+# Root=/var/lib/hyper
+# Boot kernel
+Kernel=/var/lib/hyper/kernel
+# Boot initrd
+Initrd=/var/lib/hyper/hyper-initrd.img
+# Storage driver for hyperd, valid value includes devicemapper, overlay, and aufs
+# StorageDriver=overlay
+# Hypervisor to run containers and pods, valid values are: libvirt, qemu, kvm, xen
+Hypervisor=qemu
+# The tcp endpoint of gRPC API
+# gRPCHost=127.0.0.1:22318
+"""
+
+# What a debhelper-built package does for its service (dh_installsystemd):
+# enable it and start it when systemd runs.
+POSTINST = """#!/bin/sh
+# TEST STAND-IN package script (frakti-install e2e tests): enables and starts
+# hyperd like a debhelper-built package does.
+set -e
+if [ "$1" = "configure" ]; then
+    mkdir -p /var/log/hyper /var/lib/hyper
+    if [ -d /run/systemd/system ]; then
+        systemctl daemon-reload >/dev/null 2>&1 || true
+        systemctl enable hyperd.service >/dev/null 2>&1 || true
+        systemctl start hyperd.service >/dev/null 2>&1 || true
+    fi
+fi
+exit 0
+"""
+PRERM = """#!/bin/sh
+# TEST STAND-IN package script (frakti-install e2e tests).
+set -e
+if [ -d /run/systemd/system ] && [ "$1" = "remove" ]; then
+    systemctl stop hyperd.service >/dev/null 2>&1 || true
+fi
+exit 0
+"""
+POSTRM = """#!/bin/sh
+# TEST STAND-IN package script (frakti-install e2e tests).
+set -e
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload >/dev/null 2>&1 || true
+fi
+if [ "$1" = "purge" ]; then
+    rm -f /etc/systemd/system/multi-user.target.wants/hyperd.service
+fi
+exit 0
+"""
+
+
+def build_deb(out: Path, package: str, version: str, description: str, files: dict[str, tuple[bytes, int]],
+              depends: str = "", conffiles: tuple[str, ...] = (), scripts: dict[str, str] | None = None) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "root"
+        for path, (data, mode) in files.items():
+            _write(root / path.lstrip("/"), data, mode)
+        control = [f"Package: {package}", f"Version: {version}", "Architecture: amd64",
+                   f"Maintainer: {MAINTAINER}", "Section: admin", "Priority: optional"]
+        if depends:
+            control.append(f"Depends: {depends}")
+        control.append(f"Description: {description}")
+        _write(root / "DEBIAN/control", ("\n".join(control) + "\n").encode())
+        if conffiles:
+            _write(root / "DEBIAN/conffiles", ("\n".join(conffiles) + "\n").encode())
+        for name, text in (scripts or {}).items():
+            _write(root / "DEBIAN" / name, text.encode(), 0o755)
+        for d in sorted(root.rglob("*"), reverse=True):
+            if d.is_dir():
+                os.utime(d, (EPOCH, EPOCH))
+        env = dict(os.environ, SOURCE_DATE_EPOCH=str(EPOCH))
+        subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(out)],
+                       check=True, env=env, stdout=subprocess.DEVNULL)
+    return out.read_bytes()
+
+
+def build_tarball(members: dict[str, tuple[bytes, int]]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, (data, mode) in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, EPOCH
+            info.uname = info.gname = "root"
+            tar.addfile(info, io.BytesIO(data))
+    gz = io.BytesIO()
+    with gzip.GzipFile(fileobj=gz, mode="wb", mtime=EPOCH) as fh:
+        fh.write(raw.getvalue())
+    return gz.getvalue()
+
+
+def build(dest: Path | str, versions: dict[str, str] | None = None) -> dict[str, object]:
+    """Build the mirror tree under dest (emptied first)."""
+    v = dict(VERSIONS, **(versions or {}))
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    sums: dict[str, str] = {}
+    paths: dict[str, str] = {}
+
+    k8s = f"kubernetes/release/{v['kubernetes']}/bin/linux/amd64"
+    for program in ("kubeadm", "kubelet", "kubectl"):
+        data = render("kube.py", v["kubernetes"], program)
+        _write(dest / k8s / program, data, 0o755)
+        _write(dest / k8s / f"{program}.sha256", sha256(data).encode())
+        sums[program], paths[program] = sha256(data), f"{k8s}/{program}"
+    minor = ".".join(v["kubernetes"].lstrip("v").split(".")[:2])
+    _write(dest / f"kubernetes/release/stable-{minor}.txt", f"{v['kubernetes']}\n".encode())
+
+    frakti = f"github/kubernetes/frakti/releases/download/{v['frakti']}/frakti"
+    data = render("frakti.py", v["frakti"])
+    _write(dest / frakti, data, 0o755)
+    sums["frakti"], paths["frakti"] = sha256(data), frakti
+
+    crictl = (f"github/kubernetes-sigs/cri-tools/releases/download/{v['crictl']}/"
+              f"crictl-{v['crictl']}-linux-amd64.tar.gz")
+    data = build_tarball({"crictl": (render("crictl.py", v["crictl"]), 0o755)})
+    _write(dest / crictl, data)
+    sums["crictl"], paths["crictl"] = sha256(data), crictl
+
+    deb_version = f"{v['hyperd']}-1"
+    hyper = dest / "hyper"
+    hyper.mkdir(parents=True)
+    name = f"hypercontainer_{deb_version}_amd64.deb"
+    data = build_deb(hyper / name, "hypercontainer", deb_version,
+                     "TEST STAND-IN for HyperContainer hyperd (frakti-install e2e tests)\n"
+                     " Python stand-ins for hyperd and hyperctl; runs no VM.",
+                     {"/usr/bin/hyperd": (render("hyperd.py", v["hyperd"]), 0o755),
+                      "/usr/bin/hyperctl": (render("hyperctl.py", v["hyperd"]), 0o755),
+                      "/lib/systemd/system/hyperd.service": (HYPERD_SERVICE.encode(), 0o644),
+                      "/etc/hyper/config": (HYPER_CONFIG.encode(), 0o644)},
+                     depends="python3", conffiles=("/etc/hyper/config",),
+                     scripts={"postinst": POSTINST, "prerm": PRERM, "postrm": POSTRM})
+    os.utime(hyper / name, (EPOCH, EPOCH))
+    sums["hypercontainer"], paths["hypercontainer"] = sha256(data), f"hyper/{name}"
+    name = f"hyperstart_{deb_version}_amd64.deb"
+    data = build_deb(hyper / name, "hyperstart", deb_version,
+                     "TEST STAND-IN for hyperstart (frakti-install e2e tests)\n"
+                     " Placeholder guest kernel and initrd files; boots nothing.",
+                     {"/var/lib/hyper/kernel": (b"TEST STAND-IN hyperstart kernel\n" * 64, 0o644),
+                      "/var/lib/hyper/hyper-initrd.img": (b"TEST STAND-IN hyperstart initrd\n" * 64, 0o644)})
+    os.utime(hyper / name, (EPOCH, EPOCH))
+    sums["hyperstart"], paths["hyperstart"] = sha256(data), f"hyper/{name}"
+    return {"versions": v, "sha256": sums, "paths": paths}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    print(json.dumps(build(sys.argv[1]), indent=1))

@@ -1,0 +1,998 @@
+#!/usr/bin/python3
+# TEST STAND-IN, not Kubernetes. It imitates kubeadm, kubelet and kubectl
+# (Kubernetes v1.12) for frakti-install's end-to-end tests, which cannot
+# download the real binaries. build.py writes this file three times, as
+# kubeadm, kubelet and kubectl, with PROGRAM and VERSION filled in.
+#
+# What it imitates is what an installer looks at: flags accepted, preflight
+# checks and their error lines, files written by `kubeadm init` and removed by
+# `kubeadm reset`, the kubelet refusing to start when the host is not ready,
+# ports opened, the node object (podCIDR, taints, Ready) seen through kubectl.
+# The "cluster" is one JSON file, /var/lib/standin-k8s/cluster.json.
+# No container is ever run; static pods are ports the kubelet opens.
+import base64
+import hashlib
+import ipaddress
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+
+PROGRAM = "@PROGRAM@"
+VERSION = "@VERSION@"
+
+#@include common.py
+
+K8S_DIR = "/etc/kubernetes"
+MANIFESTS = K8S_DIR + "/manifests"
+PKI = K8S_DIR + "/pki"
+KUBELET_DIR = "/var/lib/kubelet"
+KUBELET_CONFIG = KUBELET_DIR + "/config.yaml"
+KUBEADM_FLAGS_ENV = KUBELET_DIR + "/kubeadm-flags.env"
+ETCD_DIR = "/var/lib/etcd"
+INIT_LOG = "/var/log/standin-kubeadm-init.log"
+DOCKERSHIM_SOCKET = "/var/run/dockershim.sock"
+MASTER_TAINT = {"key": "node-role.kubernetes.io/master", "effect": "NoSchedule"}
+STATIC_PODS = {  # manifest -> (address, default port) its container would listen on
+    "kube-apiserver.yaml": ("0.0.0.0", 6443),
+    "kube-controller-manager.yaml": ("127.0.0.1", 10252),
+    "kube-scheduler.yaml": ("127.0.0.1", 10251),
+    "etcd.yaml": ("127.0.0.1", 2379),
+}
+GIT = 'GitVersion:"%s", GitCommit:"standin", GitTreeState:"clean", BuildDate:"2019-07-08T09:51:11Z", ' \
+      'GoVersion:"go1.10.8", Compiler:"gc", Platform:"linux/amd64"' % VERSION
+
+
+def version_info():
+    major, minor = VERSION.lstrip("v").split(".")[:2]
+    return 'version.Info{Major:"%s", Minor:"%s", %s}' % (major, minor, GIT)
+
+
+def minor_of(version):
+    m = re.match(r"^v?(\d+)\.(\d+)\.(\d+)", version or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def hostname():
+    return socket.gethostname().lower()
+
+
+def kubeconfig_server(path):
+    with open(path) as fh:
+        m = re.search(r"^\s*server:\s*(\S+)", fh.read(), re.M)
+    return m.group(1) if m else None
+
+
+def server_hostport(server):
+    m = re.match(r"^(?:https?://)?\[?([^\]/]+?)\]?(?::(\d+))?/?$", server)
+    if not m:
+        return server, 443
+    return m.group(1), int(m.group(2) or (443 if server.startswith("https") else 80))
+
+
+def runtime_status(endpoint):
+    """The CRI runtime's answer (frakti stand-in sends one JSON line), or None if refused."""
+    line = unix_request(unix_path(endpoint))
+    if line is None:
+        return None
+    try:
+        return json.loads(line.decode())
+    except ValueError:
+        return {}
+
+
+def runtime_cgroup_driver():
+    """--cgroup-driver of the running frakti, if one runs (frakti's default is cgroupfs)."""
+    procs = find_processes("frakti")
+    if not procs:
+        return None
+    return flag_value(procs[0][1], "cgroup-driver", "cgroupfs")
+
+
+# ==========================================================================
+# kubeadm
+
+KUBEADM_GLOBAL = {"v": "int", "rootfs": "str", "help": "bool"}
+INIT_FLAGS = dict(KUBEADM_GLOBAL, **{
+    "apiserver-advertise-address": "str", "apiserver-bind-port": "int",
+    "apiserver-cert-extra-sans": "list", "cert-dir": "str", "config": "str", "cri-socket": "str",
+    "dry-run": "bool", "feature-gates": "str", "ignore-preflight-errors": "list",
+    "kubernetes-version": "str", "node-name": "str", "pod-network-cidr": "str",
+    "service-cidr": "str", "service-dns-domain": "str", "skip-token-print": "bool",
+    "token": "str", "token-ttl": "str", "image-repository": "str",
+})
+RESET_FLAGS = dict(KUBEADM_GLOBAL, **{
+    "cert-dir": "str", "cri-socket": "str", "force": "bool", "ignore-preflight-errors": "list",
+})
+TOKEN_FLAGS = dict(KUBEADM_GLOBAL, **{
+    "print-join-command": "bool", "ttl": "str", "description": "str", "groups": "list",
+    "usages": "list", "kubeconfig": "str", "config": "str", "dry-run": "bool",
+})
+
+
+class KubeadmExit(Exception):
+    def __init__(self, code, message=""):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def kubeadm_main(args):
+    try:
+        if not args or args[0] in ("-h", "--help", "help"):
+            print("kubeadm: easily bootstrap a secure Kubernetes cluster (TEST STAND-IN)\n\n"
+                  "Usage:\n  kubeadm [command]\n\nAvailable Commands:\n"
+                  "  init, reset, token, version")
+            return 0
+        command, rest = args[0], args[1:]
+        if command == "version":
+            return kubeadm_version(rest)
+        if command == "init":
+            return kubeadm_init(rest)
+        if command == "reset":
+            return kubeadm_reset(rest)
+        if command == "token":
+            return kubeadm_token(rest)
+        raise KubeadmExit(1, 'Error: unknown command "%s" for "kubeadm"\n'
+                             "Run 'kubeadm --help' for usage." % command)
+    except FlagError as exc:
+        print("Error: %s" % exc, file=sys.stderr)
+        return 1
+    except KubeadmExit as exc:
+        if exc.message:
+            print(exc.message, file=sys.stderr)
+        return exc.code
+
+
+def kubeadm_version(args):
+    flags, _ = parse_flags(args, dict(KUBEADM_GLOBAL, output="str"), shorthands={"o": "output"})
+    output = flags.get("output", "")
+    if output == "short":
+        print(VERSION)
+    elif output == "json":
+        major, minor = VERSION.lstrip("v").split(".")[:2]
+        print(json.dumps({"clientVersion": {"major": major, "minor": minor, "gitVersion": VERSION,
+                                            "platform": "linux/amd64"}}, indent=2))
+    elif output == "":
+        print("kubeadm version: &%s" % version_info())
+    else:
+        raise KubeadmExit(1, "error: invalid output format: %s" % output)
+    return 0
+
+
+def preflight_checks(opts, control_plane_version):
+    """(name, "ERROR"|"WARNING", message) for every failed kubeadm 1.12 init preflight check."""
+    failed = []
+
+    def fail(name, message, level="ERROR"):
+        failed.append((name, level, message))
+
+    if os.geteuid() != 0:
+        fail("IsPrivilegedUser", "user is not running as root")
+    cpus = len(os.sched_getaffinity(0))
+    if cpus < 2:
+        fail("NumCPU", "the number of available CPUs %d is less than the required 2" % cpus)
+    cp, mine = minor_of(control_plane_version), minor_of(VERSION)
+    if cp and mine and cp > mine:
+        fail("KubernetesVersion", "kubernetes version is greater than kubeadm version. Please consider "
+             "to upgrade kubeadm. kubernetes version: %s. Kubeadm version: %s.x"
+             % (control_plane_version.lstrip("v"), "%d.%d" % mine), "WARNING")
+    if shutil.which("systemctl") and subprocess.run(
+            ["systemctl", "is-enabled", "--quiet", "kubelet.service"]).returncode != 0:
+        fail("Service-Kubelet", "kubelet service is not enabled, please run "
+             "'systemctl enable kubelet.service'", "WARNING")
+    port = opts.get("apiserver-bind-port", 6443)
+    for p in (port, 10251, 10252):
+        if not port_free(p):
+            fail("Port-%d" % p, "Port %d is in use" % p)
+    for manifest in ("kube-apiserver.yaml", "kube-controller-manager.yaml", "kube-scheduler.yaml", "etcd.yaml"):
+        path = os.path.join(MANIFESTS, manifest)
+        if os.path.exists(path):
+            fail("FileAvailable-" + path.replace("/", "-"), "%s already exists" % path)
+    if os.path.isdir(MANIFESTS) and os.listdir(MANIFESTS):
+        fail("DirAvailable--etc-kubernetes-manifests", "%s is not empty" % MANIFESTS)
+    crisocket = opts.get("cri-socket", DOCKERSHIM_SOCKET)
+    if crisocket != DOCKERSHIM_SOCKET:
+        crictl = shutil.which("crictl")
+        if crictl is None:
+            fail("FileExisting-crictl", "crictl not found in system path")
+        elif subprocess.run([crictl, "-r", crisocket, "info"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL).returncode != 0:
+            fail("CRI", "unable to check if the container runtime at %r is running: exit status 1" % crisocket)
+    bridge = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+    for path in (bridge, "/proc/sys/net/ipv4/ip_forward"):
+        name = "FileContent-" + path.replace("/", "-")
+        if not os.path.exists(path):
+            fail(name, "%s does not exist" % path)
+        elif open(path).read().strip() != "1":
+            fail(name, "%s contents are not set to 1" % path)
+    if swap_devices():
+        fail("Swap", "running with swap on is not supported. Please disable swap")
+    for exe, mandatory in (("ip", True), ("iptables", True), ("mount", True), ("nsenter", True),
+                           ("ebtables", False), ("ethtool", False), ("socat", False), ("tc", False),
+                           ("touch", False)):
+        if shutil.which(exe) is None:
+            fail("FileExisting-" + exe, "%s not found in system path" % exe,
+                 "ERROR" if mandatory else "WARNING")
+    missing = [name for name in ("cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids")
+               if not cgroup_enabled(name)]
+    if missing:
+        fail("SystemVerification", "missing cgroups: %s" % " ".join(missing))
+    node = opts.get("node-name") or hostname()
+    try:
+        socket.getaddrinfo(node, None)
+    except OSError:
+        fail("Hostname", 'hostname "%s" could not be reached' % node, "WARNING")
+    kubelet = shutil.which("kubelet")
+    if kubelet is None:
+        fail("KubeletVersion", "couldn't get kubelet version: executable file not found in $PATH")
+    else:
+        out = subprocess.run([kubelet, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        text = out.stdout.decode(errors="replace").strip()
+        kv = minor_of(text.replace("Kubernetes ", ""))
+        if out.returncode != 0 or kv is None:
+            fail("KubeletVersion", "couldn't get kubelet version: %s" % text)
+        elif cp and kv > cp:
+            fail("KubeletVersion", "the kubelet version is higher than the control plane version. This is "
+                 "not a supported version skew and may lead to a malfunctional cluster. Kubelet version: "
+                 '"%s" Control plane version: "%s"' % (text.replace("Kubernetes ", ""), control_plane_version))
+        elif cp and kv < (cp[0], cp[1] - 1):
+            fail("KubeletVersion", 'Kubelet version "%s" is lower than kubeadm can support. Please upgrade '
+                 "kubelet" % text.replace("Kubernetes ", ""))
+    if os.path.isdir(ETCD_DIR) and os.listdir(ETCD_DIR):
+        fail("DirAvailable--var-lib-etcd", "%s is not empty" % ETCD_DIR)
+    if not port_free(2379):
+        fail("Port-2379", "Port 2379 is in use")
+    if not port_free(10250):
+        fail("Port-10250", "Port 10250 is in use")
+    return failed
+
+
+def cgroup_enabled(name):
+    try:
+        with open("/proc/cgroups") as fh:
+            for line in fh:
+                parts = line.split()
+                if parts and parts[0] == name:
+                    return parts[-1] == "1"
+    except OSError:
+        pass
+    return False
+
+
+def pem(kind, seed):
+    body = base64.encodebytes(hashlib.sha512(seed.encode()).digest() * 4).decode()
+    return "-----BEGIN %s-----\n%s-----END %s-----\n" % (kind, body, kind)
+
+
+def kubeconfig(server, user, ca):
+    return (
+        "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: %s\n    server: %s\n"
+        "  name: kubernetes\ncontexts:\n- context:\n    cluster: kubernetes\n    user: %s\n"
+        "  name: %s@kubernetes\ncurrent-context: %s@kubernetes\nkind: Config\npreferences: {}\n"
+        "users:\n- name: %s\n  user:\n    client-certificate-data: %s\n    client-key-data: %s\n"
+        % (base64.b64encode(ca.encode()).decode(), server, user, user, user, user,
+           base64.b64encode(pem("CERTIFICATE", user).encode()).decode(),
+           base64.b64encode(pem("RSA PRIVATE KEY", user).encode()).decode()))
+
+
+def static_pod(name, command, port=None):
+    lines = ["apiVersion: v1", "kind: Pod", "metadata:", "  annotations:",
+             "    scheduler.alpha.kubernetes.io/critical-pod: \"\"", "  creationTimestamp: null",
+             "  labels:", "    component: %s" % name, "    tier: control-plane", "  name: %s" % name,
+             "  namespace: kube-system", "spec:", "  containers:", "  - command:"]
+    lines += ["    - %s" % c for c in command]
+    lines += ["    image: k8s.gcr.io/%s-amd64:%s" % (name, VERSION if name != "etcd" else "3.2.24"),
+              "    imagePullPolicy: IfNotPresent", "    name: %s" % name, "  hostNetwork: true",
+              "  priorityClassName: system-cluster-critical", "status: {}"]
+    return "\n".join(lines) + "\n"
+
+
+def nth_ip(cidr, n):
+    return str(ipaddress.ip_network(cidr, strict=False).network_address + n)
+
+
+def kubeadm_init(args):
+    opts, positionals = parse_flags(args, INIT_FLAGS)
+    if positionals:
+        raise KubeadmExit(1, 'Error: unknown command "%s" for "kubeadm init"' % positionals[0])
+    if "config" in opts:
+        raise KubeadmExit(1, "kubeadm stand-in: --config is not implemented; pass flags")
+    pod_cidr = opts.get("pod-network-cidr", "")
+    service_cidr = opts.get("service-cidr", "10.96.0.0/12")
+    for flag, value in (("pod-network-cidr", pod_cidr), ("service-cidr", service_cidr)):
+        if value:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise KubeadmExit(3, 'networking.%s: Invalid value: "%s": couldn\'t parse subnet'
+                                  % ("podSubnet" if flag.startswith("pod") else "serviceSubnet", value))
+    requested = opts.get("kubernetes-version", "stable-1")
+    if requested.startswith(("stable", "latest")):
+        print("I0101 00:00:00.000000 version.go:93] could not fetch a Kubernetes version from the internet: "
+              "unable to get URL \"https://dl.k8s.io/release/%s.txt\": Get https://dl.k8s.io/release/%s.txt: "
+              "dial tcp: lookup dl.k8s.io: Temporary failure in name resolution" % (requested, requested),
+              file=sys.stderr)
+        print("I0101 00:00:00.000000 version.go:94] falling back to the local client version: %s" % VERSION,
+              file=sys.stderr)
+        k8s_version = VERSION
+    else:
+        k8s_version = requested if requested.startswith("v") else "v" + requested
+    cp = minor_of(k8s_version)
+    if cp is None:
+        raise KubeadmExit(3, 'kubernetesVersion: Invalid value: "%s": invalid version' % requested)
+    if cp < (1, 11):
+        raise KubeadmExit(3, "this version of kubeadm only supports deploying clusters with the control "
+                             "plane version >= 1.11.0. Current version: %s" % k8s_version)
+    crisocket = opts.get("cri-socket", DOCKERSHIM_SOCKET)
+    node = (opts.get("node-name") or hostname()).lower()
+    with open(INIT_LOG, "a") as fh:
+        fh.write(json.dumps({"time": now_iso(), "argv": args, "pod_network_cidr": pod_cidr,
+                             "service_cidr": service_cidr, "kubernetes_version": k8s_version,
+                             "cri_socket": crisocket, "node_name": node}) + "\n")
+    advertise = opts.get("apiserver-advertise-address")
+    if not advertise:
+        route = default_route()
+        if route is None:
+            raise KubeadmExit(1, "unable to select an IP from default routes.")
+        advertise = route[1]
+    port = opts.get("apiserver-bind-port", 6443)
+
+    print("[init] using Kubernetes version: %s" % k8s_version)
+    print("[preflight] running pre-flight checks")
+    ignored = {i.lower() for i in opts.get("ignore-preflight-errors", [])}
+    errors = []
+    for name, level, message in preflight_checks(opts, k8s_version):
+        if level == "ERROR" and "all" not in ignored and name.lower() not in ignored:
+            errors.append((name, message))
+        else:
+            print("\t[WARNING %s]: %s" % (name, message), file=sys.stderr)
+    if errors:
+        lines = ["[preflight] Some fatal errors occurred:"]
+        lines += ["\t[ERROR %s]: %s" % e for e in errors]
+        lines.append("[preflight] If you know what you are doing, you can make a check non-fatal with "
+                     "`--ignore-preflight-errors=...`")
+        raise KubeadmExit(2, "\n".join(lines))
+    print("[preflight/images] Pulling images required for setting up a Kubernetes cluster")
+    print("[preflight/images] (stand-in: images are not pulled)")
+
+    # kubelet configuration, then (re)start the kubelet
+    kubeadm_args = ["--container-runtime=remote", "--container-runtime-endpoint=%s" % crisocket] \
+        if crisocket != DOCKERSHIM_SOCKET else ["--cgroup-driver=cgroupfs", "--network-plugin=cni"]
+    if node != hostname():
+        kubeadm_args.append("--hostname-override=%s" % node)
+    print('[kubelet] Writing kubelet environment file with flags to file "%s"' % KUBEADM_FLAGS_ENV)
+    atomic_write(KUBEADM_FLAGS_ENV, "KUBELET_KUBEADM_ARGS=%s\n" % " ".join(kubeadm_args))
+    print('[kubelet] Writing kubelet configuration to file "%s"' % KUBELET_CONFIG)
+    atomic_write(KUBELET_CONFIG, kubelet_config_yaml(service_cidr))
+    print("[preflight] Activating the kubelet service")
+    if subprocess.run(["systemctl", "restart", "kubelet"]).returncode != 0:
+        print("[kubelet] WARNING: unable to start the kubelet service: [exit status 5]", file=sys.stderr)
+        print("[kubelet] please ensure kubelet is reloaded and running manually.", file=sys.stderr)
+
+    # certificates and kubeconfig files
+    print('[certificates] Generated ca certificate and key.')
+    os.makedirs(PKI + "/etcd", exist_ok=True)
+    ca = pem("CERTIFICATE", "ca-" + node)
+    for name, content, mode in (("ca.crt", ca, 0o644), ("ca.key", pem("RSA PRIVATE KEY", "ca"), 0o600),
+                                ("apiserver.crt", pem("CERTIFICATE", "apiserver"), 0o644),
+                                ("apiserver.key", pem("RSA PRIVATE KEY", "apiserver"), 0o600),
+                                ("sa.key", pem("RSA PRIVATE KEY", "sa"), 0o600),
+                                ("sa.pub", pem("PUBLIC KEY", "sa"), 0o644),
+                                ("front-proxy-ca.crt", pem("CERTIFICATE", "fp"), 0o644),
+                                ("etcd/ca.crt", pem("CERTIFICATE", "etcd"), 0o644)):
+        atomic_write(os.path.join(PKI, name), content, mode)
+    print('[certificates] valid certificates and keys now exist in "%s"' % PKI)
+    server = "https://%s:%d" % (advertise, port)
+    for name, user in (("admin.conf", "kubernetes-admin"), ("kubelet.conf", "system:node:" + node),
+                       ("controller-manager.conf", "system:kube-controller-manager"),
+                       ("scheduler.conf", "system:kube-scheduler")):
+        atomic_write(os.path.join(K8S_DIR, name), kubeconfig(server, user, ca), 0o600)
+        print('[kubeconfig] Wrote KubeConfig file to disk: "%s/%s"' % (K8S_DIR, name))
+
+    # static pod manifests
+    os.makedirs(MANIFESTS, exist_ok=True)
+    apiserver = ["kube-apiserver", "--authorization-mode=Node,RBAC", "--advertise-address=%s" % advertise,
+                 "--allow-privileged=true", "--client-ca-file=%s/ca.crt" % PKI,
+                 "--enable-admission-plugins=NodeRestriction", "--enable-bootstrap-token-auth=true",
+                 "--etcd-servers=https://127.0.0.1:2379", "--insecure-port=0", "--secure-port=%d" % port,
+                 "--service-cluster-ip-range=%s" % service_cidr,
+                 "--tls-cert-file=%s/apiserver.crt" % PKI, "--tls-private-key-file=%s/apiserver.key" % PKI]
+    cm = ["kube-controller-manager", "--address=127.0.0.1",
+          "--kubeconfig=%s/controller-manager.conf" % K8S_DIR, "--leader-elect=true",
+          "--root-ca-file=%s/ca.crt" % PKI, "--use-service-account-credentials=true"]
+    if pod_cidr:
+        cm += ["--allocate-node-cidrs=true", "--cluster-cidr=%s" % pod_cidr, "--node-cidr-mask-size=24"]
+    scheduler = ["kube-scheduler", "--address=127.0.0.1", "--kubeconfig=%s/scheduler.conf" % K8S_DIR,
+                 "--leader-elect=true"]
+    etcd = ["etcd", "--advertise-client-urls=https://127.0.0.1:2379", "--data-dir=%s" % ETCD_DIR,
+            "--listen-client-urls=https://127.0.0.1:2379", "--name=%s" % node]
+    for name, command in (("kube-apiserver", apiserver), ("kube-controller-manager", cm),
+                          ("kube-scheduler", scheduler), ("etcd", etcd)):
+        atomic_write(os.path.join(MANIFESTS, name + ".yaml"), static_pod(name, command))
+        print('[controlplane] wrote Static Pod manifest for component %s to "%s/%s.yaml"'
+              % (name, MANIFESTS, name))
+
+    # wait for the control plane, i.e. for the kubelet to run the static pods
+    timeout = float(os.environ.get("STANDIN_KUBEADM_TIMEOUT", "60"))
+    print('[init] waiting for the kubelet to boot up the control plane as Static Pods from directory "%s"'
+          % MANIFESTS)
+    print("[init] this might take a minute or longer if the control plane images have to be pulled")
+    started = time.time()
+    warned = False
+    while not tcp_accepts(advertise, port):
+        if not warned and time.time() - started > timeout / 3:
+            warned = True
+            print("[kubelet-check] It seems like the kubelet isn't running or healthy.")
+            print("[kubelet-check] The HTTP call equal to 'curl -sSL http://localhost:10248/healthz' failed "
+                  "with error: Get http://localhost:10248/healthz: dial tcp 127.0.0.1:10248: connect: "
+                  "connection refused.")
+        if time.time() - started > timeout:
+            raise KubeadmExit(1, CONTROL_PLANE_TIMEOUT)
+        time.sleep(0.5)
+    print("[apiclient] All control plane components are healthy after %f seconds" % (time.time() - started))
+    with State() as state:
+        state["configmaps"]["kubeadm-config"] = {
+            "kubernetesVersion": k8s_version, "podSubnet": pod_cidr, "serviceSubnet": service_cidr,
+            "controlPlaneEndpoint": "%s:%d" % (advertise, port), "criSocket": crisocket}
+    print('[uploadconfig] storing the configuration used in ConfigMap "kubeadm-config" in the '
+          '"kube-system" Namespace')
+    print('[markmaster] Marking the node %s as master by adding the label '
+          '"node-role.kubernetes.io/master=\'\'"' % node)
+    print("[markmaster] Marking the node %s as master by adding the taints "
+          "[node-role.kubernetes.io/master:NoSchedule]" % node)
+    while True:  # the kubelet registers the node; kubeadm then marks it
+        with State() as state:
+            obj = state["nodes"].get(node)
+            if obj is not None:
+                obj["metadata"]["labels"]["node-role.kubernetes.io/master"] = ""
+                taints = obj["spec"].setdefault("taints", [])
+                if MASTER_TAINT not in taints:
+                    taints.append(dict(MASTER_TAINT))
+                break
+        if time.time() - started > timeout:
+            raise KubeadmExit(1, 'error marking master: timed out waiting for the condition '
+                                 '(node "%s" never registered)' % node)
+        time.sleep(0.5)
+    token = opts.get("token") or "%s.%s" % (hashlib.sha1(node.encode()).hexdigest()[:6],
+                                            hashlib.sha1(os.urandom(8)).hexdigest()[:16])
+    with State() as state:
+        state["configmaps"].setdefault("bootstrap-tokens", []).append(token)
+    print("[bootstraptoken] using token: %s" % token)
+    print("[addons] Applied essential addon: CoreDNS")
+    print("[addons] Applied essential addon: kube-proxy")
+    print("\nYour Kubernetes master has initialized successfully!\n")
+    print("To start using your cluster, you need to run the following as a regular user:\n\n"
+          "  mkdir -p $HOME/.kube\n  sudo cp -i /etc/kubernetes/admin.conf $HOME/.kube/config\n"
+          "  sudo chown $(id -u):$(id -g) $HOME/.kube/config\n\n"
+          "You should now deploy a pod network to the cluster.\n"
+          "Run \"kubectl apply -f [podnetwork].yaml\" with one of the options listed at:\n"
+          "  https://kubernetes.io/docs/concepts/cluster-administration/addons/\n\n"
+          "You can now join any number of machines by running the following on each node\nas root:\n")
+    print("  %s\n" % join_command(advertise, port, token, ca))
+    return 0
+
+
+CONTROL_PLANE_TIMEOUT = """
+Unfortunately, an error has occurred:
+	timed out waiting for the condition
+
+This error is likely caused by:
+	- The kubelet is not running
+	- The kubelet is unhealthy due to a misconfiguration of the node in some way (required cgroups disabled)
+
+If you are on a systemd-powered system, you can try to troubleshoot the error with the following commands:
+	- 'systemctl status kubelet'
+	- 'journalctl -xeu kubelet'
+couldn't initialize a Kubernetes cluster"""
+
+
+def join_command(host, port, token, ca):
+    digest = hashlib.sha256(ca.encode()).hexdigest()
+    return "kubeadm join %s:%d --token %s --discovery-token-ca-cert-hash sha256:%s" % (host, port, token, digest)
+
+
+def kubelet_config_yaml(service_cidr):
+    return """address: 0.0.0.0
+apiVersion: kubelet.config.k8s.io/v1beta1
+authentication:
+  anonymous:
+    enabled: false
+  webhook:
+    cacheTTL: 2m0s
+    enabled: true
+  x509:
+    clientCAFile: /etc/kubernetes/pki/ca.crt
+authorization:
+  mode: Webhook
+cgroupDriver: cgroupfs
+cgroupsPerQOS: true
+clusterDNS:
+- %s
+clusterDomain: cluster.local
+failSwapOn: true
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+kind: KubeletConfiguration
+port: 10250
+rotateCertificates: true
+staticPodPath: /etc/kubernetes/manifests
+""" % nth_ip(service_cidr, 10)
+
+
+def kubeadm_reset(args):
+    opts, _ = parse_flags(args, RESET_FLAGS, shorthands={"f": "force"})
+    print("[reset] WARNING: changes made to this host by 'kubeadm init' or 'kubeadm join' will be reverted.")
+    if not opts.get("force"):
+        sys.stdout.write("[reset] are you sure you want to proceed? [y/N]: ")
+        sys.stdout.flush()
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            raise KubeadmExit(1, "Aborted reset operation")
+    print("[preflight] running pre-flight checks")
+    print("[reset] stopping the kubelet service")
+    subprocess.run(["systemctl", "stop", "kubelet"])
+    print('[reset] unmounting mounted directories in "%s"' % KUBELET_DIR)
+    print("[reset] removing kubernetes-managed containers")
+    dirs = [KUBELET_DIR, "/etc/cni/net.d", "/var/lib/dockershim", "/var/run/kubernetes", ETCD_DIR]
+    print("[reset] deleting contents of stateful directories: [%s]" % " ".join(dirs))
+    for d in dirs:
+        clear_dir(d)
+    config_dirs = [MANIFESTS, PKI]
+    print("[reset] deleting contents of config directories: [%s]" % " ".join(config_dirs))
+    for d in config_dirs:
+        clear_dir(d)
+    files = [os.path.join(K8S_DIR, f) for f in ("admin.conf", "kubelet.conf", "bootstrap-kubelet.conf",
+                                               "controller-manager.conf", "scheduler.conf")]
+    print("[reset] deleting files: [%s]" % " ".join(files))
+    for f in files:
+        if os.path.lexists(f):
+            os.unlink(f)
+    with State() as state:
+        state.clear()
+    if os.path.exists(STATE_PATH):
+        os.unlink(STATE_PATH)
+    return 0
+
+
+def clear_dir(path):
+    if not os.path.isdir(path):
+        return
+    for entry in os.listdir(path):
+        full = os.path.join(path, entry)
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full, ignore_errors=True)
+        else:
+            os.unlink(full)
+
+
+def kubeadm_token(args):
+    opts, positionals = parse_flags(args, TOKEN_FLAGS)
+    if not positionals or positionals[0] not in ("create", "list"):
+        raise KubeadmExit(1, "kubeadm stand-in: only `token create` and `token list` are implemented")
+    admin = opts.get("kubeconfig", K8S_DIR + "/admin.conf")
+    if not os.path.exists(admin):
+        raise KubeadmExit(1, "failed to load admin kubeconfig [open %s: no such file or directory]" % admin)
+    host, port = server_hostport(kubeconfig_server(admin) or "")
+    if not tcp_accepts(host, port):
+        raise KubeadmExit(1, "timed out waiting for the condition" if positionals[0] == "create" else
+                          "failed to list bootstrap tokens [Get https://%s:%d/api/v1/namespaces/kube-system/"
+                          "secrets: dial tcp %s:%d: connect: connection refused]" % (host, port, host, port))
+    if positionals[0] == "list":
+        print("TOKEN                     TTL       EXPIRES   USAGES                   DESCRIPTION   EXTRA GROUPS")
+        for token in read_state()["configmaps"].get("bootstrap-tokens", []):
+            print("%s   23h       -         authentication,signing   <none>        "
+                  "system:bootstrappers:kubeadm:default-node-token" % token)
+        return 0
+    token = positionals[1] if len(positionals) > 1 else "%s.%s" % (
+        hashlib.sha1(os.urandom(8)).hexdigest()[:6], hashlib.sha1(os.urandom(8)).hexdigest()[:16])
+    with State() as state:
+        state["configmaps"].setdefault("bootstrap-tokens", []).append(token)
+    if opts.get("print-join-command"):
+        with open(PKI + "/ca.crt") as fh:
+            print(join_command(host, port, token, fh.read()))
+    else:
+        print(token)
+    return 0
+
+
+# ==========================================================================
+# kubelet
+
+KUBELET_BOOL = """allow-privileged anonymous-auth authentication-token-webhook cgroups-per-qos containerized
+enable-controller-attach-detach enable-debugging-handlers enable-server exit-on-lock-contention
+fail-swap-on keep-terminated-pod-volumes make-iptables-util-chains register-node register-schedulable
+rotate-certificates serialize-image-pulls logtostderr alsologtostderr skip-headers version
+experimental-check-node-capabilities-before-mount experimental-kernel-memcg-notification
+redirect-container-streaming protect-kernel-defaults""".split()
+KUBELET_STR = """address authorization-mode bootstrap-kubeconfig cert-dir cgroup-driver cgroup-root
+client-ca-file cloud-config cloud-provider cluster-dns cluster-domain cni-bin-dir cni-conf-dir config
+container-runtime container-runtime-endpoint docker-endpoint dynamic-config-dir enforce-node-allocatable
+eviction-hard eviction-soft feature-gates hairpin-mode healthz-bind-address healthz-port hostname-override
+image-gc-high-threshold image-gc-low-threshold image-pull-progress-deadline image-service-endpoint
+kube-reserved kubeconfig kubelet-cgroups lock-file log-dir log-file max-pods network-plugin
+network-plugin-mtu node-ip node-labels node-status-update-frequency pod-cidr pod-infra-container-image
+pod-manifest-path port read-only-port register-with-taints resolv-conf root-dir runtime-cgroups
+runtime-request-timeout streaming-connection-idle-timeout system-reserved tls-cert-file
+tls-private-key-file v vmodule stderrthreshold volume-plugin-dir cpu-manager-policy
+max-open-files pods-per-core system-cgroups kube-reserved-cgroup system-reserved-cgroup""".split()
+KUBELET_FLAGS = dict([(f, "bool") for f in KUBELET_BOOL] + [(f, "str") for f in KUBELET_STR])
+
+
+class Kubelet:
+    def __init__(self, flags):
+        self.flags = flags
+        self.listeners = {}
+        self.node = (flags.get("hostname-override") or hostname()).lower()
+        self.runtime = flags.get("container-runtime", "docker")
+        self.endpoint = flags.get("container-runtime-endpoint", "unix://" + DOCKERSHIM_SOCKET)
+
+    def start_checks(self):
+        """What makes the real kubelet 1.12 exit at start-up (klog.Fatal: exit 255)."""
+        flags = self.flags
+        config = {}
+        if "config" in flags:
+            path = flags["config"]
+            if not os.path.exists(path):
+                fatal("failed to load Kubelet config file %s, error failed to read kubelet config file "
+                      '"%s", error: open %s: no such file or directory' % (path, path, path))
+            config = read_simple_yaml(path)
+        self.config = config
+        self.static_pod_path = flags.get("pod-manifest-path") or config.get("staticPodPath", "")
+        for gate in [g for g in flags.get("feature-gates", "").split(",") if g]:
+            key, _, value = gate.partition("=")
+            if value.lower() not in ("true", "false"):
+                fatal("failed to set feature gates from initial flags-based config: invalid value of %s: %s, "
+                      "err: strconv.ParseBool: parsing %r: invalid syntax" % (key, value, value))
+        if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+            fatal("failed to run Kubelet: failed to get the kubelet's cgroup: cpu and memory cgroup hierarchy "
+                  "not unified (cgroup v2 is not supported by this kubelet)")
+        fail_swap_on = flags.get("fail-swap-on", config.get("failSwapOn", "true") != "false")
+        if fail_swap_on and swap_devices():
+            fatal("failed to run Kubelet: Running with swap on is not supported, please disable swap! or set "
+                  "--fail-swap-on flag to false. /proc/swaps contained: %s" % open("/proc/swaps").read().split("\n"))
+        kubeconfig_path = flags.get("kubeconfig", "")
+        bootstrap = flags.get("bootstrap-kubeconfig", "")
+        if kubeconfig_path and not os.path.exists(kubeconfig_path) and bootstrap and not os.path.exists(bootstrap):
+            fatal("failed to run Kubelet: unable to load bootstrap kubeconfig: stat %s: no such file or "
+                  "directory" % bootstrap)
+        self.kubeconfig = kubeconfig_path
+        if self.runtime not in ("docker", "remote", "rkt"):
+            fatal('failed to run Kubelet: unsupported container runtime "%s"' % self.runtime)
+        if self.runtime == "docker":
+            docker = unix_path(flags.get("docker-endpoint", "unix:///var/run/docker.sock"))
+            if unix_request(docker, b"GET /_ping HTTP/1.0\r\n\r\n") is None:
+                fatal("failed to run Kubelet: failed to create kubelet: failed to get docker version: Cannot "
+                      "connect to the Docker daemon at unix://%s. Is the docker daemon running?" % docker)
+        else:
+            if runtime_status(self.endpoint) is None:
+                glog("W", 'connection error: desc = "transport: Error while dialing dial unix %s: connect: '
+                     'no such file or directory"' % unix_path(self.endpoint))
+                fatal("failed to run Kubelet: failed to create kubelet: rpc error: code = Unavailable desc = "
+                      "all SubConns are in TransientFailure")
+            mine = flags.get("cgroup-driver") or config.get("cgroupDriver") or "cgroupfs"
+            theirs = runtime_cgroup_driver()
+            if theirs is not None and theirs != mine:
+                fatal('failed to run Kubelet: misconfiguration: kubelet cgroup driver: "%s" is different '
+                      'from runtime cgroup driver: "%s"' % (mine, theirs))
+        port = int(flags.get("port", config.get("port", 10250)))
+        try:
+            self.listeners["kubelet"] = listen_tcp(flags.get("address", "0.0.0.0"), port)
+        except OSError as exc:
+            fatal("failed to run Kubelet: listen tcp 0.0.0.0:%d: bind: %s" % (port, exc.strerror.lower()))
+        healthz = int(flags.get("healthz-port", config.get("healthzPort", 10248)))
+        try:
+            self.listeners["healthz"] = listen_tcp("127.0.0.1", healthz)
+        except OSError as exc:
+            fatal("failed to run Kubelet: listen tcp 127.0.0.1:%d: bind: %s" % (healthz, exc.strerror.lower()))
+
+    def serve_forever(self):
+        threading.Thread(target=self._accept, args=(self.listeners["kubelet"], b""), daemon=True).start()
+        threading.Thread(target=self._accept, args=(
+            self.listeners["healthz"], b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), daemon=True).start()
+        glog("I", "Version: %s" % VERSION)
+        glog("I", "Started kubelet; node %s, runtime %s %s" % (self.node, self.runtime, self.endpoint))
+        while True:
+            self.sync_static_pods()
+            self.sync_node()
+            time.sleep(2)
+
+    @staticmethod
+    def _accept(sock, reply):
+        while True:
+            conn, _ = sock.accept()
+            try:
+                if reply:
+                    conn.settimeout(1)
+                    try:
+                        conn.recv(4096)
+                    except OSError:
+                        pass
+                    conn.sendall(reply)
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    def sync_static_pods(self):
+        wanted = {}
+        if self.static_pod_path and os.path.isdir(self.static_pod_path):
+            for name in os.listdir(self.static_pod_path):
+                if name in STATIC_PODS:
+                    host, port = STATIC_PODS[name]
+                    text = open(os.path.join(self.static_pod_path, name)).read()
+                    m = re.search(r"--secure-port=(\d+)", text)
+                    if m:
+                        port = int(m.group(1))
+                    wanted[name] = (host, port)
+        for name in list(self.listeners):
+            if name in STATIC_PODS and name not in wanted:
+                self.listeners.pop(name).close()
+                glog("I", "static pod %s removed" % name)
+        for name, (host, port) in wanted.items():
+            if name in self.listeners:
+                continue
+            try:
+                sock = listen_tcp(host, port)
+            except OSError as exc:
+                glog("E", "static pod %s: listen tcp %s:%d: bind: %s (container restarting)"
+                     % (name, host, port, exc.strerror.lower()))
+                continue
+            self.listeners[name] = sock
+            threading.Thread(target=self._accept, args=(sock, b""), daemon=True).start()
+            if name == "etcd.yaml":
+                os.makedirs(ETCD_DIR + "/member/snap", exist_ok=True)
+            glog("I", "static pod %s running, listening on %s:%d" % (name, host, port))
+
+    def sync_node(self):
+        if not self.kubeconfig or not os.path.exists(self.kubeconfig):
+            return
+        server = kubeconfig_server(self.kubeconfig)
+        if not server or not tcp_accepts(*server_hostport(server)):
+            glog("E", 'Unable to register node "%s" with API server: connection refused' % self.node)
+            return
+        status = runtime_status(self.endpoint) if self.runtime == "remote" else {}
+        if status is None:
+            ready = ("False", "KubeletNotReady", "container runtime is down")
+        else:
+            conditions = {c.get("type"): c for c in status.get("status", {}).get("conditions", [])}
+            net = conditions.get("NetworkReady", {"status": True})
+            if not net.get("status"):
+                ready = ("False", "KubeletNotReady", "runtime network not ready: NetworkReady=false reason:%s "
+                         "message:%s" % (net.get("reason", ""), net.get("message", "")))
+            else:
+                ready = ("True", "KubeletReady", "kubelet is posting ready status")
+        now = now_iso()
+        with State() as state:
+            node = state["nodes"].get(self.node)
+            if node is None:
+                node = state["nodes"][self.node] = self.new_node(now)
+                glog("I", "Successfully registered node %s" % self.node)
+            old = node["status"]["conditions"][0]
+            if old["status"] != ready[0]:
+                old["lastTransitionTime"] = now
+            old.update(status=ready[0], reason=ready[1], message=ready[2], lastHeartbeatTime=now)
+            node["status"]["nodeInfo"]["containerRuntimeVersion"] = runtime_version(status, self)
+            state["heartbeats"][self.node] = time.time()
+
+    def new_node(self, now):
+        route = default_route()
+        addresses = [{"type": "Hostname", "address": self.node}]
+        if route:
+            addresses.insert(0, {"type": "InternalIP", "address": self.flags.get("node-ip", route[1])})
+        spec = {}
+        cm = os.path.join(self.static_pod_path or MANIFESTS, "kube-controller-manager.yaml")
+        if os.path.exists(cm):
+            text = open(cm).read()
+            cidr = re.search(r"--cluster-cidr=(\S+)", text)
+            mask = re.search(r"--node-cidr-mask-size=(\d+)", text)
+            if "--allocate-node-cidrs=true" in text and cidr:
+                net = ipaddress.ip_network(cidr.group(1), strict=False)
+                spec["podCIDR"] = str(next(net.subnets(new_prefix=int(mask.group(1) if mask else 24))))
+        return {
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": self.node, "creationTimestamp": now,
+                         "labels": {"beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
+                                    "kubernetes.io/hostname": self.node}},
+            "spec": spec,
+            "status": {"addresses": addresses,
+                       "conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady",
+                                       "message": "", "lastHeartbeatTime": now, "lastTransitionTime": now}],
+                       "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux",
+                                    "kubeletVersion": VERSION, "kubeProxyVersion": VERSION,
+                                    "containerRuntimeVersion": ""}},
+        }
+
+
+def runtime_version(status, kubelet):
+    if kubelet.runtime != "remote":
+        return "docker://unknown"
+    version = (status or {}).get("version", {})
+    return "%s://%s" % (version.get("runtimeName", "unknown"), version.get("runtimeVersion", "unknown"))
+
+
+def kubelet_main(args):
+    try:
+        flags, positionals = parse_flags(args, KUBELET_FLAGS)
+    except FlagError as exc:
+        print("F0101 00:00:00.000000 %7d server.go:153] %s" % (os.getpid(), exc), file=sys.stderr)
+        return 255
+    if flags.get("version"):
+        print("Kubernetes %s" % VERSION)
+        return 0
+    if positionals:
+        fatal("unknown command: %s" % positionals[0])
+    set_process_name("kubelet")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    kubelet = Kubelet(flags)
+    kubelet.start_checks()
+    kubelet.serve_forever()
+    return 0
+
+
+# ==========================================================================
+# kubectl
+
+KUBECTL_FLAGS = {
+    "kubeconfig": "str", "namespace": "str", "output": "str", "server": "str", "v": "str",
+    "request-timeout": "str", "context": "str", "cluster": "str", "user": "str",
+    "insecure-skip-tls-verify": "bool", "all": "bool", "overwrite": "bool", "selector": "str",
+    "client": "bool", "short": "bool", "no-headers": "bool", "show-labels": "bool",
+    "all-namespaces": "bool",
+}
+KUBECTL_SHORT = {"n": "namespace", "o": "output", "s": "server", "l": "selector", "v": "v"}
+
+
+class KubectlExit(Exception):
+    def __init__(self, message, code=1):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def kubectl_main(args):
+    try:
+        flags, words = parse_flags(args, KUBECTL_FLAGS, normalize=False, shorthands=KUBECTL_SHORT)
+        if not words:
+            raise KubectlExit("kubectl controls the Kubernetes cluster manager (TEST STAND-IN).\n"
+                              "Implemented: get nodes [NAME] [-o json|name|wide], taint nodes, version")
+        if words[0] == "version":
+            return kubectl_version(flags)
+        connect(flags)
+        if words[0] == "get" and len(words) >= 2 and words[1] in ("nodes", "node", "no"):
+            return kubectl_get_nodes(flags, words[2:])
+        if words[0] == "taint" and len(words) >= 2 and words[1] in ("nodes", "node", "no"):
+            return kubectl_taint(flags, words[2:])
+        raise KubectlExit("kubectl stand-in: not implemented: %s" % " ".join(words))
+    except FlagError as exc:
+        print("Error: %s\nSee 'kubectl --help' for usage." % exc, file=sys.stderr)
+        return 1
+    except KubectlExit as exc:
+        print(exc.message, file=sys.stderr)
+        return exc.code
+
+
+def kubectl_version(flags):
+    if flags.get("short"):
+        print("Client Version: %s" % VERSION)
+    else:
+        print('Client Version: %s' % version_info())
+    if not flags.get("client"):
+        connect(flags)
+        print("Server Version: %s" % (VERSION if flags.get("short") else version_info()))
+    return 0
+
+
+def connect(flags):
+    """Find the API server like kubectl does, and fail like it when it cannot be reached."""
+    path = flags.get("kubeconfig") or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    server = flags.get("server")
+    if not server:
+        if os.path.exists(path):
+            server = kubeconfig_server(path) or "localhost:8080"
+        elif flags.get("kubeconfig"):
+            raise KubectlExit("error: stat %s: no such file or directory" % path)
+        else:
+            server = "localhost:8080"
+    host, port = server_hostport(server)
+    if not tcp_accepts(host, port):
+        raise KubectlExit("The connection to the server %s:%d was refused - did you specify the right host "
+                          "or port?" % (host, port))
+
+
+def node_view(node, heartbeats):
+    """A node as the API server would return it: Ready goes Unknown when the kubelet stops posting."""
+    node = json.loads(json.dumps(node))
+    cond = node["status"]["conditions"][0]
+    beat = heartbeats.get(node["metadata"]["name"], 0)
+    if time.time() - beat > 10 or not tcp_accepts("127.0.0.1", 10250):
+        cond.update(status="Unknown", reason="NodeStatusUnknown", message="Kubelet stopped posting node status.")
+    return node
+
+
+def kubectl_get_nodes(flags, names):
+    state = read_state()
+    nodes = [node_view(n, state["heartbeats"]) for _, n in sorted(state["nodes"].items())]
+    if names:
+        missing = [n for n in names if n not in state["nodes"]]
+        if missing:
+            raise KubectlExit('Error from server (NotFound): nodes "%s" not found' % missing[0])
+        nodes = [n for n in nodes if n["metadata"]["name"] in names]
+    output = flags.get("output", "")
+    if output == "json":
+        if len(names) == 1:
+            print(json.dumps(nodes[0], indent=4))
+        else:
+            print(json.dumps({"apiVersion": "v1", "items": nodes, "kind": "List",
+                              "metadata": {"resourceVersion": "", "selfLink": ""}}, indent=4))
+    elif output == "name":
+        for n in nodes:
+            print("node/%s" % n["metadata"]["name"])
+    elif output in ("", "wide"):
+        if not nodes:
+            print("No resources found.", file=sys.stderr)
+            return 0
+        rows = [("NAME", "STATUS", "ROLES", "AGE", "VERSION")]
+        for n in nodes:
+            status = {"True": "Ready", "False": "NotReady"}.get(n["status"]["conditions"][0]["status"], "NotReady")
+            roles = ",".join(k.split("/", 1)[1] for k in n["metadata"]["labels"]
+                             if k.startswith("node-role.kubernetes.io/")) or "<none>"
+            rows.append((n["metadata"]["name"], status, roles, "1m", n["status"]["nodeInfo"]["kubeletVersion"]))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        start = 1 if flags.get("no-headers") else 0
+        for r in rows[start:]:
+            print("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    else:
+        raise KubectlExit("error: kubectl stand-in: output format %r not implemented" % output)
+    return 0
+
+
+def kubectl_taint(flags, words):
+    if flags.get("all"):
+        targets, specs = None, words
+    else:
+        if not words:
+            raise KubectlExit("error: at least one taint update is required")
+        targets, specs = [words[0]], words[1:]
+    if not specs:
+        raise KubectlExit("error: at least one taint update is required")
+    with State() as state:
+        names = targets if targets is not None else sorted(state["nodes"])
+        for name in names:
+            node = state["nodes"].get(name)
+            if node is None:
+                raise KubectlExit('Error from server (NotFound): nodes "%s" not found' % name)
+            taints = node["spec"].setdefault("taints", [])
+            for spec in specs:
+                if spec.endswith("-"):
+                    key, _, effect = spec[:-1].partition(":")
+                    key = key.split("=", 1)[0]
+                    keep = [t for t in taints if not (t["key"] == key and (not effect or t["effect"] == effect))]
+                    if len(keep) == len(taints):
+                        raise KubectlExit('error: taint "%s" not found' % spec[:-1])
+                    taints[:] = keep
+                else:
+                    m = re.match(r"^([^=:]+)(?:=([^:]*))?:(NoSchedule|PreferNoSchedule|NoExecute)$", spec)
+                    if not m:
+                        raise KubectlExit('error: invalid taint spec: %s' % spec)
+                    new = {"key": m.group(1), "effect": m.group(3)}
+                    if m.group(2):
+                        new["value"] = m.group(2)
+                    if any(t["key"] == new["key"] and t["effect"] == new["effect"] for t in taints):
+                        if not flags.get("overwrite"):
+                            raise KubectlExit("error: Node %s already has %s taint(s) with same effect(s) and "
+                                              "--overwrite is false" % (name, new["key"]))
+                        taints[:] = [t for t in taints if not (t["key"] == new["key"] and t["effect"] == new["effect"])]
+                    taints.append(new)
+            if not taints:
+                node["spec"].pop("taints")
+            print("node/%s %s" % (name, "untainted" if all(s.endswith("-") for s in specs) else "tainted"))
+    return 0
+
+
+MAINS = {"kubeadm": kubeadm_main, "kubelet": kubelet_main, "kubectl": kubectl_main}
+
+if __name__ == "__main__":
+    sys.exit(MAINS[PROGRAM](sys.argv[1:]))
