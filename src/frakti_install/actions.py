@@ -39,6 +39,23 @@ def run(
 
 
 @dataclass(frozen=True)
+class Systemctl(Action):
+    """systemctl VERB UNIT; enabling is journaled so reset knows what to disable."""
+
+    verb: str
+    unit: str
+    why: str
+
+    def describe(self) -> str:
+        return f"{self.why}: systemctl {self.verb} {self.unit}"
+
+    def apply(self, ctx: Context) -> None:
+        ctx.host.run(["systemctl", self.verb, self.unit], timeout=300)
+        if self.verb == "enable":
+            ctx.journal.record(event="service", unit=self.unit)
+
+
+@dataclass(frozen=True)
 class WriteFile(Action):
     path: str
     content: str = field(repr=False)
@@ -88,6 +105,7 @@ class InstallPackages(Action):
                 "(or their local mirror).",
             )
         ctx.host.run(pm.install_argv(self.names), env=pm.env, timeout=1800)
+        ctx.journal.record(event="packages", installed=list(self.names))
 
 
 @dataclass(frozen=True)
@@ -115,6 +133,8 @@ class InstallPackageFiles(Action):
                 files.append(target)
             pm = ctx.packages
             ctx.host.run(pm.install_files_argv(files), env=pm.env, timeout=900)
+        names = [ctx.profile.hyper_packages.get(name, name) for name in self.artifacts]
+        ctx.journal.record(event="packages", installed=names)
 
 
 @dataclass(frozen=True)

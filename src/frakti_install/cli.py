@@ -192,6 +192,33 @@ def _run_plan(
 
 
 @app.command()
+def reset(
+    config: Optional[Path] = ConfigOpt,
+    purge: bool = typer.Option(False, "--purge", help="Also remove the packages it installed."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be removed."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan or results as JSON."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="Show commands."),
+) -> None:
+    """Undo what frakti-install did: cluster, services, files (originals restored), rules."""
+
+    def _reset() -> None:
+        from frakti_install import plans
+
+        _run_plan(
+            lambda: plans.reset(purge),
+            _settings(config, {}),
+            dry_run,
+            yes,
+            as_json,
+            verbose,
+            question="Tear down the cluster and undo these changes?",
+        )
+
+    _guard(_reset, as_json=as_json)
+
+
+@app.command()
 def status(
     config: Optional[Path] = ConfigOpt,
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),

@@ -22,6 +22,9 @@ class PackageManager:
     def install_files_argv(self, paths: Sequence[str]) -> List[str]:
         raise NotImplementedError
 
+    def remove_argv(self, names: Sequence[str]) -> List[str]:
+        raise NotImplementedError
+
     def missing_candidates(self, host: Host, names: Sequence[str]) -> List[str]:
         """Names the configured repositories do not offer (so an index refresh is needed)."""
         return []
@@ -60,6 +63,9 @@ class Apt(PackageManager):
 
     def install_files_argv(self, paths: Sequence[str]) -> List[str]:
         return ["apt-get", "install", "-y", "--no-install-recommends", *self._dpkg_opts, *paths]
+
+    def remove_argv(self, names: Sequence[str]) -> List[str]:
+        return ["apt-get", "purge", "-y", *names]
 
     def missing_candidates(self, host: Host, names: Sequence[str]) -> List[str]:
         if not names:
@@ -104,6 +110,9 @@ class Yum(PackageManager):
 
     def install_files_argv(self, paths: Sequence[str]) -> List[str]:
         return [self.command, "install", "-y", *paths]
+
+    def remove_argv(self, names: Sequence[str]) -> List[str]:
+        return [self.command, "remove", "-y", *names]
 
     def repair_argv(self, host: Host) -> Optional[List[str]]:
         if self.command == "yum" and host.which("yum-complete-transaction"):

@@ -17,6 +17,14 @@ from frakti_install.steps.node import NodeReady, Untaint
 from frakti_install.steps.preflight import Preflight
 from frakti_install.steps.proxy import Proxy
 from frakti_install.steps.repos import Repos
+from frakti_install.steps.reset import (
+    Forget,
+    KubeadmReset,
+    NetworkCleanup,
+    PurgePackages,
+    RestoreFiles,
+    StopServices,
+)
 from frakti_install.steps.selinux import Selinux
 from frakti_install.steps.swap import Swap
 
@@ -38,4 +46,15 @@ def allinone() -> List[Step]:
         KubeadmInitStep(),
         Untaint(),
         NodeReady(),
+    ]
+
+
+def reset(purge: bool = False) -> List[Step]:
+    return [
+        KubeadmReset(),
+        StopServices(),
+        NetworkCleanup(),
+        RestoreFiles(),
+        PurgePackages(purge),
+        Forget(),
     ]

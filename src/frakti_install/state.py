@@ -9,6 +9,7 @@ import fcntl
 import json
 import os
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional
 
@@ -58,13 +59,30 @@ def read_journal(path: Path) -> Iterator[Dict[str, Any]]:
         return
 
 
-def files_created(path: Path) -> List[str]:
-    """Paths the tool created (not replaced), in creation order, still recorded."""
-    created: Dict[str, None] = {}
+@dataclass
+class UndoLog:
+    """What the runs since the last reset changed, in the order they did it."""
+
+    files: Dict[str, Optional[str]] = field(default_factory=dict)  # path -> first backup
+    units: List[str] = field(default_factory=list)  # units we enabled
+    packages: List[str] = field(default_factory=list)  # packages we installed
+
+
+def undo_log(path: Path) -> UndoLog:
+    log = UndoLog()
     for entry in read_journal(path):
-        if entry.get("event") == "file" and entry.get("action") == "write" and entry.get("created"):
-            created[str(entry["path"])] = None
-    return list(created)
+        event = entry.get("event")
+        if event == "reset-done":
+            log = UndoLog()
+        elif event == "file" and entry.get("action") == "write":
+            # the first write tells whether the file was ours (created) or whose
+            # original we must put back (its backup)
+            log.files.setdefault(str(entry["path"]), entry.get("backup"))
+        elif event == "service" and entry.get("unit") not in log.units:
+            log.units.append(str(entry["unit"]))
+        elif event == "packages":
+            log.packages += [p for p in entry.get("installed", []) if p not in log.packages]
+    return log
 
 
 class RunLock:

@@ -112,16 +112,27 @@ class SimState:
     inits: List[List[str]] = field(default_factory=list)
     docker_driver: str = "cgroupfs"
     other_listeners: Set[int] = field(default_factory=set)  # ports held by something else
+    iptables: str = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -s 10.9.9.9/32 -j DROP\nCOMMIT\n"
 
 
 class SimRunner:
-    READ_ONLY = {"dpkg-query", "rpm", "apt-cache", "uname", "id", "docker", "getent"}
+    READ_ONLY = {
+        "dpkg-query",
+        "rpm",
+        "apt-cache",
+        "uname",
+        "id",
+        "docker",
+        "getent",
+        "iptables-save",
+    }
 
     def __init__(self, root: Path, state: SimState) -> None:
         self.root = root
         self.state = state
         self.calls: List[List[str]] = []
         self.kill_at: Optional[int] = None  # index among mutating commands
+        self.last_input: Optional[str] = None
         self.mutations = 0
 
     # helpers -------------------------------------------------------------
@@ -177,6 +188,7 @@ class SimRunner:
     ) -> CommandResult:
         argv = list(argv)
         self.calls.append(argv)
+        self.last_input = input
         if self.mutating(argv):
             if self.kill_at is not None and self.mutations == self.kill_at:
                 raise Killed(" ".join(argv))
@@ -224,9 +236,13 @@ class SimRunner:
     def cmd_apt_get(self, argv: List[str]) -> CommandResult:
         if argv[1] == "update":
             return self.ok(argv)
+        if argv[1] == "purge":
+            return self._remove(argv[3:])
         return self._install([a for a in argv[2:] if not a.startswith("-") and "Dpkg::" not in a])
 
     def cmd_yum(self, argv: List[str]) -> CommandResult:
+        if argv[1] == "remove":
+            return self._remove(argv[3:])
         return self._install([a for a in argv[2:] if not a.startswith("-")])
 
     cmd_dnf = cmd_yum
@@ -246,6 +262,26 @@ class SimRunner:
             if binary:
                 self.write(f"/usr/bin/{binary}", "#!/bin/sh\n", 0o755)
         return self.ok(["install", *items])
+
+    def _remove(self, names: List[str]) -> CommandResult:
+        for name in names:
+            self.state.packages.pop(name, None)
+            binary = PACKAGE_BINARIES.get(name)
+            if binary:
+                self.p(f"/usr/bin/{binary}").unlink(missing_ok=True)
+        return self.ok(["remove", *names])
+
+    def cmd_ip(self, argv: List[str]) -> CommandResult:
+        if argv[1:3] == ["link", "delete"]:
+            (self.p(f"/sys/class/net/{argv[3]}")).rmdir()
+        return self.ok(argv)
+
+    def cmd_iptables_save(self, argv: List[str]) -> CommandResult:
+        return self.ok(argv, self.state.iptables)
+
+    def cmd_iptables_restore(self, argv: List[str]) -> CommandResult:
+        self.state.iptables = self.last_input or ""
+        return self.ok(argv)
 
     def cmd_dpkg(self, argv: List[str]) -> CommandResult:
         return self.ok(argv)
@@ -267,6 +303,15 @@ class SimRunner:
         if verb == "daemon-reload":
             return self.ok(argv)
         unit = argv[2]
+        if verb in ("disable", "stop"):
+            st = self.state.units.setdefault(unit, UnitState())
+            if verb == "disable":
+                st.enabled = False
+            else:
+                st.active = False
+                if unit == "frakti.service":
+                    self.p("/var/run/frakti.sock").unlink(missing_ok=True)
+            return self.ok(argv)
         if not self.unit_exists(unit):
             return self.fail(argv, f"Failed to {verb} {unit}: Unit {unit} not found.", 5)
         st = self.state.units.setdefault(unit, UnitState())
@@ -336,6 +381,12 @@ class SimRunner:
             )
             self.write("/etc/kubernetes/kubelet.conf", "kubeconfig\n", 0o600)
             self.write("/etc/kubernetes/admin.conf", "kubeconfig\n", 0o600)
+            self.p("/sys/class/net/cni0").mkdir(parents=True, exist_ok=True)
+            self.state.iptables = self.state.iptables.replace(
+                "COMMIT",
+                ":KUBE-SERVICES - [0:0]\n:CNI-abc - [0:0]\n"
+                "-A INPUT -j KUBE-SERVICES\n-A CNI-abc -j ACCEPT\nCOMMIT",
+            )
             kubelet = self.state.units.setdefault("kubelet.service", UnitState())
             kubelet.active, kubelet.starts = True, kubelet.starts + 1
             self.state.node = {
@@ -456,7 +507,7 @@ class SimMachine:
             "/etc/fstab",
             "UUID=abc / ext4 defaults 0 1\n" + ("/swapfile none swap sw 0 0\n" if swap else ""),
         )
-        for binary in ("ip", "mount", "nsenter", "tc", "touch"):
+        for binary in ("ip", "mount", "nsenter", "tc", "touch", "iptables-save"):
             w(f"/usr/bin/{binary}", "#!/bin/sh\n", 0o755)
         w(
             "/proc/cpuinfo",
@@ -512,7 +563,13 @@ class SimMachine:
                     ).hexdigest()[:12]
         files["#packages"] = ",".join(sorted(self.state.packages))
         files["#units"] = ",".join(
-            sorted(f"{u}:{s.enabled}:{s.active}" for u, s in self.state.units.items())
+            sorted(
+                f"{u}:{s.enabled}:{s.active}"
+                for u, s in self.state.units.items()
+                if s.enabled or s.active
+            )
         )
+        files["#iptables"] = self.state.iptables
+        files["#links"] = ",".join(sorted(p.name for p in self.p("/sys/class/net").glob("*")))
         files["#node"] = json.dumps(self.state.node, sort_keys=True)
         return files

@@ -143,3 +143,28 @@ def test_checksum_mismatch_exits_8(sim):
     result = invoke("allinone", "--yes", "-c", config)
     assert result.exit_code == ExitCode.CHECKSUM, result.output
     assert "sha256 mismatch" in result.output and not m.p("/usr/bin/frakti").exists()
+
+
+def test_status_exits_11_on_drift_and_0_when_converged(sim):
+    m, config = sim()
+    drift = invoke("status", "-c", config, "--json")
+    assert drift.exit_code == ExitCode.DRIFT, drift.output
+    assert m.runner.mutations == 0
+    assert invoke("allinone", "--yes", "-c", config).exit_code == 0
+    converged = invoke("status", "-c", config, "--json")
+    assert converged.exit_code == 0, converged.output
+    assert {s["status"] for s in json.loads(converged.output)["steps"]} <= {"ok", "skip"}
+    m.p("/etc/cni/net.d/10-mynet.conf").unlink()
+    again = invoke("status", "-c", config)
+    assert again.exit_code == ExitCode.DRIFT and "drift in: cni" in again.output
+
+
+def test_reset_asks_dry_runs_and_undoes(sim):
+    m, config = sim()
+    assert invoke("allinone", "--yes", "-c", config).exit_code == 0
+    assert invoke("reset", "-c", config).exit_code == ExitCode.ABORTED  # no terminal, no --yes
+    dry = invoke("reset", "--dry-run", "--json", "-c", config)
+    assert dry.exit_code == 0 and m.p("/usr/bin/frakti").exists()
+    done = invoke("reset", "--yes", "--purge", "-c", config)
+    assert done.exit_code == 0, done.output
+    assert not m.p("/usr/bin/frakti").exists() and "docker.io" not in m.state.packages

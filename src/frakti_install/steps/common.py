@@ -6,7 +6,7 @@ import stat
 import time
 from typing import TYPE_CHECKING, Callable, List, Sequence
 
-from frakti_install.actions import InstallArtifact, InstallPackages, WriteFile, run
+from frakti_install.actions import InstallArtifact, InstallPackages, Systemctl, WriteFile, run
 from frakti_install.engine import Action
 from frakti_install.errors import VerifyFailed
 from frakti_install.render import render
@@ -55,13 +55,11 @@ def service_actions(
         actions.append(run("systemctl", "daemon-reload", why="reload unit files"))
     state = ctx.facts.unit(unit)
     if not state.is_enabled:
-        actions.append(run("systemctl", "enable", unit, why=f"enable {unit} at boot"))
+        actions.append(Systemctl("enable", unit, f"enable {unit} at boot"))
     if not state.active:
-        actions.append(run("systemctl", "start", unit, why=f"start {unit}"))
+        actions.append(Systemctl("start", unit, f"start {unit}"))
     elif inputs_changed:
-        actions.append(
-            run("systemctl", "restart", unit, why=f"restart {unit} (its config changed)")
-        )
+        actions.append(Systemctl("restart", unit, f"restart {unit} (its config changed)"))
     return actions
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, List
 
-from frakti_install.actions import run
+from frakti_install.actions import Systemctl, run
 from frakti_install.context import ADMIN_CONF
 from frakti_install.engine import Action, Check, Step
 from frakti_install.steps.common import template_actions
@@ -48,7 +48,7 @@ class Kubelet(Step):
             actions.append(run("systemctl", "daemon-reload", why="reload unit files"))
         state = ctx.facts.unit(UNIT)
         if not state.is_enabled:
-            actions.append(run("systemctl", "enable", UNIT, why="enable kubelet at boot"))
+            actions.append(Systemctl("enable", UNIT, "enable kubelet at boot"))
         # Before `kubeadm init` kubelet has no config and only crash-loops;
         # kubeadm starts it. After init it must run, with our latest flags.
         if ctx.host.exists(ADMIN_CONF):

@@ -1,0 +1,675 @@
+"""Offline bundles: every verified artifact of an install in one file.
+
+On a connected machine, :func:`create_bundle` fetches every artifact the
+allinone plan may download (verified, through :class:`Artifacts` and its
+cache) and writes one ``.tar.gz``::
+
+    manifest.json          what is inside, and for which host (format 1)
+    artifacts/<sha256>     each artifact's bytes, named by their sum
+    wheels/*.whl           frakti-install's own wheel and its dependencies
+
+On the air-gapped host, :meth:`Bundle.open` extracts it safely (or takes an
+already-extracted directory), :meth:`Bundle.check_compatible` says whether it
+fits the host, :func:`apply_to_settings` adds its sums to the settings and
+:meth:`Bundle.downloader` serves the files in place of the network.
+
+OS packages (docker, qemu, socat...) are not in a bundle: they come from the
+host's own (mirrored) OS repositories; the manifest lists them.
+
+Engine code: no UI here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import gzip
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from urllib.parse import urlsplit
+
+from frakti_install import __version__, datafiles
+from frakti_install.artifacts import Artifacts
+from frakti_install.config import Settings
+from frakti_install.download import CHUNK_SIZE, Downloader, sha256_of
+from frakti_install.errors import ChecksumMismatch, ConfigError, DownloadError
+from frakti_install.profiles import identify, profile_for
+from frakti_install.versions import VersionSet, known_sets
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "MANIFEST",
+    "Bundle",
+    "BundleDownloader",
+    "apply_to_settings",
+    "artifact_names",
+    "create_bundle",
+    "os_packages_for",
+]
+
+log = logging.getLogger("frakti_install.bundle")
+
+BUNDLE_FORMAT = 1
+MANIFEST = "manifest.json"
+ARTIFACT_DIR = "artifacts"
+WHEEL_DIR = "wheels"
+FILE_MODE = 0o644
+GZIP_LEVEL = 6  # 9 costs much more time on 100s of MB of binaries for ~nothing
+
+# package format ("deb"/"rpm", what a bundle is made for) <-> profile family
+FAMILIES = {"deb": "debian", "rpm": "rhel"}
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_CREATE_HINT = "On a connected machine: frakti-install bundle create"
+
+
+# --------------------------------------------------------------------------- what goes in
+
+
+def _package_format(family: str) -> str:
+    """'deb'/'rpm' (or the profile family 'debian'/'rhel') -> 'deb'/'rpm'."""
+    value = family.strip().lower()
+    if value in FAMILIES:
+        return value
+    for fmt, name in FAMILIES.items():
+        if value == name:
+            return fmt
+    raise ConfigError(
+        f"unknown package family {family!r}",
+        hint="Use deb (Debian, Ubuntu) or rpm (CentOS, Rocky, AlmaLinux, RHEL).",
+    )
+
+
+def _system_profile(family: str, os_id_version: Tuple[str, str]) -> Any:
+    os_id, version = os_id_version
+    profile = profile_for(identify(os_id, version))
+    if profile.package_format != family:
+        raise ConfigError(
+            f"{os_id} {version} uses {profile.package_format} packages, not {family}",
+            hint=f"Use --family {profile.package_format} for it.",
+        )
+    return profile
+
+
+def artifact_names(family: str, os_id_version: Optional[Tuple[str, str]] = None) -> List[str]:
+    """Every artifact the allinone plan may download on a host of this family.
+
+    ``family`` is a package format ("deb", "rpm") or a family ("debian", "rhel").
+    With ``os_id_version`` (e.g. ("debian", "12")) the list is exact for that
+    system: the CNI plugins tarball is left out where they come from an OS package.
+    """
+    fmt = _package_format(family)
+    names = list(datafiles.load("artifacts")["artifacts"])
+    if os_id_version is not None:
+        profile = _system_profile(fmt, os_id_version)
+        if profile.cni_source != "release":
+            names.remove("cni-plugins")
+    return names
+
+
+def os_packages_for(
+    family: str, os_id_version: Optional[Tuple[str, str]] = None
+) -> Dict[str, List[str]]:
+    """The OS packages the plan installs from the OS repositories (not bundled).
+
+    Without ``os_id_version``: the family's defaults (one system may differ,
+    e.g. EL8/9 use docker-ce from Docker's repository).
+    """
+    fmt = _package_format(family)
+    if os_id_version is not None:
+        packages = _system_profile(fmt, os_id_version).packages
+    else:
+        packages = datafiles.load("profiles")["families"][FAMILIES[fmt]]["packages"]
+    return {group: list(names) for group, names in packages.items()}
+
+
+# --------------------------------------------------------------------------- create
+
+
+def _check_resolver(artifacts: Artifacts, fmt: str, arch: str, versions: VersionSet) -> None:
+    """The resolver must resolve for the family, arch and versions the manifest claims."""
+    reference = Artifacts(Settings(), versions, arch, fmt, _no_downloader)
+    for name in reference.names():
+        got, want = artifacts.get(name).identity, reference.get(name).identity
+        if got != want:
+            raise ConfigError(
+                f"internal: artifacts resolve {name} to {got}, but a {fmt} bundle for "
+                f"{arch} with these versions needs {want}",
+                hint="Build the Artifacts with the same arch, package format and versions.",
+            )
+
+
+def _no_downloader() -> Downloader:
+    raise AssertionError("the reference resolver never downloads")
+
+
+def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    info.mode = FILE_MODE
+    return info
+
+
+def create_bundle(
+    output: Path,
+    artifacts: Artifacts,
+    *,
+    family: str,
+    arch: str,
+    versions: VersionSet,
+    os_packages: Dict[str, List[str]],
+    wheels: Sequence[Path] = (),
+) -> Path:
+    """Fetch (verified) every artifact and write the bundle at ``output``; returns it.
+
+    ``artifacts`` must resolve for ``family``/``arch``/``versions`` (its mirrors,
+    checksums and cache are the caller's). It carries every artifact of the
+    family (whatever system of it installs), and appears atomically: a partial
+    bundle is never left at ``output``.
+    """
+    fmt = _package_format(family)
+    _check_resolver(artifacts, fmt, arch, versions)
+    output = Path(output)
+
+    wheel_names: Dict[str, Path] = {}
+    for wheel in wheels:
+        wheel = Path(wheel)
+        if wheel.suffix != ".whl" or not wheel.is_file():
+            raise ConfigError(f"not a wheel file: {wheel}", hint="Give .whl files only.")
+        if wheel.name in wheel_names:
+            raise ConfigError(f"two wheels named {wheel.name}: {wheel_names[wheel.name]}, {wheel}")
+        wheel_names[wheel.name] = wheel
+
+    entries: Dict[str, Dict[str, str]] = {}
+    files: Dict[str, Path] = {}  # arcname -> local file
+    for name in artifact_names(fmt):
+        artifact = artifacts.get(name)
+        expected = artifacts.sha256(name)  # MissingChecksum when nobody can know it
+        if expected is None:
+            raise ConfigError(
+                f"{name} has no checksum ({artifact.url}); a bundle carries verified files only.",
+                hint=f"Give it with --checksum {name}=SHA256 instead of --allow-unverified.",
+            )
+        local = artifacts.fetch(name)
+        arcname = f"{ARTIFACT_DIR}/{expected}"
+        entries[name] = {
+            "file": arcname,
+            "sha256": expected,
+            "identity": artifact.identity,
+            "url": artifact.url,
+        }
+        files[arcname] = local
+        log.info("bundling %s (%s)", name, artifact.identity)
+
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "tool": f"frakti-install {__version__}",
+        "family": fmt,
+        "arch": arch,
+        "versions": versions.as_dict(),
+        "artifacts": entries,
+        "os_packages": {group: list(names) for group, names in os_packages.items()},
+        "wheels": [f"{WHEEL_DIR}/{name}" for name in sorted(wheel_names)],
+    }
+    for name in sorted(wheel_names):
+        files[f"{WHEEL_DIR}/{name}"] = wheel_names[name]
+
+    _write_tarball(output, manifest, files)
+    return output
+
+
+def _write_tarball(output: Path, manifest: Dict[str, Any], files: Dict[str, Path]) -> None:
+    parent = output.parent if str(output.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=str(parent))
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            with gzip.GzipFile(
+                filename="", mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL
+            ) as gz, tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                data = json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n"
+                info = tarfile.TarInfo(MANIFEST)
+                info.size = len(data)
+                info.mtime = int(datetime.datetime.now().timestamp())
+                tar.addfile(_tar_filter(info), _BytesReader(data))
+                for arcname, local in files.items():
+                    # streamed from the file: never the whole file in memory
+                    tar.add(str(local), arcname=arcname, recursive=False, filter=_tar_filter)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(parent)
+
+
+class _BytesReader:
+    """A minimal file object over bytes (tarfile.addfile only calls read)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._pos = 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._data) if size < 0 else self._pos + size
+        chunk = self._data[self._pos : end]
+        self._pos += len(chunk)
+        return chunk
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- open
+
+
+def _member_parts(name: str) -> List[str]:
+    """The path parts of an archive member or manifest path; ConfigError if unsafe."""
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        raise ConfigError(f"unsafe path in the bundle: {name!r} is absolute")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ConfigError(f"unsafe path in the bundle: {name!r} leaves the bundle ('..')")
+    if any("\0" in part for part in parts):
+        raise ConfigError(f"unsafe path in the bundle: {name!r}")
+    return parts
+
+
+def _kind(member: tarfile.TarInfo) -> str:
+    if member.issym():
+        return f"a symbolic link to {member.linkname!r}"
+    if member.islnk():
+        return f"a hard link to {member.linkname!r}"
+    if member.ischr() or member.isblk():
+        return "a device"
+    if member.isfifo():
+        return "a FIFO"
+    return f"not a regular file (type {member.type!r})"
+
+
+def _extract(archive: Path, target: Path) -> None:
+    """Extract regular files and directories only, each checked before it is written."""
+    try:
+        with tarfile.open(str(archive), mode="r:*") as tar:
+            for member in tar:
+                parts = _member_parts(member.name)
+                if member.isdir():
+                    target.joinpath(*parts).mkdir(parents=True, exist_ok=True)
+                    continue
+                if not member.isfile():
+                    raise ConfigError(
+                        f"refusing bundle member {member.name!r}: it is {_kind(member)}",
+                        hint="A bundle holds regular files only; recreate it with "
+                        "'frakti-install bundle create'.",
+                    )
+                if not parts:
+                    raise ConfigError(f"refusing bundle member {member.name!r}: no file name")
+                dest = target.joinpath(*parts)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                assert source is not None  # a regular file always has content
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                try:
+                    fd = os.open(str(dest), flags, FILE_MODE)
+                except FileExistsError:
+                    raise ConfigError(
+                        f"refusing bundle member {member.name!r}: it appears twice"
+                    ) from None
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(source, out, CHUNK_SIZE)
+    except ConfigError:
+        raise
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot read the bundle {archive}: {exc}",
+            hint="The file is damaged or not a bundle; copy it again, or recreate it with "
+            "'frakti-install bundle create'.",
+        ) from None
+
+
+def _regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+class Bundle:
+    """An opened (extracted) bundle: its manifest and where its files are."""
+
+    def __init__(self, source: Path, root: Path, manifest: Dict[str, Any]) -> None:
+        self.source = source
+        self.root = root
+        self.manifest = manifest
+        self._downloader: Optional[BundleDownloader] = None
+
+    # ----------------------------------------------------------------- opening
+
+    @classmethod
+    def open(cls, path: Path, workdir: Path) -> Bundle:
+        """A bundle file (extracted into a new directory under ``workdir``) or directory.
+
+        Checks the manifest and that every file it lists is there; the files'
+        sums are checked later, each on its first use (opening stays fast).
+        """
+        path = Path(path)
+        if path.is_dir():
+            root = path
+        elif path.is_file():
+            workdir = Path(workdir)
+            workdir.mkdir(parents=True, exist_ok=True)
+            root = Path(tempfile.mkdtemp(prefix="bundle-", dir=str(workdir)))
+            try:
+                _extract(path, root)
+            except BaseException:
+                shutil.rmtree(root, ignore_errors=True)
+                raise
+        else:
+            raise ConfigError(
+                f"bundle {path} does not exist", hint="Give the bundle file or its directory."
+            )
+        root = _manifest_root(root, path)
+        manifest = _load_manifest(root, path)
+        return cls(path, root, manifest)
+
+    # ----------------------------------------------------------------- contents
+
+    @property
+    def family(self) -> str:
+        return str(self.manifest["family"])
+
+    @property
+    def arch(self) -> str:
+        return str(self.manifest["arch"])
+
+    @property
+    def versions(self) -> Dict[str, str]:
+        return dict(self.manifest["versions"])
+
+    @property
+    def os_packages(self) -> Dict[str, List[str]]:
+        return {k: list(v) for k, v in self.manifest.get("os_packages", {}).items()}
+
+    def wheels(self) -> List[Path]:
+        return [self.root / rel for rel in self.manifest.get("wheels", [])]
+
+    def checksums(self) -> Dict[str, str]:
+        """Artifact name -> sha256, for Settings.checksums."""
+        return {name: entry["sha256"] for name, entry in self.manifest["artifacts"].items()}
+
+    def path_of(self, sha256: str) -> Optional[Path]:
+        for entry in self.manifest["artifacts"].values():
+            if entry["sha256"] == sha256:
+                return self.root / entry["file"]
+        return None
+
+    def describe(self) -> str:
+        v = self.versions
+        return (
+            f"{self.family} packages on {self.arch}, frakti {v.get('frakti')}, "
+            f"Kubernetes {v.get('kubernetes')}, hyperd {v.get('hyperd')}"
+        )
+
+    # ----------------------------------------------------------------- fit
+
+    def check_compatible(self, versions: VersionSet, family: str, arch: str) -> None:
+        """ConfigError listing every way the bundle does not fit this host's install."""
+        fmt = _package_format(family)
+        wanted = versions.as_dict()
+        problems: List[str] = []
+        if self.family != fmt:
+            problems.append(
+                f"it was made for {self.family} packages ({FAMILIES.get(self.family, '?')} "
+                f"family), this host uses {fmt} packages ({FAMILIES[fmt]} family)"
+            )
+        if self.arch != arch:
+            problems.append(f"it was made for {self.arch}, this host is {arch}")
+        differing = [
+            f"{key} {self.versions.get(key, '(none)')} in the bundle, {value} wanted"
+            for key, value in wanted.items()
+            if self.versions.get(key) != value
+        ]
+        if differing:
+            problems.append("versions differ: " + "; ".join(differing))
+        if not problems:
+            # Same family, arch and versions: each artifact must be the one this
+            # version of frakti-install would download (e.g. a bundle from a tool
+            # version whose URL layout differs).
+            reference = Artifacts(Settings(), versions, arch, fmt, _no_downloader)
+            artifacts = self.manifest["artifacts"]
+            for name in artifact_names(fmt):
+                entry = artifacts.get(name)
+                if entry is None:
+                    problems.append(f"it has no {name}")
+                elif entry["identity"] != reference.get(name).identity:
+                    problems.append(
+                        f"its {name} is {entry['identity']}, this install needs "
+                        f"{reference.get(name).identity}"
+                    )
+        if not problems:
+            return
+        hint = (
+            f"{_CREATE_HINT} --family {fmt} --arch {arch} {_version_flags(wanted)}, "
+            "then use that bundle."
+        )
+        only_versions = len(problems) == 1 and bool(differing)
+        if only_versions:
+            own = _version_flags(self.versions)
+            if own:
+                hint += f" Or install the bundle's versions: add {own} to this command."
+        raise ConfigError(
+            f"the bundle {self.source} does not fit this host: " + "; ".join(problems) + ".",
+            hint=hint,
+        )
+
+    def downloader(self) -> BundleDownloader:
+        """What to use as Context.downloader_factory: one downloader per bundle."""
+        if self._downloader is None:
+            self._downloader = BundleDownloader(self)
+        return self._downloader
+
+
+def _version_flags(values: Dict[str, str]) -> str:
+    """The flags that select these versions: a version set plus any overrides."""
+    overridable = ("frakti", "kubernetes", "hyperd")
+    sets = known_sets()
+    for name, row in sets.items():
+        if dict(row) == values:
+            return f"--version-set {name}"
+    for name, row in sets.items():
+        if all(row.get(k) == values.get(k) for k in row if k not in overridable):
+            flags = [f"--version-set {name}"] + [
+                f"--{k}-version {values[k]}"
+                for k in overridable
+                if k in values and row.get(k) != values[k]
+            ]
+            return " ".join(flags)
+    return " ".join(f"--{k}-version {values[k]}" for k in overridable if k in values)
+
+
+def _manifest_root(root: Path, source: Path) -> Path:
+    """Where manifest.json is: the top, or the one directory a hand-made tar holds."""
+    if (root / MANIFEST).exists():
+        return root
+    subdirs = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
+    others = [p for p in root.iterdir() if not p.is_dir()]
+    if len(subdirs) == 1 and not others and (subdirs[0] / MANIFEST).exists():
+        return subdirs[0]
+    raise ConfigError(
+        f"{source} is not a frakti-install bundle: it has no {MANIFEST}",
+        hint=f"{_CREATE_HINT} makes one; give that file (or its extracted directory).",
+    )
+
+
+def _garbled(source: Path, what: str) -> ConfigError:
+    return ConfigError(
+        f"the bundle {source} has a damaged {MANIFEST}: {what}",
+        hint=f"Copy the bundle again, or recreate it ({_CREATE_HINT}).",
+    )
+
+
+def _load_manifest(root: Path, source: Path) -> Dict[str, Any]:
+    path = root / MANIFEST
+    if not _regular_file(path):
+        raise _garbled(source, "not a regular file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _garbled(source, f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise _garbled(source, "not a JSON object")
+    fmt = data.get("format")
+    if fmt != BUNDLE_FORMAT:
+        raise ConfigError(
+            f"the bundle {source} has format {fmt!r}; this frakti-install reads format "
+            f"{BUNDLE_FORMAT}",
+            hint="Create the bundle with the same frakti-install version that installs it.",
+        )
+    if data.get("family") not in FAMILIES:
+        raise _garbled(source, f"family {data.get('family')!r} is not deb or rpm")
+    if not isinstance(data.get("arch"), str) or not data["arch"]:
+        raise _garbled(source, "no arch")
+    versions = data.get("versions")
+    fields = {f.name for f in dataclasses.fields(VersionSet)}
+    if not isinstance(versions, dict) or not fields <= set(versions):
+        raise _garbled(source, "versions missing or incomplete")
+    if not all(isinstance(v, str) for v in versions.values()):
+        raise _garbled(source, "versions must be strings")
+    artifacts = data.get("artifacts")
+    if not isinstance(artifacts, dict) or not artifacts:
+        raise _garbled(source, "no artifacts")
+    for name, entry in artifacts.items():
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(key), str) for key in ("file", "sha256", "identity", "url")
+        ):
+            raise _garbled(source, f"artifact {name!r} needs file, sha256, identity and url")
+        if not _HEX64.match(entry["sha256"]):
+            raise _garbled(source, f"artifact {name!r}: sha256 {entry['sha256']!r} is invalid")
+        _require_file(root, source, entry["file"], f"artifact {name}")
+    packages = data.setdefault("os_packages", {})
+    if not isinstance(packages, dict) or not all(
+        isinstance(v, list) and all(isinstance(p, str) for p in v) for v in packages.values()
+    ):
+        raise _garbled(source, "os_packages must map groups to lists of package names")
+    wheels = data.setdefault("wheels", [])
+    if not isinstance(wheels, list) or not all(isinstance(w, str) for w in wheels):
+        raise _garbled(source, "wheels must be a list of paths")
+    for wheel in wheels:
+        _require_file(root, source, wheel, "wheel")
+    return data
+
+
+def _require_file(root: Path, source: Path, relative: str, what: str) -> None:
+    parts = _member_parts(relative)
+    if not parts or not _regular_file(root.joinpath(*parts)):
+        raise ConfigError(
+            f"the bundle {source} is incomplete: {what} ({relative}) is missing",
+            hint=f"Copy the whole bundle again, or recreate it ({_CREATE_HINT}).",
+        )
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def apply_to_settings(settings: Settings, bundle: Bundle) -> Settings:
+    """Settings whose checksums include the bundle's; a sum the user gave must agree."""
+    known = set(datafiles.load("artifacts")["artifacts"])
+    merged = {name: value for name, value in bundle.checksums().items() if name in known}
+    for name, given in settings.checksums.items():
+        carried = merged.get(name)
+        if carried is not None and carried != given.lower():
+            raise ConfigError(
+                f"sha256 mismatch for {name}: you gave {given}, "
+                f"the bundle {bundle.source} carries {carried}",
+                hint=f"Check the sum you gave (--checksum {name}=...), or the bundle's origin.",
+            )
+        merged[name] = given
+    return dataclasses.replace(settings, checksums=merged)
+
+
+# --------------------------------------------------------------------------- downloader
+
+
+class BundleDownloader(Downloader):
+    """Serves the bundle's files where the Artifacts layer asks a Downloader.
+
+    Never touches the network: every request is answered from the bundle or
+    refused. Each file's sum is checked on its first fetch.
+    """
+
+    def __init__(self, bundle: Bundle) -> None:
+        super().__init__(bundle.root, retries=0)
+        self.bundle = bundle
+        self._verified: Set[str] = set()
+
+    def _not_in_bundle(self, what: str) -> DownloadError:
+        return DownloadError(
+            f"{what} is not in the bundle; the bundle was made for {self.bundle.describe()}",
+            hint=f"{_CREATE_HINT} with this host's family, arch and versions "
+            "(and the checksums you give here).",
+        )
+
+    def cached(self, sha256: str) -> Optional[Path]:
+        return self.bundle.path_of(sha256.strip().lower())
+
+    def fetch(self, url: str, sha256: str) -> Path:
+        expected = sha256.strip().lower()
+        if expected.startswith("sha256:"):
+            expected = expected[len("sha256:") :]
+        path = self.bundle.path_of(expected)
+        if path is None:
+            raise self._not_in_bundle(f"{url} (sha256 {expected})")
+        if expected not in self._verified:
+            actual = sha256_of(path)
+            if actual != expected:
+                raise ChecksumMismatch(
+                    f"{url} (bundle file {path.relative_to(self.bundle.root)})", expected, actual
+                )
+            self._verified.add(expected)
+        return path
+
+    def fetch_text(self, url: str, max_bytes: int = 1 << 20) -> str:
+        if url.endswith(".sha256"):
+            target = urlsplit(url[: -len(".sha256")]).path
+            matches = [
+                entry
+                for entry in self.bundle.manifest["artifacts"].values()
+                if entry["identity"] and target.endswith(entry["identity"])
+            ]
+            if matches:
+                entry = max(matches, key=lambda e: len(e["identity"]))
+                filename = entry["identity"].rsplit("/", 1)[-1]
+                return f"{entry['sha256']}  {filename}\n"
+        raise self._not_in_bundle(url)
+
+    def fetch_unverified(self, url: str) -> Path:
+        raise DownloadError(
+            f"{url}: a bundle carries verified files only",
+            hint="Give the artifact's checksum (--checksum NAME=SHA256) when creating the "
+            "bundle, instead of --allow-unverified.",
+        )
+
+    def _request(self, url: str, headers: Dict[str, str]) -> Any:  # never any network
+        raise self._not_in_bundle(url)
+
