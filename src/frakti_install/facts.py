@@ -133,6 +133,11 @@ class Facts:
         value = self.host.read_text("/proc/sys/" + key.replace(".", "/"))
         return None if value is None else value.strip()
 
+    @cached
+    def filesystems(self) -> Set[str]:
+        text = self.host.read_text("/proc/filesystems") or ""
+        return {line.split()[-1] for line in text.splitlines() if line.strip()}
+
     def module_loaded(self, name: str) -> bool:
         return self.host.exists(f"/sys/module/{name}")
 

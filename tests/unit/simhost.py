@@ -343,6 +343,9 @@ class SimRunner:
 
     def cmd_modprobe(self, argv: List[str]) -> CommandResult:
         self.p(f"/sys/module/{argv[1]}").mkdir(parents=True, exist_ok=True)
+        if argv[1] == "br_netfilter":  # the module brings its sysctls
+            for key in ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables"):
+                self.write(f"/proc/sys/net/bridge/{key}", "0\n")
         return self.ok(argv)
 
     def cmd_sysctl(self, argv: List[str]) -> CommandResult:
@@ -519,12 +522,8 @@ class SimMachine:
             "Filename\tType\tSize\tUsed\tPriority\n"
             + ("/swapfile file 1024 0 -2\n" if swap else ""),
         )
-        for key in (
-            "net/ipv4/ip_forward",
-            "net/bridge/bridge-nf-call-iptables",
-            "net/bridge/bridge-nf-call-ip6tables",
-        ):
-            w(f"/proc/sys/{key}", "0\n")
+        w("/proc/sys/net/ipv4/ip_forward", "0\n")
+        w("/proc/filesystems", "nodev\tsysfs\nnodev\tproc\n\text4\n")
         w("/dev/kvm", "")
         self.p("/run/systemd/system").mkdir(parents=True)
         self.p("/sys/fs/cgroup").mkdir(parents=True)

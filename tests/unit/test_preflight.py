@@ -103,3 +103,15 @@ def test_disable_swap_turns_it_off_now_and_at_boot(machine):
         plans.allinone(), m.context(m.settings(disable_swap=True)), dry_run=True
     )
     assert next(r for r in again.steps if r.name == "swap").status is Status.OK
+
+
+def test_builtin_br_netfilter_and_overlay_need_no_modprobe(machine):
+    from frakti_install.steps.kernel import Kernel
+
+    m = machine()
+    # built into the kernel: no /sys/module entry, but the sysctls and the filesystem exist
+    m.runner.write("/proc/sys/net/bridge/bridge-nf-call-iptables", "0\n")
+    m.runner.write("/proc/filesystems", "nodev\tproc\nnodev\toverlay\n")
+    changes = [a.describe() for a in Kernel().check(m.context()).actions]
+    assert not any("modprobe" in change for change in changes), changes
+    assert any("sysctl" in change for change in changes)
