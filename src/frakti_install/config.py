@@ -27,7 +27,7 @@ class Settings:
     kubernetes_version: Optional[str] = None
     hyperd_version: Optional[str] = None
     pod_cidr: str = "10.244.0.0/16"
-    node_subnet: str = "10.244.1.0/24"
+    node_subnet: str = "auto"  # the /24 the cluster allocates to this node
     service_cidr: str = "10.96.0.0/12"
     cgroup_driver: str = "auto"
     hyper_grpc: str = "127.0.0.1:22318"
@@ -73,8 +73,8 @@ def _network(value: str, name: str) -> ipaddress.IPv4Network:
 
 def validate(settings: Settings) -> Settings:
     pod = _network(settings.pod_cidr, "pod_cidr")
-    node = _network(settings.node_subnet, "node_subnet")
     service = _network(settings.service_cidr, "service_cidr")
+    node = pod if settings.node_subnet == "auto" else _network(settings.node_subnet, "node_subnet")
     if not node.subnet_of(pod):
         raise ConfigError(
             f"node_subnet {node} is not inside pod_cidr {pod}",

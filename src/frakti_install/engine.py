@@ -61,6 +61,10 @@ class Check:
 class Step:
     name = "step"
     title = "a step"
+    # A step whose desired state is only known once its first actions ran
+    # (the pod subnet the cluster allocates after the node registers) checks
+    # and applies again, up to this many rounds, before verifying.
+    rounds = 1
 
     def check(self, ctx: Context) -> Check:
         raise NotImplementedError
@@ -161,13 +165,21 @@ def _run_step(step: Step, ctx: Context, dry_run: bool, observer: Observer) -> St
         return StepResult(
             step.name, Status.CHANGE, "would: " + "; ".join(descriptions), descriptions
         )
-    for action, description in zip(check.actions, descriptions):
-        observer(Event.ACTION, step.name, description)
-        ctx.journal.record(step=step.name, event="action", action=description)
-        action.apply(ctx)
-    ctx.facts.invalidate()
+    applied: List[str] = []
+    for round_number in range(step.rounds):
+        if round_number:
+            check = step.check(ctx)
+            if not check.needed:
+                break
+            descriptions = [action.describe() for action in check.actions]
+        for action, description in zip(check.actions, descriptions):
+            observer(Event.ACTION, step.name, description)
+            ctx.journal.record(step=step.name, event="action", action=description)
+            action.apply(ctx)
+        applied += descriptions
+        ctx.facts.invalidate()
     step.verify(ctx)
-    return StepResult(step.name, Status.CHANGE, "; ".join(descriptions), descriptions)
+    return StepResult(step.name, Status.CHANGE, "; ".join(applied), applied)
 
 
 def first_error(results: Sequence[StepResult]) -> Optional[FraktiInstallError]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import List
 
 from frakti_install.engine import Step
-from frakti_install.steps.cni import Cni
+from frakti_install.steps.cni import CniPlugins, PodNetwork
 from frakti_install.steps.docker import Docker
 from frakti_install.steps.frakti import Frakti
 from frakti_install.steps.hyperd import Hyperd
@@ -40,10 +40,11 @@ def allinone() -> List[Step]:
         Hyperd(),
         Docker(),
         Frakti(),
-        Cni(),
+        CniPlugins(),
         Kubernetes(),
         Kubelet(),
         KubeadmInitStep(),
+        PodNetwork(),
         Untaint(),
         NodeReady(),
     ]

@@ -108,7 +108,7 @@ class UnitState:
 class SimState:
     packages: Dict[str, str] = field(default_factory=dict)
     units: Dict[str, UnitState] = field(default_factory=dict)
-    node: Optional[dict] = None
+    cluster: "SimCluster" = field(default_factory=lambda: SimCluster())
     inits: List[List[str]] = field(default_factory=list)
     docker_driver: str = "cgroupfs"
     other_listeners: Set[int] = field(default_factory=set)  # ports held by something else
@@ -127,9 +127,10 @@ class SimRunner:
         "iptables-save",
     }
 
-    def __init__(self, root: Path, state: SimState) -> None:
+    def __init__(self, root: Path, state: SimState, ip: str = "10.0.0.1") -> None:
         self.root = root
         self.state = state
+        self.ip = ip
         self.calls: List[List[str]] = []
         self.kill_at: Optional[int] = None  # index among mutating commands
         self.last_input: Optional[str] = None
@@ -359,62 +360,126 @@ class SimRunner:
         self.write("/sys/fs/selinux/enforce", argv[1] + "\n")
         return self.ok(argv)
 
+    def _kube_files(self, admin: bool) -> None:
+        self.write("/etc/kubernetes/kubelet.conf", "kubeconfig\n", 0o600)
+        if admin:
+            self.write("/etc/kubernetes/admin.conf", "kubeconfig\n", 0o600)
+        self.p("/sys/class/net/cni0").mkdir(parents=True, exist_ok=True)
+        self.state.iptables = self.state.iptables.replace(
+            "COMMIT",
+            ":KUBE-SERVICES - [0:0]\n:CNI-abc - [0:0]\n"
+            "-A INPUT -j KUBE-SERVICES\n-A CNI-abc -j ACCEPT\nCOMMIT",
+        )
+        kubelet = self.state.units.setdefault("kubelet.service", UnitState())
+        kubelet.active, kubelet.starts = True, kubelet.starts + 1
+
     def cmd_kubeadm(self, argv: List[str]) -> CommandResult:
+        cluster = self.state.cluster
+        flags = dict(a[2:].split("=", 1) for a in argv[2:] if a.startswith("--") and "=" in a)
         if argv[1] == "reset":
             for d in ("/etc/kubernetes/manifests", "/etc/cni/net.d"):
                 for child in self.p(d).glob("*"):
                     child.unlink()
+            master = self.p("/etc/kubernetes/admin.conf").exists()
             for f in ("/etc/kubernetes/admin.conf", "/etc/kubernetes/kubelet.conf"):
                 self.p(f).unlink(missing_ok=True)
-            self.state.node = None
+            if master:
+                cluster.nodes.clear()
             return self.ok(argv)
-        if argv[1] == "init":
-            flags = dict(a[2:].split("=", 1) for a in argv[2:] if "=" in a)
-            if self.p("/etc/kubernetes/manifests").exists() and any(
-                self.p("/etc/kubernetes/manifests").iterdir()
-            ):
+        if argv[1] in ("init", "join"):
+            manifests = self.p("/etc/kubernetes/manifests")
+            if manifests.exists() and any(manifests.iterdir()):
                 return self.fail(argv, "[ERROR DirAvailable--etc-kubernetes-manifests]")
+            if self.p("/etc/kubernetes/kubelet.conf").exists():
+                return self.fail(argv, "[ERROR FileAvailable--etc-kubernetes-kubelet.conf]")
             if not self.p(flags["cri-socket"]).exists():
                 return self.fail(argv, "[ERROR CRI]: container runtime is not running")
+        if argv[1] == "init":
             self.state.inits.append(argv)
             self.write(TOKEN_FILE, flags["token"])
+            cluster.cidr = flags["pod-network-cidr"]
+            cluster.tokens.add(flags["token"])
             self.write(
                 "/etc/kubernetes/manifests/kube-controller-manager.yaml",
                 f"    - --cluster-cidr={flags['pod-network-cidr']}\n",
             )
-            self.write("/etc/kubernetes/kubelet.conf", "kubeconfig\n", 0o600)
-            self.write("/etc/kubernetes/admin.conf", "kubeconfig\n", 0o600)
-            self.p("/sys/class/net/cni0").mkdir(parents=True, exist_ok=True)
-            self.state.iptables = self.state.iptables.replace(
-                "COMMIT",
-                ":KUBE-SERVICES - [0:0]\n:CNI-abc - [0:0]\n"
-                "-A INPUT -j KUBE-SERVICES\n-A CNI-abc -j ACCEPT\nCOMMIT",
+            self._kube_files(admin=True)
+            cluster.add_node(flags["node-name"], self.ip, master=True)
+            return self.ok(argv, f"kubeadm join {self.ip}:6443 --token {flags['token']}\n")
+        if argv[1] == "join":
+            if flags.get("token") not in cluster.tokens:
+                return self.fail(argv, "error: the bootstrap token is not valid")
+            self.state.inits.append(argv)
+            self._kube_files(admin=False)
+            cluster.add_node(flags["node-name"], self.ip, master=False)
+            return self.ok(argv, "This node has joined the cluster\n")
+        if argv[1:3] == ["token", "create"]:
+            cluster.tokens.add(argv[3])
+            return self.ok(
+                argv,
+                f"kubeadm join {self.ip}:6443 --token {argv[3]} "
+                f"--discovery-token-ca-cert-hash sha256:{'ab' * 32}\n",
             )
-            kubelet = self.state.units.setdefault("kubelet.service", UnitState())
-            kubelet.active, kubelet.starts = True, kubelet.starts + 1
-            self.state.node = {
-                "metadata": {"name": flags["node-name"]},
-                "spec": {
-                    "taints": [{"key": "node-role.kubernetes.io/master", "effect": "NoSchedule"}]
-                },
-                "status": {"conditions": [{"type": "Ready", "status": "True"}]},
-            }
-            return self.ok(argv, f"kubeadm join 10.0.0.1:6443 --token {flags['token']}\n")
         return self.fail(argv, "unknown kubeadm command")
 
     def cmd_kubectl(self, argv: List[str]) -> CommandResult:
-        if self.state.node is None or not self.p("/etc/kubernetes/admin.conf").exists():
+        cluster = self.state.cluster
+        kubeconfig = argv[argv.index("--kubeconfig") + 1]
+        if not cluster.nodes or not self.p(kubeconfig).exists():
             return self.fail(argv, "The connection to the server localhost:6443 was refused")
         if "get" in argv:
-            return self.ok(argv, json.dumps({"items": [self.state.node]}))
-        if "taint" in argv:
+            return self.ok(argv, json.dumps({"items": list(cluster.nodes.values())}))
+        verb_at = 3
+        verb, name = (
+            argv[verb_at],
+            argv[verb_at + 2 if argv[verb_at + 1] == "nodes" else verb_at + 3],
+        )
+        node = cluster.nodes.get(name)
+        if node is None:
+            return self.fail(argv, f'Error from server (NotFound): nodes "{name}" not found')
+        if verb == "taint":
             key = argv[-1].rstrip("-").split(":")[0]
-            taints = self.state.node["spec"]["taints"]
+            taints = node["spec"]["taints"]
             if not any(t["key"] == key for t in taints):
                 return self.fail(argv, f'error: taint "{key}" not found')
-            self.state.node["spec"]["taints"] = [t for t in taints if t["key"] != key]
-            return self.ok(argv, f"node/{argv[-2]} untainted\n")
+            node["spec"]["taints"] = [t for t in taints if t["key"] != key]
+            return self.ok(argv, f"node/{name} untainted\n")
+        if verb == "annotate":
+            key, value = argv[-1].split("=", 1)
+            node["metadata"].setdefault("annotations", {})[key] = value
+            return self.ok(argv, f"node/{name} annotated\n")
         return self.fail(argv, "unsupported")
+
+
+class SimCluster:
+    """The API server's view, shared by the SimMachines of one cluster."""
+
+    def __init__(self) -> None:
+        self.cidr = ""
+        self.nodes: Dict[str, dict] = {}
+        self.tokens: Set[str] = set()
+
+    def add_node(self, name: str, ip: str, master: bool) -> None:
+        import ipaddress
+
+        used = {n["spec"]["podCIDR"] for n in self.nodes.values()}
+        free = (
+            str(net)
+            for net in ipaddress.IPv4Network(self.cidr).subnets(new_prefix=24)
+            if str(net) not in used
+        )
+        taint = [{"key": "node-role.kubernetes.io/master", "effect": "NoSchedule"}]
+        self.nodes[name] = {
+            "metadata": {"name": name},
+            "spec": {"podCIDR": next(free), "taints": taint if master else []},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "addresses": [{"type": "InternalIP", "address": ip}],
+            },
+        }
+
+    def node(self, name: str) -> dict:
+        return self.nodes[name]
 
 
 class SimDownloader:
@@ -496,16 +561,18 @@ class SimMachine:
         cpu_flags: str = "fpu vmx sse",
         hostname: str = "Node-1",
         selinux_enforcing: bool = True,
+        ip: str = "10.0.0.1",
+        cluster: Optional[SimCluster] = None,
     ) -> None:
         self.root = root
         self.os_id = os_id
-        self.state = SimState()
-        self.runner = SimRunner(root, self.state)
+        self.state = SimState(cluster=cluster or SimCluster())
+        self.runner = SimRunner(root, self.state, ip)
         self.downloader = SimDownloader(root / "var/cache/sim")
         w = self.runner.write
         w("/etc/os-release", OS_RELEASE[(os_id, version)])
         w("/proc/sys/kernel/hostname", hostname + "\n")
-        w("/etc/hosts", f"127.0.0.1 localhost\n10.0.0.1 {hostname}\n")
+        w("/etc/hosts", f"127.0.0.1 localhost\n{ip} {hostname}\n")
         w(
             "/etc/fstab",
             "UUID=abc / ext4 defaults 0 1\n" + ("/swapfile none swap sw 0 0\n" if swap else ""),
@@ -570,5 +637,5 @@ class SimMachine:
         )
         files["#iptables"] = self.state.iptables
         files["#links"] = ",".join(sorted(p.name for p in self.p("/sys/class/net").glob("*")))
-        files["#node"] = json.dumps(self.state.node, sort_keys=True)
+        files["#nodes"] = json.dumps(self.state.cluster.nodes, sort_keys=True)
         return files

@@ -62,6 +62,7 @@ def test_apply_then_rerun_changes_nothing(machine, os_id, version):
         "kubernetes",
         "kubelet",
         "kubeadm-init",
+        "pod-network",
         "untaint",
     }
     if os_id not in ("debian", "ubuntu"):
@@ -71,7 +72,7 @@ def test_apply_then_rerun_changes_nothing(machine, os_id, version):
     changed = {r.name for r in first.steps if r.status is Status.CHANGE}
     assert changed == expected, render_plan(first.steps)
     assert len(m.state.inits) == 1
-    assert m.state.node["spec"]["taints"] == []
+    assert m.state.cluster.node("node-1")["spec"]["taints"] == []
     before = m.snapshot()
     mutations = m.runner.mutations
     starts = {u: s.starts for u, s in m.state.units.items()}
@@ -128,7 +129,7 @@ def test_interrupted_init_is_reset_and_cni_config_restored(machine):
     apply(m)
     # what a killed `kubeadm init` leaves: manifests, no admin.conf; reset wipes CNI too
     m.p("/etc/kubernetes/admin.conf").unlink()
-    m.state.node = None
+    m.state.cluster.nodes.clear()
     report = session.execute(plans.allinone(), m.context(), dry_run=True)
     init = next(r for r in report.steps if r.name == "kubeadm-init")
     assert init.changes[0].startswith("clean up an unfinished init: kubeadm reset -f")
@@ -137,13 +138,21 @@ def test_interrupted_init_is_reset_and_cni_config_restored(machine):
     assert len(m.state.inits) == 2
 
 
-def test_changed_node_subnet_touches_only_cni(machine):
+def test_changed_node_subnet_touches_only_the_pod_network(machine):
     m = machine()
     apply(m)
     starts = {u: s.starts for u, s in m.state.units.items()}
     report = apply(m, node_subnet="10.244.7.0/24")
     changed = {r.name: r.changes for r in report.steps if r.status is Status.CHANGE}
-    assert changed == {"cni": ["update /etc/cni/net.d/10-mynet.conf"]}
+    assert changed == {
+        "pod-network": [
+            "update /etc/cni/net.d/10-mynet.conf",
+            "publish the hand-picked pod subnet: kubectl --kubeconfig /etc/kubernetes/admin.conf"
+            " annotate --overwrite node node-1 frakti-install/pod-subnet=10.244.7.0/24",
+        ]
+    }
+    annotations = m.state.cluster.node("node-1")["metadata"]["annotations"]
+    assert annotations == {"frakti-install/pod-subnet": "10.244.7.0/24"}
     assert (
         json.loads(m.p("/etc/cni/net.d/10-mynet.conf").read_text())["ipam"]["subnet"]
         == "10.244.7.0/24"

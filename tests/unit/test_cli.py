@@ -156,7 +156,7 @@ def test_status_exits_11_on_drift_and_0_when_converged(sim):
     assert {s["status"] for s in json.loads(converged.output)["steps"]} <= {"ok", "skip"}
     m.p("/etc/cni/net.d/10-mynet.conf").unlink()
     again = invoke("status", "-c", config)
-    assert again.exit_code == ExitCode.DRIFT and "drift in: cni" in again.output
+    assert again.exit_code == ExitCode.DRIFT and "drift in: pod-network" in again.output
 
 
 def test_reset_asks_dry_runs_and_undoes(sim):

@@ -16,9 +16,10 @@ def load(tmp_path: Path, yaml_text: str = "", env=None, **flags):
     return config.load(path, flags, environ=env or {})
 
 
-def test_defaults_are_upstreams_values(tmp_path):
+def test_defaults(tmp_path):
     s = load(tmp_path)
-    assert (s.pod_cidr, s.node_subnet) == ("10.244.0.0/16", "10.244.1.0/24")
+    # upstream's cluster CIDR; the node's /24 is the one the cluster allocates
+    assert (s.pod_cidr, s.node_subnet) == ("10.244.0.0/16", "auto")
     assert s.versions.frakti == "v1.12.0" and s.versions.kubernetes == "v1.12.10"
 
 

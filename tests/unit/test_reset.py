@@ -47,7 +47,7 @@ def test_reset_purge_returns_host_to_before(machine, os_id, version):
     assert all(r.status in (Status.OK, Status.SKIP) for r in again.steps), again.steps
 
     run(m, plans.allinone())  # and the host can be installed again
-    assert len(m.state.inits) == 2 and m.state.node["spec"]["taints"] == []
+    assert len(m.state.inits) == 2 and m.state.cluster.node("node-1")["spec"]["taints"] == []
 
 
 def test_reset_without_purge_keeps_packages(machine):

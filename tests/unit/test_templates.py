@@ -81,7 +81,7 @@ def test_cni_configs_have_upstreams_fields(installed, name):
     )
     assert mynet["ipam"] == {
         "type": "host-local",
-        "subnet": "10.244.1.0/24",
+        "subnet": "10.244.0.0/24",  # allocated by the cluster
         "routes": [{"dst": "0.0.0.0/0"}],
     }
     assert json.loads(m.p("etc/cni/net.d/99-loopback.conf").read_text())["type"] == "loopback"

@@ -9,11 +9,10 @@ import string
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, List, Optional
 
-from frakti_install.actions import WriteFile, run
+from frakti_install.actions import run
 from frakti_install.context import ADMIN_CONF
 from frakti_install.engine import Action, Check, Step
 from frakti_install.errors import ConfigError
-from frakti_install.steps import cni
 
 if TYPE_CHECKING:
     from frakti_install.context import Context
@@ -81,11 +80,8 @@ class KubeadmInitStep(Step):
             return Check.ok(f"cluster already initialised (pod CIDR {cidr or 'unknown'})")
         actions: List[Action] = []
         if partial_init(ctx):
+            # kubeadm reset also wipes /etc/cni/net.d (upstream #154); the
+            # pod-network step, after init, writes it again.
             actions.append(run("kubeadm", "reset", "-f", why="clean up an unfinished init"))
-            # kubeadm reset wipes /etc/cni/net.d: put our configs back (upstream #154).
-            actions += [
-                WriteFile(path, content, 0o644, "restore")
-                for path, content in cni.config_files(ctx)
-            ]
         actions.append(KubeadmInit(self.init_argv(ctx)))
         return Check(actions)
