@@ -108,7 +108,7 @@ class UnitState:
 class SimState:
     packages: Dict[str, str] = field(default_factory=dict)
     units: Dict[str, UnitState] = field(default_factory=dict)
-    cluster: "SimCluster" = field(default_factory=lambda: SimCluster())
+    cluster: SimCluster = field(default_factory=lambda: SimCluster())
     inits: List[List[str]] = field(default_factory=list)
     docker_driver: str = "cgroupfs"
     other_listeners: Set[int] = field(default_factory=set)  # ports held by something else
