@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, TypeVar
 
@@ -17,9 +18,10 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Install Kubernetes with the frakti runtime (pods in lightweight VMs), idempotently.",
 )
+bundle_app = typer.Typer(no_args_is_help=True, help="Offline bundles for air-gapped hosts.")
+app.add_typer(bundle_app, name="bundle")
 
 T = TypeVar("T")
-LOG_FILE_HELP = "Full log of commands and their output"
 
 
 def _version(value: bool) -> None:
@@ -37,7 +39,7 @@ def _main(
     pass
 
 
-def _guard(func: Callable[[], T], *, as_json: bool = False, log_file: str = "") -> T:
+def _guard(func: Callable[[], T], *, as_json: bool = False) -> T:
     """The one place where errors become messages and exit codes."""
     from frakti_install import console
 
@@ -60,103 +62,76 @@ def _guard(func: Callable[[], T], *, as_json: bool = False, log_file: str = "") 
         raise
     except Exception as error:  # a bug: keep the traceback for the report
         logging.getLogger("frakti_install").exception("internal error")
-        console.internal_error(error, log_file)
+        console.internal_error(error)
         raise typer.Exit(ExitCode.INTERNAL) from None
+
+
+# --- options shared by the commands ------------------------------------------
+ConfigOpt = typer.Option(
+    None, "--config", "-c", help="YAML file with any of the settings.", dir_okay=False
+)
+PodCidrOpt = typer.Option(None, "--pod-cidr", help="Cluster pod CIDR [10.244.0.0/16].")
+NodeSubnetOpt = typer.Option(
+    None, "--node-subnet", help="This node's pod subnet [auto: the one the cluster allocates]."
+)
+ServiceCidrOpt = typer.Option(None, "--service-cidr", help="Service CIDR [10.96.0.0/12].")
+VersionSetOpt = typer.Option(
+    None, "--version-set", help="A row of the compatibility table (frakti minor), e.g. 1.12."
+)
+FraktiVersionOpt = typer.Option(None, "--frakti-version", help="Override frakti's version.")
+KubeVersionOpt = typer.Option(None, "--kubernetes-version", help="Override Kubernetes' version.")
+HyperdVersionOpt = typer.Option(None, "--hyperd-version", help="Override hyperd's version.")
+CgroupDriverOpt = typer.Option(
+    None, "--cgroup-driver", help="auto (docker's), cgroupfs or systemd; for frakti and kubelet."
+)
+MirrorOpt = typer.Option(
+    None, "--mirror", help="KIND=URL: download KIND (kubernetes, github, hyper) from URL."
+)
+ChecksumOpt = typer.Option(
+    None, "--checksum", help="NAME=SHA256 for artifacts upstream publishes no sum for."
+)
+AllowUnverifiedOpt = typer.Option(
+    None, "--allow-unverified", help="Accept an UNVERIFIED download of NAME (not recommended)."
+)
+IgnorePreflightOpt = typer.Option(
+    None, "--ignore-preflight-errors", help="Preflight checks (NAME,...) to only warn about."
+)
+DisableSwapOpt = typer.Option(None, "--disable-swap", help="Turn swap off now and in /etc/fstab.")
+BundleOpt = typer.Option(
+    None, "--bundle", help="Install from an offline bundle (file or unpacked directory)."
+)
+DryRunOpt = typer.Option(False, "--dry-run", help="Show the plan; change nothing.")
+YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask before changing the host.")
+JsonOpt = typer.Option(False, "--json", help="Print the plan or results as JSON.")
+VerboseOpt = typer.Option(0, "--verbose", "-v", count=True, help="Show commands as they run.")
+
+
+def _flags(**values: Any) -> Dict[str, Any]:
+    """Command-line values as settings (None = not given)."""
+    for key in ("allow_unverified", "ignore_preflight_errors"):
+        values[key] = ",".join(values.get(key) or ()) or None
+    return values
 
 
 def _settings(config: Optional[Path], flags: Dict[str, Any]) -> Any:
     from frakti_install import config as config_module
 
+    flags = dict(flags)
     for key in ("mirrors", "checksums"):
         if flags.get(key):
             flags[key] = config_module.parse_pairs(flags[key], key.rstrip("s"))
     return config_module.load(config, flags)
 
 
-ConfigOpt = typer.Option(
-    None,
-    "--config",
-    "-c",
-    help="YAML file with any of the settings below.",
-    exists=False,
-    dir_okay=False,
-)
-
-
-@app.command()
-def allinone(
-    config: Optional[Path] = ConfigOpt,
-    pod_cidr: Optional[str] = typer.Option(None, help="Cluster pod CIDR [10.244.0.0/16]."),
-    node_subnet: Optional[str] = typer.Option(
-        None, help="This node's pod subnet, inside the pod CIDR [10.244.1.0/24]."
-    ),
-    service_cidr: Optional[str] = typer.Option(None, help="Service CIDR [10.96.0.0/12]."),
-    version_set: Optional[str] = typer.Option(
-        None, help="A row of the compatibility table (frakti minor), e.g. 1.12."
-    ),
-    frakti_version: Optional[str] = typer.Option(None, help="Override frakti's version."),
-    kubernetes_version: Optional[str] = typer.Option(None, help="Override Kubernetes' version."),
-    hyperd_version: Optional[str] = typer.Option(None, help="Override hyperd's version."),
-    cgroup_driver: Optional[str] = typer.Option(
-        None, help="auto (docker's), cgroupfs or systemd; frakti and kubelet both use it."
-    ),
-    mirror: Optional[List[str]] = typer.Option(
-        None, help="KIND=URL: download KIND (kubernetes, github, hyper) from URL. Repeatable."
-    ),
-    checksum: Optional[List[str]] = typer.Option(
-        None, help="NAME=SHA256 for artifacts upstream publishes no sum for. Repeatable."
-    ),
-    allow_unverified: Optional[List[str]] = typer.Option(
-        None, help="Accept an UNVERIFIED download of NAME (not recommended)."
-    ),
-    ignore_preflight_errors: Optional[List[str]] = typer.Option(
-        None, help="Preflight checks (NAME,...) to turn into warnings, or 'all'."
-    ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan; change nothing."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before changing the host."),
-    as_json: bool = typer.Option(False, "--json", help="Print the plan or results as JSON."),
-    verbose: int = typer.Option(
-        0, "--verbose", "-v", count=True, help="Show commands as they run."
-    ),
-) -> None:
-    """Turn this host into a one-node Kubernetes cluster running pods in VMs with frakti."""
-    flags = dict(
-        pod_cidr=pod_cidr,
-        node_subnet=node_subnet,
-        service_cidr=service_cidr,
-        version_set=version_set,
-        frakti_version=frakti_version,
-        kubernetes_version=kubernetes_version,
-        hyperd_version=hyperd_version,
-        cgroup_driver=cgroup_driver,
-        mirrors=mirror,
-        checksums=checksum,
-        allow_unverified=",".join(allow_unverified or ()) or None,
-        ignore_preflight_errors=",".join(ignore_preflight_errors or ()) or None,
-    )
-    _guard(lambda: _allinone(config, flags, dry_run, yes, as_json, verbose), as_json=as_json)
-
-
-def _allinone(
-    config: Optional[Path],
-    flags: Dict[str, Any],
-    dry_run: bool,
-    yes: bool,
-    as_json: bool,
-    verbose: int,
-) -> None:
-    from frakti_install import plans
-
-    _run_plan(plans.allinone, _settings(config, flags), dry_run, yes, as_json, verbose)
-
-
 def _run_plan(
     make_steps: Callable[[], List[Any]],
     settings: Any,
+    *,
     dry_run: bool,
     yes: bool,
     as_json: bool,
     verbose: int,
+    bundle: Optional[Path] = None,
     question: str = "Apply these changes?",
 ) -> Any:
     """Plan, ask (unless --yes or nothing to do), apply, render; shared by the commands."""
@@ -165,24 +140,26 @@ def _run_plan(
     console.configure_logging(verbose, quiet=as_json)
     if not dry_run:
         session.log_to_file(Path(settings.log_file))
-    ctx = session.new_context(
-        settings, downloader_factory=console.downloader_factory(settings, quiet=as_json)
-    )
-    ctx.profile  # noqa: B018  an unsupported OS stops here, before any step
-    steps = make_steps()
+    with tempfile.TemporaryDirectory(prefix="frakti-install-") as workdir:
+        downloader_factory = console.downloader_factory(settings, quiet=as_json)
+        if bundle is not None:
+            settings, downloader_factory = session.use_bundle(settings, bundle, Path(workdir))
+        ctx = session.new_context(settings, downloader_factory=downloader_factory)
+        ctx.profile  # noqa: B018  an unsupported OS stops here, before any step
+        steps = make_steps()
 
-    if not dry_run and not yes:
-        plan = session.execute(steps, ctx, dry_run=True)
-        session.raise_for(plan)
-        if plan.changed:
-            console.show_plan(plan)
-            if not console.confirm(question):
-                raise Aborted("nothing was changed", hint="Run with --yes to skip the question.")
-        ctx.facts.invalidate()
+        if not dry_run and not yes:
+            plan = session.execute(steps, ctx, dry_run=True)
+            session.raise_for(plan)
+            if plan.changed:
+                console.show_plan(plan)
+                if not console.confirm(question):
+                    raise Aborted("nothing was changed", hint="Run with --yes not to be asked.")
+            ctx.facts.invalidate()
 
-    observer = console.null_observer if as_json else console.StepProgress(dry_run)
-    with observer:
-        report = session.execute(steps, ctx, dry_run=dry_run, observer=observer)
+        observer = console.null_observer if as_json else console.StepProgress(dry_run)
+        with observer:
+            report = session.execute(steps, ctx, dry_run=dry_run, observer=observer)
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -191,14 +168,161 @@ def _run_plan(
     return report
 
 
+# --- commands ----------------------------------------------------------------
+@app.command()
+def allinone(
+    config: Optional[Path] = ConfigOpt,
+    pod_cidr: Optional[str] = PodCidrOpt,
+    node_subnet: Optional[str] = NodeSubnetOpt,
+    service_cidr: Optional[str] = ServiceCidrOpt,
+    version_set: Optional[str] = VersionSetOpt,
+    frakti_version: Optional[str] = FraktiVersionOpt,
+    kubernetes_version: Optional[str] = KubeVersionOpt,
+    hyperd_version: Optional[str] = HyperdVersionOpt,
+    cgroup_driver: Optional[str] = CgroupDriverOpt,
+    mirror: Optional[List[str]] = MirrorOpt,
+    checksum: Optional[List[str]] = ChecksumOpt,
+    allow_unverified: Optional[List[str]] = AllowUnverifiedOpt,
+    ignore_preflight_errors: Optional[List[str]] = IgnorePreflightOpt,
+    disable_swap: Optional[bool] = DisableSwapOpt,
+    bundle: Optional[Path] = BundleOpt,
+    dry_run: bool = DryRunOpt,
+    yes: bool = YesOpt,
+    as_json: bool = JsonOpt,
+    verbose: int = VerboseOpt,
+) -> None:
+    """Turn this host into a one-node Kubernetes cluster running pods in VMs with frakti."""
+    flags = _flags(
+        pod_cidr=pod_cidr, node_subnet=node_subnet, service_cidr=service_cidr,
+        version_set=version_set, frakti_version=frakti_version,
+        kubernetes_version=kubernetes_version, hyperd_version=hyperd_version,
+        cgroup_driver=cgroup_driver, mirrors=mirror, checksums=checksum,
+        allow_unverified=allow_unverified, ignore_preflight_errors=ignore_preflight_errors,
+        disable_swap=disable_swap,
+    )  # fmt: skip
+
+    def _allinone() -> None:
+        from frakti_install import console, plans
+
+        report = _run_plan(
+            plans.allinone, _settings(config, flags), dry_run=dry_run, yes=yes,
+            as_json=as_json, verbose=verbose, bundle=bundle,
+        )  # fmt: skip
+        if not (dry_run or as_json):
+            console.next_steps(report)
+
+    _guard(_allinone, as_json=as_json)
+
+
+@app.command()
+def node(
+    join: str = typer.Option(..., "--join", help="The master's API endpoint, HOST:6443."),
+    token: str = typer.Option(
+        ..., "--token", envvar="FRAKTI_INSTALL_JOIN_TOKEN", help="Bootstrap token (a secret)."
+    ),
+    ca_hash: str = typer.Option(
+        ..., "--discovery-token-ca-cert-hash", help="sha256:<hash> of the cluster CA."
+    ),
+    config: Optional[Path] = ConfigOpt,
+    pod_cidr: Optional[str] = PodCidrOpt,
+    node_subnet: Optional[str] = NodeSubnetOpt,
+    service_cidr: Optional[str] = ServiceCidrOpt,
+    version_set: Optional[str] = VersionSetOpt,
+    cgroup_driver: Optional[str] = CgroupDriverOpt,
+    mirror: Optional[List[str]] = MirrorOpt,
+    checksum: Optional[List[str]] = ChecksumOpt,
+    ignore_preflight_errors: Optional[List[str]] = IgnorePreflightOpt,
+    disable_swap: Optional[bool] = DisableSwapOpt,
+    bundle: Optional[Path] = BundleOpt,
+    dry_run: bool = DryRunOpt,
+    yes: bool = YesOpt,
+    as_json: bool = JsonOpt,
+    verbose: int = VerboseOpt,
+) -> None:
+    """Join this host to a cluster as a worker (the line join-command prints)."""
+    flags = _flags(
+        join_endpoint=join, join_token=token, join_ca_hash=ca_hash, pod_cidr=pod_cidr,
+        node_subnet=node_subnet, service_cidr=service_cidr, version_set=version_set,
+        cgroup_driver=cgroup_driver, mirrors=mirror, checksums=checksum,
+        ignore_preflight_errors=ignore_preflight_errors, disable_swap=disable_swap,
+    )  # fmt: skip
+
+    def _node() -> None:
+        from frakti_install import plans
+
+        _run_plan(
+            plans.node, _settings(config, flags), dry_run=dry_run, yes=yes,
+            as_json=as_json, verbose=verbose, bundle=bundle,
+        )  # fmt: skip
+
+    _guard(_node, as_json=as_json)
+
+
+@app.command("join-command")
+def join_command(
+    config: Optional[Path] = ConfigOpt,
+    ttl: str = typer.Option("24h", "--ttl", help="How long the bootstrap token is valid."),
+) -> None:
+    """Print the line that joins a worker to this master (it holds a fresh token)."""
+
+    def _join() -> None:
+        from frakti_install import joining, session
+
+        ctx = session.new_context(_settings(config, {}))
+        typer.echo(joining.create_join_line(ctx, ttl).command())
+
+    _guard(_join)
+
+
+@app.command()
+def routes(
+    config: Optional[Path] = ConfigOpt,
+    dry_run: bool = DryRunOpt,
+    as_json: bool = JsonOpt,
+    verbose: int = VerboseOpt,
+) -> None:
+    """Bring the routes to the other nodes' pod subnets (and the CNI config) in sync."""
+
+    def _routes() -> None:
+        from frakti_install import plans
+
+        _run_plan(
+            plans.routes, _settings(config, {}), dry_run=dry_run, yes=True,
+            as_json=as_json, verbose=verbose,
+        )  # fmt: skip
+
+    _guard(_routes, as_json=as_json)
+
+
+@app.command()
+def status(config: Optional[Path] = ConfigOpt, as_json: bool = JsonOpt) -> None:
+    """Check every step without changing anything; exit 11 when something drifted."""
+
+    def _status() -> None:
+        from frakti_install import plans, session
+        from frakti_install.errors import Drift
+
+        settings = _settings(config, {})
+        make_steps = plans.node if session.is_worker(settings) else plans.allinone
+        report = _run_plan(make_steps, settings, dry_run=True, yes=True, as_json=as_json, verbose=0)
+        drifted = [step.name for step in report.steps if step.status.value in ("change", "fail")]
+        if drifted:
+            raise Drift(
+                "drift in: " + ", ".join(drifted),
+                hint="Run the install again to put it right ('--dry-run' shows how).",
+            )
+
+    _guard(_status, as_json=as_json)
+
+
 @app.command()
 def reset(
     config: Optional[Path] = ConfigOpt,
     purge: bool = typer.Option(False, "--purge", help="Also remove the packages it installed."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be removed."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-    as_json: bool = typer.Option(False, "--json", help="Print the plan or results as JSON."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="Show commands."),
+    yes: bool = YesOpt,
+    as_json: bool = JsonOpt,
+    verbose: int = VerboseOpt,
 ) -> None:
     """Undo what frakti-install did: cluster, services, files (originals restored), rules."""
 
@@ -206,58 +330,71 @@ def reset(
         from frakti_install import plans
 
         _run_plan(
-            lambda: plans.reset(purge),
-            _settings(config, {}),
-            dry_run,
-            yes,
-            as_json,
-            verbose,
+            lambda: plans.reset(purge), _settings(config, {}), dry_run=dry_run, yes=yes,
+            as_json=as_json, verbose=verbose,
             question="Tear down the cluster and undo these changes?",
-        )
+        )  # fmt: skip
 
     _guard(_reset, as_json=as_json)
 
 
 @app.command()
-def status(
-    config: Optional[Path] = ConfigOpt,
-    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
-) -> None:
-    """Check every step of allinone without changing anything; exit 11 on drift."""
-
-    def _status() -> None:
-        from frakti_install import plans
-        from frakti_install.errors import Drift
-
-        report = _run_plan(plans.allinone, _settings(config, {}), True, True, as_json, 0)
-        drifted = [step.name for step in report.steps if step.status.value in ("change", "fail")]
-        if drifted:
-            raise Drift(
-                "drift in: " + ", ".join(drifted),
-                hint="'frakti-install allinone' puts it right ('--dry-run' shows how).",
-            )
-
-    _guard(_status, as_json=as_json)
-
-
-@app.command()
-def info(
-    config: Optional[Path] = ConfigOpt,
-    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
-) -> None:
+def info(config: Optional[Path] = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """What frakti-install sees on this host (read-only; works on any Linux)."""
 
     def _info() -> None:
         from frakti_install import console, inspect, session
 
-        settings = _settings(config, {})
-        data = inspect.host_info(session.new_context(settings))
+        data = inspect.host_info(session.new_context(_settings(config, {})))
         if as_json:
             typer.echo(json.dumps(data, indent=2))
         else:
             console.show_info(data)
 
     _guard(_info, as_json=as_json)
+
+
+@bundle_app.command("create")
+def bundle_create(
+    family: str = typer.Option(..., "--family", help="deb or rpm: the hosts' package family."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="The tarball to write."),
+    arch: str = typer.Option("amd64", "--arch", help="The hosts' architecture."),
+    wheels: Optional[Path] = typer.Option(
+        None, "--wheels", help="A directory of wheels (this tool and its dependencies) to include."
+    ),
+    config: Optional[Path] = ConfigOpt,
+    version_set: Optional[str] = VersionSetOpt,
+    frakti_version: Optional[str] = FraktiVersionOpt,
+    kubernetes_version: Optional[str] = KubeVersionOpt,
+    hyperd_version: Optional[str] = HyperdVersionOpt,
+    mirror: Optional[List[str]] = MirrorOpt,
+    checksum: Optional[List[str]] = ChecksumOpt,
+) -> None:
+    """Download and verify every artifact into one tarball, on a connected machine."""
+    flags = _flags(
+        version_set=version_set, frakti_version=frakti_version,
+        kubernetes_version=kubernetes_version, hyperd_version=hyperd_version,
+        mirrors=mirror, checksums=checksum,
+    )  # fmt: skip
+
+    def _create() -> None:
+        from frakti_install import bundle, console
+        from frakti_install.artifacts import Artifacts
+
+        settings = _settings(config, flags)
+        target = output or Path(f"frakti-bundle-{family}-{arch}-{settings.versions.frakti}.tar.gz")
+        artifacts = Artifacts(
+            settings, settings.versions, arch, family,
+            console.downloader_factory(settings, quiet=False),
+        )  # fmt: skip
+        written = bundle.create_bundle(
+            target, artifacts, family=family, arch=arch, versions=settings.versions,
+            os_packages=bundle.os_packages_for(family),
+            wheels=sorted(wheels.glob("*.whl")) if wheels else (),
+        )  # fmt: skip
+        typer.echo(f"wrote {written}")
+
+    _guard(_create)
 
 
 def main() -> None:

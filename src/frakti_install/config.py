@@ -44,6 +44,9 @@ class Settings:
     https_proxy: str = ""
     no_proxy: str = ""
     disable_swap: bool = False
+    join_endpoint: str = ""
+    join_token: str = field(default="", repr=False)  # a secret: never printed
+    join_ca_hash: str = ""
     state_dir: str = "/var/lib/frakti-install"
     cache_dir: str = "/var/cache/frakti-install"
     log_file: str = "/var/log/frakti-install.log"

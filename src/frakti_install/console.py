@@ -46,11 +46,22 @@ def error(exc: FraktiInstallError) -> None:
         err.print(f"[dim]{exc.hint}[/]", highlight=False)
 
 
-def internal_error(exc: BaseException, log_file: str) -> None:
+def internal_error(exc: BaseException) -> None:
     err.print(f"[bold red]internal error:[/] {exc!r}", highlight=False)
     err.print(
-        "This is a bug in frakti-install; the traceback is in the log"
-        + (f" ({log_file})." if log_file else "."),
+        "This is a bug in frakti-install; the traceback is in /var/log/frakti-install.log "
+        "(or the file log_file names).",
+        highlight=False,
+    )
+
+
+def next_steps(report: Any) -> None:
+    """After allinone: how to add workers (the token is made on demand, not stored)."""
+    if not report.ok:
+        return
+    out.print(
+        "Add a worker: run [bold]frakti-install join-command[/] here and the line it "
+        "prints on the worker.",
         highlight=False,
     )
 

@@ -11,6 +11,7 @@ from frakti_install.steps.frakti import Frakti
 from frakti_install.steps.hyperd import Hyperd
 from frakti_install.steps.kernel import Kernel
 from frakti_install.steps.kubeadm_init import KubeadmInitStep
+from frakti_install.steps.kubeadm_join import KubeadmJoinStep
 from frakti_install.steps.kubelet import Kubelet
 from frakti_install.steps.kubernetes import Kubernetes
 from frakti_install.steps.node import NodeReady, Untaint
@@ -25,6 +26,7 @@ from frakti_install.steps.reset import (
     RestoreFiles,
     StopServices,
 )
+from frakti_install.steps.routes import Routes
 from frakti_install.steps.selinux import Selinux
 from frakti_install.steps.swap import Swap
 
@@ -46,8 +48,35 @@ def allinone() -> List[Step]:
         KubeadmInitStep(),
         PodNetwork(),
         Untaint(),
+        Routes(),
         NodeReady(),
     ]
+
+
+def node() -> List[Step]:
+    """A worker: the same stack, joined to a master instead of initialised."""
+    return [
+        Preflight.for_worker(),
+        Swap(),
+        Kernel(),
+        Selinux(),
+        Repos(),
+        Proxy(),
+        Hyperd(),
+        Docker(),
+        Frakti(),
+        CniPlugins(),
+        Kubernetes(),
+        Kubelet(),
+        KubeadmJoinStep(),
+        PodNetwork(),
+        Routes(),
+        NodeReady(),
+    ]
+
+
+def routes() -> List[Step]:
+    return [PodNetwork(), Routes()]
 
 
 def reset(purge: bool = False) -> List[Step]:

@@ -8,10 +8,10 @@ import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from frakti_install.config import Settings
-from frakti_install.context import Context
+from frakti_install.context import ADMIN_CONF, Context
 from frakti_install.engine import Observer, Status, Step, StepResult, _quiet, first_error, run_plan
 from frakti_install.host import Host
 from frakti_install.state import Journal, RunLock
@@ -59,7 +59,24 @@ def os_summary(ctx: Context) -> Dict[str, Any]:
 def new_context(
     settings: Settings, downloader_factory: Optional[Callable[[], Any]] = None
 ) -> Context:
-    return Context(host=Host(), settings=settings, downloader_factory=downloader_factory)
+    host = Host(secrets=[secret for secret in (settings.join_token,) if secret])
+    return Context(host=host, settings=settings, downloader_factory=downloader_factory)
+
+
+def is_worker(settings: Settings) -> bool:
+    """A host that joined a cluster (kubelet.conf) without being its master (admin.conf)."""
+    host = Host()
+    return host.exists("/etc/kubernetes/kubelet.conf") and not host.exists(ADMIN_CONF)
+
+
+def use_bundle(settings: Settings, path: Path, workdir: Path) -> Tuple[Settings, Callable[[], Any]]:
+    """Settings and a downloader that take every artifact from an offline bundle."""
+    from frakti_install.bundle import Bundle, apply_to_settings
+
+    bundle = Bundle.open(path, workdir)
+    probe = new_context(settings)
+    bundle.check_compatible(settings.versions, probe.profile.package_format, probe.facts.arch())
+    return apply_to_settings(settings, bundle), bundle.downloader
 
 
 def log_to_file(path: Path) -> Optional[logging.Handler]:

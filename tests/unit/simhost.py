@@ -112,6 +112,7 @@ class SimState:
     inits: List[List[str]] = field(default_factory=list)
     docker_driver: str = "cgroupfs"
     other_listeners: Set[int] = field(default_factory=set)  # ports held by something else
+    routes: Dict[str, str] = field(default_factory=dict)
     iptables: str = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -s 10.9.9.9/32 -j DROP\nCOMMIT\n"
 
 
@@ -153,7 +154,7 @@ class SimRunner:
         return CommandResult(list(argv), code, "", err)
 
     def mutating(self, argv: Sequence[str]) -> bool:
-        if argv[0] in self.READ_ONLY:
+        if argv[0] in self.READ_ONLY or list(argv[:4]) == ["ip", "-4", "route", "show"]:
             return False
         if argv[0] == "systemctl" and argv[1] == "show":
             return False
@@ -275,6 +276,15 @@ class SimRunner:
     def cmd_ip(self, argv: List[str]) -> CommandResult:
         if argv[1:3] == ["link", "delete"]:
             (self.p(f"/sys/class/net/{argv[3]}")).rmdir()
+        elif argv[1:4] == ["-4", "route", "show"]:
+            lines = ["default via 10.0.0.254 dev eth0"]
+            lines += [f"{dst} via {via} dev eth0" for dst, via in sorted(self.state.routes.items())]
+            return self.ok(argv, "\n".join(lines) + "\n")
+        elif argv[1:3] == ["route", "replace"]:
+            self.state.routes[argv[3]] = argv[5]
+        elif argv[1:3] == ["route", "del"]:
+            if self.state.routes.pop(argv[3], None) is None:
+                return self.fail(argv, "RTNETLINK answers: No such process", 2)
         return self.ok(argv)
 
     def cmd_iptables_save(self, argv: List[str]) -> CommandResult:
@@ -636,6 +646,7 @@ class SimMachine:
             )
         )
         files["#iptables"] = self.state.iptables
+        files["#routes"] = json.dumps(self.state.routes, sort_keys=True)
         files["#links"] = ",".join(sorted(p.name for p in self.p("/sys/class/net").glob("*")))
         files["#nodes"] = json.dumps(self.state.cluster.nodes, sort_keys=True)
         return files

@@ -74,9 +74,11 @@ class WaitForNode(Action):
     name: str
     timeout: float
     until: str = "registered"
+    then: str = ""  # what the step does once the wait is over, for the plan
 
     def describe(self) -> str:
-        return f"wait up to {self.timeout:.0f} s for node {self.name} to be {self.until}"
+        text = f"wait up to {self.timeout:.0f} s for node {self.name} to be {self.until}"
+        return f"{text}, then {self.then}" if self.then else text
 
     def apply(self, ctx: Context) -> None:
         condition = CONDITIONS[self.until]

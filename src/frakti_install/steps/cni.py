@@ -88,9 +88,13 @@ class PodNetwork(Step):
     def check(self, ctx: Context) -> Check:
         subnet = self.desired_subnet(ctx)
         if subnet is None:
-            return Check(
-                [WaitForNode(node_name(ctx), ctx.settings.node_ready_timeout, "given a pod subnet")]
+            wait = WaitForNode(
+                node_name(ctx),
+                ctx.settings.node_ready_timeout,
+                until="given a pod subnet",
+                then=f"write {MYNET} and {LOOPBACK} with it",
             )
+            return Check([wait])
         actions: List[Action] = []
         if ctx.settings.node_subnet != "auto":
             check_hand_picked(ctx, subnet)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, List
 
 from frakti_install.actions import Systemctl, run
-from frakti_install.context import ADMIN_CONF
 from frakti_install.engine import Action, Check, Step
+from frakti_install.steps.cluster import KUBELET_CONF
 from frakti_install.steps.common import template_actions
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class Kubelet(Step):
             actions.append(Systemctl("enable", UNIT, "enable kubelet at boot"))
         # Before `kubeadm init` kubelet has no config and only crash-loops;
         # kubeadm starts it. After init it must run, with our latest flags.
-        if ctx.host.exists(ADMIN_CONF):
+        if ctx.host.exists(KUBELET_CONF):
             if not state.active:
                 actions.append(run("systemctl", "start", UNIT, why="start kubelet"))
             elif unit_files or env:

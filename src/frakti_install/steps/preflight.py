@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
 from frakti_install.context import ADMIN_CONF
 from frakti_install.engine import Check, Step
 from frakti_install.errors import MissingChecksum, PreflightFailed
+from frakti_install.steps.cluster import KUBELET_CONF
 
 if TYPE_CHECKING:
     from frakti_install.context import Context
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("frakti_install.preflight")
 
 CONTROL_PLANE_PORTS = (6443, 10250, 10257, 10259, 2379, 2380)
+WORKER_PORTS = (10250,)
 HYPERD_PORT = 22318
 MIN_CPUS = 2
 MIN_MEMORY_MB = 1700
@@ -104,9 +106,9 @@ def _kvm(ctx: Context) -> Optional[str]:
     return f"{why}: hyperd will fall back to software emulation, pods start very slowly"
 
 
-def _ports(ctx: Context) -> Optional[str]:
-    wanted = set(CONTROL_PLANE_PORTS)
-    if ctx.host.exists(ADMIN_CONF):
+def _ports(ctx: Context, wanted_ports: Sequence[int]) -> Optional[str]:
+    wanted = set(wanted_ports)
+    if ctx.host.exists(ADMIN_CONF) or ctx.host.exists(KUBELET_CONF):
         wanted.clear()  # our own cluster holds them
     if ctx.facts.unit("hyperd.service").active:
         wanted.discard(HYPERD_PORT)
@@ -157,7 +159,11 @@ CHECKS = (
     ),
     PreflightCheck("NumCPU", _cpus, "Give the host at least 2 CPUs."),
     PreflightCheck("Mem", _memory, "Give the host at least 1700 MB of memory."),
-    PreflightCheck("Port", _ports, "Stop whatever listens there (ss -ltnp shows it)."),
+    PreflightCheck(
+        "Port",
+        lambda ctx: _ports(ctx, CONTROL_PLANE_PORTS),
+        "Stop whatever listens there (ss -ltnp shows it).",
+    ),
     PreflightCheck(
         "Hostname", _hostname, "Add the hostname to /etc/hosts or DNS; kubelet registers by it."
     ),
@@ -184,11 +190,24 @@ class Preflight(Step):
     name = "preflight"
     title = "Check the host before changing anything"
 
+    def __init__(self, checks: Sequence[PreflightCheck] = CHECKS) -> None:
+        self.checks = checks
+
+    @classmethod
+    def for_worker(cls) -> Preflight:
+        """A worker runs no control plane: only the kubelet's port must be free."""
+        port = PreflightCheck(
+            "Port",
+            lambda ctx: _ports(ctx, WORKER_PORTS),
+            "Stop whatever listens there (ss -ltnp shows it).",
+        )
+        return cls(tuple(port if check.name == "Port" else check for check in CHECKS))
+
     def check(self, ctx: Context) -> Check:
         ignored = {name.lower() for name in ctx.settings.ignore_preflight_errors}
         errors: List[str] = []
         warnings: List[str] = []
-        for item in CHECKS:
+        for item in self.checks:
             problem = item.probe(ctx)
             if problem is None:
                 continue
@@ -203,7 +222,7 @@ class Preflight(Step):
                 "preflight found problems:\n  " + "\n  ".join(errors),
                 hint="Fix them, or skip a check with --ignore-preflight-errors NAME.",
             )
-        summary = f"{len(CHECKS)} checks passed"
+        summary = f"{len(self.checks)} checks passed"
         if warnings:
             summary += "; warnings: " + " ".join(warnings)
         return Check.ok(summary)
