@@ -518,15 +518,33 @@ class Machine:
     def popen(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
               stdout: object = subprocess.PIPE, stderr: object = subprocess.PIPE
               ) -> subprocess.Popen[bytes]:
-        """Start a command inside in its own process group (``kill_group`` ends it all)."""
+        """Start a command inside (``kill_tree`` ends it and everything it started)."""
         return subprocess.Popen(self._argv(argv), env=self._env(env), stdin=subprocess.DEVNULL,
                                 stdout=stdout, stderr=stderr, start_new_session=True)
 
     @staticmethod
-    def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
-        """Signal a popen()ed command and every process it started inside (its process group)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
+    def kill_tree(proc: subprocess.Popen[bytes]) -> list[int]:
+        """SIGKILL a popen()ed command and all its descendants; returns their host PIDs.
+
+        A process-group kill is not enough: apt runs dpkg in a session of its own.
+        Each process is stopped before its children are listed, so none can fork
+        away in between. Services the command started through systemd are not
+        its descendants and keep running, as after a real crash of the command.
+        """
+        seen: list[int] = []
+        frontier = [proc.pid]
+        while frontier:
+            pid = frontier.pop()
+            if pid in seen:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                seen.append(pid)
+                frontier += _children(pid)
+        for pid in seen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return seen
 
     def run(self, argv: Sequence[str], check: bool = True, timeout: float = 600,
             env: Mapping[str, str] | None = None, input: bytes | str | None = None
@@ -540,7 +558,7 @@ class Machine:
         try:
             out, err = proc.communicate(data, timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.kill_group(proc)
+            self.kill_tree(proc)
             out, err = proc.communicate()
             raise TestbedError(f"{self.name}: timed out after {timeout}s: {' '.join(argv)}\n"
                                f"stdout: {out.decode(errors='replace')[-3000:]}\n"

@@ -282,9 +282,8 @@ class SimRunner:
             return self.ok(argv, "\n".join(lines) + "\n")
         elif argv[1:3] == ["route", "replace"]:
             self.state.routes[argv[3]] = argv[5]
-        elif argv[1:3] == ["route", "del"]:
-            if self.state.routes.pop(argv[3], None) is None:
-                return self.fail(argv, "RTNETLINK answers: No such process", 2)
+        elif argv[1:3] == ["route", "del"] and self.state.routes.pop(argv[3], None) is None:
+            return self.fail(argv, "RTNETLINK answers: No such process", 2)
         return self.ok(argv)
 
     def cmd_iptables_save(self, argv: List[str]) -> CommandResult:

@@ -72,6 +72,19 @@ def server_hostport(server):
     return m.group(1), int(m.group(2) or (443 if server.startswith("https") else 80))
 
 
+APISERVER_BANNER = b"kube-apiserver stand-in " + VERSION.encode()
+
+
+def apiserver_up(host, port):
+    """True when the (stand-in) API server answers on host:port; any other listener is not one."""
+    try:
+        with socket.create_connection((host, int(port)), timeout=2) as s:
+            s.settimeout(2)
+            return s.recv(256).startswith(b"kube-apiserver stand-in")
+    except OSError:
+        return False
+
+
 def runtime_status(endpoint):
     """The CRI runtime's answer (frakti stand-in sends one JSON line), or None if refused."""
     line = unix_request(unix_path(endpoint))
@@ -422,7 +435,7 @@ def kubeadm_init(args):
     print("[init] this might take a minute or longer if the control plane images have to be pulled")
     started = time.time()
     warned = False
-    while not tcp_accepts(advertise, port):
+    while not apiserver_up(advertise, port):
         if not warned and time.time() - started > timeout / 3:
             warned = True
             print("[kubelet-check] It seems like the kubelet isn't running or healthy.")
@@ -576,7 +589,7 @@ def kubeadm_token(args):
     if not os.path.exists(admin):
         raise KubeadmExit(1, "failed to load admin kubeconfig [open %s: no such file or directory]" % admin)
     host, port = server_hostport(kubeconfig_server(admin) or "")
-    if not tcp_accepts(host, port):
+    if not apiserver_up(host, port):
         raise KubeadmExit(1, "timed out waiting for the condition" if positionals[0] == "create" else
                           "failed to list bootstrap tokens [Get https://%s:%d/api/v1/namespaces/kube-system/"
                           "secrets: dial tcp %s:%d: connect: connection refused]" % (host, port, host, port))
@@ -691,7 +704,7 @@ class Kubelet:
     def serve_forever(self):
         threading.Thread(target=self._accept, args=(self.listeners["kubelet"], b""), daemon=True).start()
         threading.Thread(target=self._accept, args=(
-            self.listeners["healthz"], b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), daemon=True).start()
+            self.listeners["healthz"], b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", True), daemon=True).start()
         glog("I", "Version: %s" % VERSION)
         glog("I", "Started kubelet; node %s, runtime %s %s" % (self.node, self.runtime, self.endpoint))
         while True:
@@ -700,16 +713,17 @@ class Kubelet:
             time.sleep(2)
 
     @staticmethod
-    def _accept(sock, reply):
+    def _accept(sock, reply, read_request=False):
         while True:
             conn, _ = sock.accept()
             try:
-                if reply:
+                if read_request:
                     conn.settimeout(1)
                     try:
                         conn.recv(4096)
                     except OSError:
                         pass
+                if reply:
                     conn.sendall(reply)
             except OSError:
                 pass
@@ -741,7 +755,8 @@ class Kubelet:
                      % (name, host, port, exc.strerror.lower()))
                 continue
             self.listeners[name] = sock
-            threading.Thread(target=self._accept, args=(sock, b""), daemon=True).start()
+            banner = APISERVER_BANNER + b"\n" if name == "kube-apiserver.yaml" else b""
+            threading.Thread(target=self._accept, args=(sock, banner), daemon=True).start()
             if name == "etcd.yaml":
                 os.makedirs(ETCD_DIR + "/member/snap", exist_ok=True)
             glog("I", "static pod %s running, listening on %s:%d" % (name, host, port))
@@ -750,7 +765,7 @@ class Kubelet:
         if not self.kubeconfig or not os.path.exists(self.kubeconfig):
             return
         server = kubeconfig_server(self.kubeconfig)
-        if not server or not tcp_accepts(*server_hostport(server)):
+        if not server or not apiserver_up(*server_hostport(server)):
             glog("E", 'Unable to register node "%s" with API server: connection refused' % self.node)
             return
         status = runtime_status(self.endpoint) if self.runtime == "remote" else {}
@@ -900,6 +915,8 @@ def connect(flags):
     if not tcp_accepts(host, port):
         raise KubectlExit("The connection to the server %s:%d was refused - did you specify the right host "
                           "or port?" % (host, port))
+    if not apiserver_up(host, port):
+        raise KubectlExit('error: the server doesn\'t have a resource type "nodes"')
 
 
 def node_view(node, heartbeats):
