@@ -115,9 +115,8 @@ class InstallPackageFiles(Action):
     artifacts: Tuple[str, ...]
 
     def describe(self) -> str:
-        return "download, verify and install " + " ".join(
-            f"{name} package" for name in self.artifacts
-        )
+        plural = "s" if len(self.artifacts) > 1 else ""
+        return f"download, verify and install the {' and '.join(self.artifacts)} package{plural}"
 
     def apply(self, ctx: Context) -> None:
         paths = []

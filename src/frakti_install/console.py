@@ -112,6 +112,9 @@ class StepProgress(_NullObserver):
             self.task = self.progress.add_task(f"[bold]{step}[/] {payload}")
         elif event == Event.ACTION:
             self.progress.console.print(f"    [dim]{step}:[/] {payload}", highlight=False)
+        elif event == Event.STEP_FINISHED and isinstance(payload, StepResult) and self.dry_run:
+            if self.task is not None:  # the plan table says the rest
+                self.progress.remove_task(self.task)
         elif event == Event.STEP_FINISHED and isinstance(payload, StepResult):
             if self.task is not None:
                 self.progress.remove_task(self.task)
@@ -126,8 +129,10 @@ class StepProgress(_NullObserver):
             )
 
 
-def _what(step: StepResult) -> str:
+def _what(step: StepResult, listed_above: bool = False) -> str:
     if step.status is Status.CHANGE:
+        if listed_above:
+            return f"{len(step.changes)} change(s), listed above"
         return "\n".join(step.changes)
     if step.status is Status.FAIL:
         return step.detail.splitlines()[0]
@@ -156,7 +161,7 @@ def recap(report: Any, log_file: str) -> None:
             "would change" if report.dry_run and step.status is Status.CHANGE else WORD[step.status]
         )
         table.add_row(
-            step.name, f"[{STYLE[step.status]}]{word}[/]", f"{step.seconds:.1f}s", _what(step)
+            step.name, f"[{STYLE[step.status]}]{word}[/]", f"{step.seconds:.1f}s", _what(step, listed_above=not report.dry_run)
         )
     out.print(table)
     if not report.dry_run:
