@@ -161,7 +161,10 @@ def recap(report: Any, log_file: str) -> None:
             "would change" if report.dry_run and step.status is Status.CHANGE else WORD[step.status]
         )
         table.add_row(
-            step.name, f"[{STYLE[step.status]}]{word}[/]", f"{step.seconds:.1f}s", _what(step, listed_above=not report.dry_run)
+            step.name,
+            f"[{STYLE[step.status]}]{word}[/]",
+            f"{step.seconds:.1f}s",
+            _what(step, listed_above=not report.dry_run),
         )
     out.print(table)
     if not report.dry_run:

@@ -421,7 +421,12 @@ def test_bad_bundles_exit_6(tmp_path: Path) -> None:
     evil = tmp_path / "evil.tar.gz"
     with tarfile.open(evil, "w:gz") as tar:
         tar.add(str(foreign / "manifest.json"), arcname="../manifest.json")
-    for bad in (empty, missing, foreign, evil, tmp_path / "nonexistent"):
+    sneaky = tmp_path / "sneaky.tar.gz"
+    with tarfile.open(sneaky, "w:gz") as tar:
+        member = tarfile.TarInfo("b/wheels/passwd")
+        member.type, member.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(member)
+    for bad in (empty, missing, foreign, evil, sneaky, tmp_path / "nonexistent"):
         with pytest.raises(bs.BootstrapError) as caught:
             bs.open_bundle(str(bad), str(work))
         assert caught.value.code == 6, bad
