@@ -70,11 +70,13 @@ def _guard(func: Callable[[], T], *, as_json: bool = False) -> T:
 ConfigOpt = typer.Option(
     None, "--config", "-c", help="YAML file with any of the settings.", dir_okay=False
 )
-PodCidrOpt = typer.Option(None, "--pod-cidr", help="Cluster pod CIDR [10.244.0.0/16].")
+PodCidrOpt = typer.Option(None, "--pod-cidr", help="Cluster pod CIDR (default 10.244.0.0/16).")
 NodeSubnetOpt = typer.Option(
-    None, "--node-subnet", help="This node's pod subnet [auto: the one the cluster allocates]."
+    None,
+    "--node-subnet",
+    help="This node's pod subnet (default auto: the /24 the cluster allocates).",
 )
-ServiceCidrOpt = typer.Option(None, "--service-cidr", help="Service CIDR [10.96.0.0/12].")
+ServiceCidrOpt = typer.Option(None, "--service-cidr", help="Service CIDR (default 10.96.0.0/12).")
 VersionSetOpt = typer.Option(
     None, "--version-set", help="A row of the compatibility table (frakti minor), e.g. 1.12."
 )
@@ -97,6 +99,10 @@ IgnorePreflightOpt = typer.Option(
     None, "--ignore-preflight-errors", help="Preflight checks (NAME,...) to only warn about."
 )
 DisableSwapOpt = typer.Option(None, "--disable-swap", help="Turn swap off now and in /etc/fstab.")
+AdvertiseOpt = typer.Option(
+    None, "--advertise-address", help="The API server's address (default: the default route's)."
+)
+NodeIpOpt = typer.Option(None, "--node-ip", help="This node's address for kubelet.")
 BundleOpt = typer.Option(
     None, "--bundle", help="Install from an offline bundle (file or unpacked directory)."
 )
@@ -185,6 +191,8 @@ def allinone(
     allow_unverified: Optional[List[str]] = AllowUnverifiedOpt,
     ignore_preflight_errors: Optional[List[str]] = IgnorePreflightOpt,
     disable_swap: Optional[bool] = DisableSwapOpt,
+    advertise_address: Optional[str] = AdvertiseOpt,
+    node_ip: Optional[str] = NodeIpOpt,
     bundle: Optional[Path] = BundleOpt,
     dry_run: bool = DryRunOpt,
     yes: bool = YesOpt,
@@ -198,7 +206,7 @@ def allinone(
         kubernetes_version=kubernetes_version, hyperd_version=hyperd_version,
         cgroup_driver=cgroup_driver, mirrors=mirror, checksums=checksum,
         allow_unverified=allow_unverified, ignore_preflight_errors=ignore_preflight_errors,
-        disable_swap=disable_swap,
+        disable_swap=disable_swap, advertise_address=advertise_address, node_ip=node_ip,
     )  # fmt: skip
 
     def _allinone() -> None:
@@ -233,6 +241,7 @@ def node(
     checksum: Optional[List[str]] = ChecksumOpt,
     ignore_preflight_errors: Optional[List[str]] = IgnorePreflightOpt,
     disable_swap: Optional[bool] = DisableSwapOpt,
+    node_ip: Optional[str] = NodeIpOpt,
     bundle: Optional[Path] = BundleOpt,
     dry_run: bool = DryRunOpt,
     yes: bool = YesOpt,
@@ -245,6 +254,7 @@ def node(
         node_subnet=node_subnet, service_cidr=service_cidr, version_set=version_set,
         cgroup_driver=cgroup_driver, mirrors=mirror, checksums=checksum,
         ignore_preflight_errors=ignore_preflight_errors, disable_swap=disable_swap,
+        node_ip=node_ip,
     )  # fmt: skip
 
     def _node() -> None:

@@ -44,6 +44,8 @@ class Settings:
     https_proxy: str = ""
     no_proxy: str = ""
     disable_swap: bool = False
+    advertise_address: str = ""  # the API server's address (kubeadm picks the default route's)
+    node_ip: str = ""  # kubelet's --node-ip, for hosts with several interfaces
     join_endpoint: str = ""
     join_token: str = field(default="", repr=False)  # a secret: never printed
     join_ca_hash: str = ""
@@ -85,6 +87,13 @@ def validate(settings: Settings) -> Settings:
         )
     if pod.overlaps(service):
         raise ConfigError(f"pod_cidr {pod} overlaps service_cidr {service}")
+    for name in ("advertise_address", "node_ip"):
+        value = getattr(settings, name)
+        if value:
+            try:
+                ipaddress.IPv4Address(value)
+            except ValueError:
+                raise ConfigError(f"{name} {value!r} is not an IPv4 address") from None
     if settings.cgroup_driver not in CGROUP_DRIVERS:
         raise ConfigError(
             f"cgroup_driver {settings.cgroup_driver!r} is not one of {', '.join(CGROUP_DRIVERS)}"

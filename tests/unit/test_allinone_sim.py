@@ -223,3 +223,10 @@ def test_corrupted_download_stops_before_installing(machine):
     assert "sha256 mismatch" in failed[0].detail
     assert not m.p("/usr/bin/frakti").exists()
     assert report.steps[-1].name == "frakti", "the run must stop at the failed step"
+
+
+def test_advertise_address_and_node_ip_reach_kubeadm_and_kubelet(machine):
+    m = machine()
+    apply(m, advertise_address="192.168.56.10", node_ip="192.168.56.10")
+    assert "--apiserver-advertise-address=192.168.56.10" in m.state.inits[0]
+    assert "--node-ip=192.168.56.10" in m.p("/etc/default/kubelet").read_text()

@@ -213,6 +213,13 @@ def test_provisioning_scripts_exist_and_parse() -> None:
         assert not re.search(r"^\s*set -[a-z]*x", shell_script.read_text(), re.M)
 
 
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_provisioning_scripts_pass_shellcheck() -> None:
+    scripts = [str(p) for p in sorted(LAB.glob("*.sh"))]
+    result = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_lab_settings_and_gitignore() -> None:
     settings = config.load(LAB / "lab.yaml", environ={})
     assert (settings.pod_cidr, settings.node_subnet) == ("10.244.0.0/16", "10.244.1.0/24")

@@ -65,6 +65,10 @@ class KubeadmInitStep(Step):
             f"--kubernetes-version={ctx.versions.kubernetes}",
             f"--cri-socket={ctx.settings.frakti_socket}",
             f"--node-name={ctx.facts.hostname().lower()}",
+        ) + (
+            (f"--apiserver-advertise-address={ctx.settings.advertise_address}",)
+            if ctx.settings.advertise_address
+            else ()
         )
 
     def check(self, ctx: Context) -> Check:

@@ -23,6 +23,8 @@ def kubelet_args(ctx: Context) -> List[str]:
         f"--container-runtime-endpoint=unix://{ctx.settings.frakti_socket}",
         f"--cgroup-driver={ctx.cgroup_driver()}",
     ]
+    if ctx.settings.node_ip:
+        args.append(f"--node-ip={ctx.settings.node_ip}")
     if ctx.settings.kubelet_feature_gates:
         args.append(f"--feature-gates={ctx.settings.kubelet_feature_gates}")
     return args
