@@ -87,7 +87,15 @@ CgroupDriverOpt = typer.Option(
     None, "--cgroup-driver", help="auto (docker's), cgroupfs or systemd; for frakti and kubelet."
 )
 MirrorOpt = typer.Option(
-    None, "--mirror", help="KIND=URL: download KIND (kubernetes, github, hyper) from URL."
+    None,
+    "--mirror",
+    help="KIND=URL: download KIND (kubernetes, github, hyper, kubernetes-pkgs) from URL.",
+)
+RuntimeOpt = typer.Option(
+    None,
+    "--runtime",
+    help="frakti (default: hyperd VMs, Kubernetes 1.12, cgroup v1 hosts) or kata "
+    "(containerd + Kata Containers on Kubernetes 1.31; cgroup v2 is fine).",
 )
 ChecksumOpt = typer.Option(
     None, "--checksum", help="NAME=SHA256 for artifacts upstream publishes no sum for."
@@ -178,6 +186,7 @@ def _run_plan(
 @app.command()
 def allinone(
     config: Optional[Path] = ConfigOpt,
+    runtime: Optional[str] = RuntimeOpt,
     pod_cidr: Optional[str] = PodCidrOpt,
     node_subnet: Optional[str] = NodeSubnetOpt,
     service_cidr: Optional[str] = ServiceCidrOpt,
@@ -207,13 +216,18 @@ def allinone(
         cgroup_driver=cgroup_driver, mirrors=mirror, checksums=checksum,
         allow_unverified=allow_unverified, ignore_preflight_errors=ignore_preflight_errors,
         disable_swap=disable_swap, advertise_address=advertise_address, node_ip=node_ip,
+        runtime=runtime,
     )  # fmt: skip
 
     def _allinone() -> None:
         from frakti_install import console, plans
+        from frakti_install.errors import ConfigError
 
+        settings = _settings(config, flags)
+        if bundle is not None and settings.runtime == "kata":
+            raise ConfigError("offline bundles carry the frakti profile's artifacts only")
         report = _run_plan(
-            plans.allinone, _settings(config, flags), dry_run=dry_run, yes=yes,
+            lambda: plans.allinone_for(settings.runtime), settings, dry_run=dry_run, yes=yes,
             as_json=as_json, verbose=verbose, bundle=bundle,
         )  # fmt: skip
         if not (dry_run or as_json):
@@ -259,9 +273,13 @@ def node(
 
     def _node() -> None:
         from frakti_install import plans
+        from frakti_install.errors import ConfigError
 
+        settings = _settings(config, flags)
+        if settings.runtime == "kata":
+            raise ConfigError("the kata profile has no worker (node) plan yet")
         _run_plan(
-            plans.node, _settings(config, flags), dry_run=dry_run, yes=yes,
+            plans.node, settings, dry_run=dry_run, yes=yes,
             as_json=as_json, verbose=verbose, bundle=bundle,
         )  # fmt: skip
 
@@ -313,7 +331,11 @@ def status(config: Optional[Path] = ConfigOpt, as_json: bool = JsonOpt) -> None:
         from frakti_install.errors import Drift
 
         settings = _settings(config, {})
-        make_steps = plans.node if session.is_worker(settings) else plans.allinone
+        make_steps = (
+            plans.node
+            if session.is_worker(settings)
+            else (lambda: plans.allinone_for(settings.runtime))
+        )
         report = _run_plan(make_steps, settings, dry_run=True, yes=True, as_json=as_json, verbose=0)
         drifted = [step.name for step in report.steps if step.status.value in ("change", "fail")]
         if drifted:

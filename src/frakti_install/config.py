@@ -17,11 +17,13 @@ from frakti_install.errors import ConfigError
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 CGROUP_DRIVERS = ("auto", "cgroupfs", "systemd")
+RUNTIMES = ("frakti", "kata")
 ENV_PREFIX = "FRAKTI_INSTALL_"
 
 
 @dataclass(frozen=True)
 class Settings:
+    runtime: str = "frakti"  # frakti (default) | kata: containerd + Kata Containers
     version_set: Optional[str] = None
     frakti_version: Optional[str] = None
     kubernetes_version: Optional[str] = None
@@ -94,11 +96,17 @@ def validate(settings: Settings) -> Settings:
                 ipaddress.IPv4Address(value)
             except ValueError:
                 raise ConfigError(f"{name} {value!r} is not an IPv4 address") from None
+    if settings.runtime not in RUNTIMES:
+        raise ConfigError(
+            f"runtime {settings.runtime!r} is not one of {', '.join(RUNTIMES)}",
+            hint="frakti: hyperd VMs on Kubernetes 1.12 (cgroup v1 hosts); "
+            "kata: containerd + Kata Containers on current Kubernetes.",
+        )
     if settings.cgroup_driver not in CGROUP_DRIVERS:
         raise ConfigError(
             f"cgroup_driver {settings.cgroup_driver!r} is not one of {', '.join(CGROUP_DRIVERS)}"
         )
-    kinds = set(datafiles.load("artifacts")["bases"])
+    kinds = set(datafiles.load("artifacts")["bases"]) | set(datafiles.load("kata")["bases"])
     for kind, url in settings.mirrors.items():
         if kind not in kinds:
             raise ConfigError(
@@ -106,7 +114,7 @@ def validate(settings: Settings) -> Settings:
             )
         if not re.match(r"^(https?|file)://", url):
             raise ConfigError(f"mirror for {kind} must be an http(s):// or file:// URL: {url!r}")
-    names = set(datafiles.load("artifacts")["artifacts"])
+    names = set(datafiles.load("artifacts")["artifacts"]) | set(datafiles.load("kata")["artifacts"])
     for name, value in list(settings.checksums.items()) + [
         (n, "-") for n in settings.allow_unverified
     ]:
@@ -118,7 +126,12 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError(f"checksum for {name} is not 64 lowercase hex digits: {value!r}")
     if not 0 < settings.streaming_port < 65536:
         raise ConfigError(f"streaming_port {settings.streaming_port} is not a TCP port")
-    settings.versions  # noqa: B018  resolving checks the compatibility rules
+    if settings.runtime == "kata":
+        from frakti_install.kata_profile import kata_versions  # kata_profile imports config
+
+        kata_versions(settings)  # a release, v1.24+ (pkgs.k8s.io)
+    else:
+        settings.versions  # noqa: B018  resolving checks the compatibility rules
     return settings
 
 

@@ -198,6 +198,8 @@ def show_info(data: Dict[str, Any]) -> None:
         f"/dev/kvm {'present' if virt['dev_kvm'] else 'absent'}, "
         f"KVM {'usable' if virt['kvm_usable'] else '[yellow]not usable[/]'}",
     )
+    fit = data["profile_fit"]
+    table.add_row("runtime profile", f"{fit['recommended']} ({fit['why']})")
     table.add_row("docker cgroup driver", str(data["docker_cgroup_driver"] or "- (no docker)"))
     table.add_row("swap", "on" if data["swap"] else "off")
     table.add_row("CPUs / memory", f"{data['cpus']} / {data['memory_mb']} MB")

@@ -6,6 +6,7 @@ from typing import Any, Dict, Optional
 
 from frakti_install.context import Context
 from frakti_install.errors import FraktiInstallError
+from frakti_install.kata_profile import profile_fit
 from frakti_install.session import os_summary
 
 MANAGER_BINARIES = (
@@ -52,5 +53,5 @@ def host_info(ctx: Context) -> Dict[str, Any]:
         "cpus": facts.cpu_count(),
         "memory_mb": facts.memory_mb(),
         "versions": _versions(ctx),
-        "frakti_profile_fits": facts.cgroup_version() == 1 and facts.arch() == "amd64",
+        "profile_fit": profile_fit(facts),
     }

@@ -88,3 +88,12 @@ def reset(purge: bool = False) -> List[Step]:
         PurgePackages(purge),
         Forget(),
     ]
+
+
+def allinone_for(runtime: str) -> List[Step]:
+    """allinone for a runtime profile (settings.runtime)."""
+    if runtime == "kata":
+        from frakti_install.kata_profile import allinone_kata
+
+        return allinone_kata()
+    return allinone()

@@ -168,3 +168,19 @@ def test_reset_asks_dry_runs_and_undoes(sim):
     done = invoke("reset", "--yes", "--purge", "-c", config)
     assert done.exit_code == 0, done.output
     assert not m.p("/usr/bin/frakti").exists() and "docker.io" not in m.state.packages
+
+
+def test_kata_dry_run_on_a_cgroup_v2_host(tmp_path, monkeypatch):
+    from tests.unit.simkata import KataSimMachine, kata_checksums
+
+    m = KataSimMachine(tmp_path / "root", "ubuntu", "24.04", cgroup=2)
+    monkeypatch.setattr(session, "new_context", lambda s, downloader_factory=None: m.context(s))
+    config = tmp_path / "kata.yaml"
+    config.write_text(yaml.safe_dump({"checksums": kata_checksums()}))
+    result = invoke("allinone", "--runtime", "kata", "--dry-run", "--json", "-c", str(config))
+    assert result.exit_code == 0, result.output
+    names = [s["name"] for s in json.loads(result.output)["steps"]]
+    assert "containerd" in names and "runtimeclass" in names and "hyperd" not in names
+    frakti = invoke("allinone", "--dry-run", "--json", "-c", str(config))
+    assert frakti.exit_code == ExitCode.PREFLIGHT  # frakti's kubelets need cgroup v1
+    assert "CgroupV1" in frakti.stdout

@@ -152,7 +152,7 @@ CHECKS = (
         _cgroup_v1,
         "Boot with the kernel parameter systemd.unified_cgroup_hierarchy=0 (add it to "
         "GRUB_CMDLINE_LINUX in /etc/default/grub, run update-grub or grub2-mkconfig) "
-        "and reboot; or use the kata runtime profile.",
+        "and reboot; or use --runtime kata (containerd + Kata Containers, current Kubernetes).",
     ),
     PreflightCheck(
         "Swap", _swap, "Pass --disable-swap to turn it off now and in /etc/fstab, or do it by hand."

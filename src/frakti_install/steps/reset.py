@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, List
 
+from frakti_install import datafiles
 from frakti_install.actions import RemoveFile, Systemctl, run
 from frakti_install.context import ADMIN_CONF
 from frakti_install.engine import Action, Check, Step
@@ -24,6 +25,12 @@ OUR_CHAINS = ("CNI-", "KUBE-")
 
 def journal_log(ctx: Context) -> UndoLog:
     return undo_log(Path(ctx.host.path(f"{ctx.settings.state_dir}/journal.jsonl")))
+
+
+def cri_socket(ctx: Context) -> str:
+    if ctx.settings.runtime == "kata":
+        return "unix://" + datafiles.load("kata")["containerd"]["socket"]
+    return ctx.settings.frakti_socket
 
 
 class KubeadmReset(Step):
@@ -42,7 +49,7 @@ class KubeadmReset(Step):
                     "kubeadm",
                     "reset",
                     "-f",
-                    f"--cri-socket={ctx.settings.frakti_socket}",
+                    f"--cri-socket={cri_socket(ctx)}",
                     why="tear the cluster down",
                     timeout=600,
                 )
@@ -159,7 +166,12 @@ class PurgePackages(Step):
         if not present:
             return Check.ok("no package of ours is installed")
         pm = ctx.packages
-        return Check([run(*pm.remove_argv(present), why="remove packages", env=pm.env)])
+        actions: List[Action] = []
+        held = [name for name in present if name in ("kubelet", "kubeadm", "kubectl")]
+        if held and ctx.profile.package_manager == "apt":
+            actions.append(run("apt-mark", "unhold", *held, why="release the version hold"))
+        actions.append(run(*pm.remove_argv(present), why="remove packages", env=pm.env))
+        return Check(actions)
 
 
 @dataclass(frozen=True)
