@@ -53,6 +53,29 @@ class Systemctl(Action):
         ctx.host.run(["systemctl", self.verb, self.unit], timeout=300)
         if self.verb == "enable":
             ctx.journal.record(event="service", unit=self.unit)
+        if self.verb == "restart":
+            restart_marker(ctx, self.unit).unlink(missing_ok=True)
+
+
+def restart_marker(ctx: Context, unit: str) -> Path:
+    """Exists while a unit's inputs changed and it has not restarted since."""
+    return ctx.host.path(f"{ctx.settings.state_dir}/pending-restart/{unit}")
+
+
+@dataclass(frozen=True)
+class MarkRestartPending(Action):
+    """Noted before a unit's inputs change, so a run killed before the restart
+    still restarts it next time (the inputs will then look current)."""
+
+    unit: str
+
+    def describe(self) -> str:
+        return f"note that {self.unit} must restart"
+
+    def apply(self, ctx: Context) -> None:
+        marker = restart_marker(ctx, self.unit)
+        marker.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        marker.touch()
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,20 @@ PACKAGE_UNITS = {
 PACKAGE_BINARIES = {"docker.io": "docker", "docker": "docker", "docker-ce": "docker"}
 UNIT_PORTS = {"hyperd.service": [22318], "frakti.service": [22521]}
 TOKEN_FILE = "/var/lib/sim/kubeadm-token"
+# What each daemon reads at start: a running unit should have read the current files.
+UNIT_INPUTS = {
+    "hyperd.service": ("/etc/hyper/config",),
+    "frakti.service": (
+        "/usr/bin/frakti",
+        "/lib/systemd/system/frakti.service",
+        "/usr/lib/systemd/system/frakti.service",
+    ),
+    "kubelet.service": (
+        "/etc/default/kubelet",
+        "/etc/sysconfig/kubelet",
+        "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
+    ),
+}
 
 
 class Killed(BaseException):
@@ -102,6 +116,7 @@ class UnitState:
     enabled: bool = False
     active: bool = False
     starts: int = 0
+    loaded: str = ""  # digest of the files the unit read when it last started
 
 
 @dataclass
@@ -249,6 +264,12 @@ class SimRunner:
 
     cmd_dnf = cmd_yum
 
+    def inputs_digest(self, unit: str) -> str:
+        digest = hashlib.sha256()
+        for path in UNIT_INPUTS.get(unit, ()):
+            digest.update(self.p(path).read_bytes() if self.p(path).exists() else b"-")
+        return digest.hexdigest()[:12]
+
     def _install(self, items: List[str]) -> CommandResult:
         for item in items:
             if "/" in item:  # a package file: name_version from the file name
@@ -263,6 +284,13 @@ class SimRunner:
             binary = PACKAGE_BINARIES.get(item)
             if binary:
                 self.write(f"/usr/bin/{binary}", "#!/bin/sh\n", 0o755)
+            name = os.path.basename(item).split("_")[0].split("-1")[0]
+            unit = PACKAGE_UNITS.get(name) or PACKAGE_UNITS.get(item)
+            if unit:  # like a Debian postinst: the package starts its daemon at once
+                st = self.state.units.setdefault(unit, UnitState())
+                st.enabled = st.active = True
+                st.starts += 1
+                st.loaded = self.inputs_digest(unit)
         return self.ok(["install", *items])
 
     def _remove(self, names: List[str]) -> CommandResult:
@@ -330,6 +358,7 @@ class SimRunner:
         elif verb in ("start", "restart"):
             if verb == "restart" or not st.active:
                 st.starts += 1
+                st.loaded = self.inputs_digest(unit)
             st.active = True
             if unit == "frakti.service":
                 self.write("/var/run/frakti.sock", "")
@@ -381,6 +410,7 @@ class SimRunner:
         )
         kubelet = self.state.units.setdefault("kubelet.service", UnitState())
         kubelet.active, kubelet.starts = True, kubelet.starts + 1
+        kubelet.loaded = self.inputs_digest("kubelet.service")
 
     def cmd_kubeadm(self, argv: List[str]) -> CommandResult:
         cluster = self.state.cluster
@@ -642,6 +672,13 @@ class SimMachine:
                 f"{u}:{s.enabled}:{s.active}"
                 for u, s in self.state.units.items()
                 if s.enabled or s.active
+            )
+        )
+        files["#stale-daemons"] = ",".join(
+            sorted(
+                unit
+                for unit, st in self.state.units.items()
+                if st.active and st.loaded != self.runner.inputs_digest(unit)
             )
         )
         files["#iptables"] = self.state.iptables

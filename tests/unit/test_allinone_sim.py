@@ -74,6 +74,7 @@ def test_apply_then_rerun_changes_nothing(machine, os_id, version):
     assert len(m.state.inits) == 1
     assert m.state.cluster.node("node-1")["spec"]["taints"] == []
     before = m.snapshot()
+    assert before["#stale-daemons"] == "", "a daemon runs on files older than the current ones"
     mutations = m.runner.mutations
     starts = {u: s.starts for u, s in m.state.units.items()}
 
@@ -108,6 +109,7 @@ def test_killed_at_every_command_then_rerun_converges(machine, tmp_path, os_id, 
     reference = machine(os_id, version)
     total = count_mutations(reference)
     expected = reference.snapshot()
+    assert expected["#stale-daemons"] == ""
     assert total > 10
     for kill_at in range(total):
         m = SimMachine(tmp_path / f"kill-{kill_at}", os_id, version)

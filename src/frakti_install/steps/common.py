@@ -6,7 +6,15 @@ import stat
 import time
 from typing import TYPE_CHECKING, Callable, List, Sequence
 
-from frakti_install.actions import InstallArtifact, InstallPackages, Systemctl, WriteFile, run
+from frakti_install.actions import (
+    InstallArtifact,
+    InstallPackages,
+    MarkRestartPending,
+    Systemctl,
+    WriteFile,
+    restart_marker,
+    run,
+)
 from frakti_install.engine import Action
 from frakti_install.errors import VerifyFailed
 from frakti_install.render import render
@@ -47,19 +55,24 @@ def artifact_actions(ctx: Context, artifact: str, path: str, mode: int = 0o755) 
 
 
 def service_actions(
-    ctx: Context, unit: str, *, inputs_changed: bool, unit_files_changed: bool = False
+    ctx: Context, unit: str, inputs: Sequence[Action] = (), *, unit_files_changed: bool = False
 ) -> List[Action]:
-    """Enable and start a unit; restart it only when something it reads changed."""
+    """The actions that change what a unit reads (`inputs`), then enable it and
+    (re)start it: restarted when its inputs changed, now or in a killed run."""
     actions: List[Action] = []
+    if inputs:
+        actions.append(MarkRestartPending(unit))
+        actions += inputs
     if unit_files_changed:
         actions.append(run("systemctl", "daemon-reload", why="reload unit files"))
     state = ctx.facts.unit(unit)
     if not state.is_enabled:
         actions.append(Systemctl("enable", unit, f"enable {unit} at boot"))
-    if not state.active:
+    if inputs or restart_marker(ctx, unit).exists():
+        # restart, not start: a package may have started it on its own config meanwhile
+        actions.append(Systemctl("restart", unit, f"(re)start {unit} with its new config"))
+    elif not state.active:
         actions.append(Systemctl("start", unit, f"start {unit}"))
-    elif inputs_changed:
-        actions.append(Systemctl("restart", unit, f"restart {unit} (its config changed)"))
     return actions
 
 

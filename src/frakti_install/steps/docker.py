@@ -20,7 +20,7 @@ class Docker(Step):
 
     def check(self, ctx: Context) -> Check:
         actions: List[Action] = package_actions(ctx, ctx.profile.packages["docker"])
-        actions += service_actions(ctx, UNIT, inputs_changed=False)
+        actions += service_actions(ctx, UNIT)
         if not actions:
             return Check.ok(f"docker running, cgroup driver {ctx.facts.docker_cgroup_driver()}")
         return Check(actions)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, List
 
-from frakti_install.engine import Action, Check, Step
+from frakti_install.engine import Check, Step
 from frakti_install.steps.common import (
     artifact_actions,
     service_actions,
@@ -47,10 +47,7 @@ class Frakti(Step):
     def check(self, ctx: Context) -> Check:
         binary = artifact_actions(ctx, "frakti", BINARY)
         unit = template_actions(ctx, unit_path(ctx), "frakti.service.j2", args=frakti_args(ctx))
-        actions: List[Action] = binary + unit
-        actions += service_actions(
-            ctx, UNIT, inputs_changed=bool(binary or unit), unit_files_changed=bool(unit)
-        )
+        actions = service_actions(ctx, UNIT, binary + unit, unit_files_changed=bool(unit))
         if not actions:
             return Check.ok(
                 f"frakti {ctx.versions.frakti} running on "

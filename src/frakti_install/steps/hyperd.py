@@ -38,9 +38,8 @@ class Hyperd(Step):
             for artifact, package in wanted.items()
             if not (installed.get(package) or "").startswith(ctx.versions.hyperd)
         )
-        if outdated:
-            actions.append(InstallPackageFiles(outdated))
-        config = template_actions(
+        inputs: List[Action] = [InstallPackageFiles(outdated)] if outdated else []
+        inputs += template_actions(
             ctx,
             CONFIG,
             "hyper-config.j2",
@@ -50,8 +49,7 @@ class Hyperd(Step):
             storage_driver="overlay",
             grpc_host=ctx.settings.hyper_grpc,
         )
-        actions += config
-        actions += service_actions(ctx, UNIT, inputs_changed=bool(config or outdated))
+        actions += service_actions(ctx, UNIT, inputs)
         if not actions:
             return Check.ok(
                 f"hyperd {ctx.versions.hyperd} running with gRPC on {ctx.settings.hyper_grpc}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, List
 
-from frakti_install.actions import Systemctl, run
+from frakti_install.actions import MarkRestartPending, Systemctl, restart_marker, run
 from frakti_install.engine import Action, Check, Step
 from frakti_install.steps.cluster import KUBELET_CONF
 from frakti_install.steps.common import template_actions
@@ -45,21 +45,21 @@ class Kubelet(Step):
             kubernetes_version=ctx.versions.kubernetes,
         )
         env = template_actions(ctx, env_file, "kubelet-env.j2", args=kubelet_args(ctx))
-        actions: List[Action] = unit_files + env
+        inputs = unit_files + env
+        # Before `kubeadm init`/`join` kubelet has no config and only crash-loops;
+        # kubeadm starts it. Once joined it must run, with our latest flags.
+        joined = ctx.host.exists(KUBELET_CONF)
+        actions: List[Action] = [MarkRestartPending(UNIT)] if inputs and joined else []
+        actions += inputs
         if unit_files:
             actions.append(run("systemctl", "daemon-reload", why="reload unit files"))
         state = ctx.facts.unit(UNIT)
         if not state.is_enabled:
             actions.append(Systemctl("enable", UNIT, "enable kubelet at boot"))
-        # Before `kubeadm init` kubelet has no config and only crash-loops;
-        # kubeadm starts it. After init it must run, with our latest flags.
-        if ctx.host.exists(KUBELET_CONF):
-            if not state.active:
-                actions.append(run("systemctl", "start", UNIT, why="start kubelet"))
-            elif unit_files or env:
-                actions.append(
-                    run("systemctl", "restart", UNIT, why="restart kubelet (its flags changed)")
-                )
+        if joined and (inputs or restart_marker(ctx, UNIT).exists()):
+            actions.append(Systemctl("restart", UNIT, "restart kubelet (its flags changed)"))
+        elif joined and not state.active:
+            actions.append(Systemctl("start", UNIT, "start kubelet"))
         if not actions:
             return Check.ok(
                 f"kubelet uses {ctx.settings.frakti_socket} with the "
