@@ -70,7 +70,7 @@ class Context:
         """The driver frakti and kubelet must both use: docker's, unless set."""
         if self.settings.cgroup_driver != "auto":
             return self.settings.cgroup_driver
-        detected = self.facts.docker_cgroup_driver()
+        detected = self.facts.docker_cgroup_driver() or self.facts.docker_configured_cgroup_driver()
         if detected:
             return detected
         # docker's own default before it runs: systemd on cgroup v2, cgroupfs on v1

@@ -224,6 +224,20 @@ class Facts:
         driver = result.stdout.strip()
         return driver if result.ok and driver else None
 
+    @cached
+    def docker_configured_cgroup_driver(self) -> Optional[str]:
+        """native.cgroupdriver from /etc/docker/daemon.json (what docker will use)."""
+        text = self.host.read_text("/etc/docker/daemon.json")
+        try:
+            options = json.loads(text).get("exec-opts", []) if text else []
+        except (ValueError, AttributeError):
+            return None
+        for option in options:
+            key, _, value = str(option).partition("=")
+            if key.strip() == "native.cgroupdriver":
+                return value.strip()
+        return None
+
     # --- Kubernetes ---------------------------------------------------------
     @cached
     def nodes(self, kubeconfig: str) -> Optional[List[Dict[str, Any]]]:

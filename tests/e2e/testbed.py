@@ -30,8 +30,10 @@ Debian installer writes it) and it has no DNS server.
 Everything here runs as root on the host and only touches paths under
 CACHE_ROOT and WORK_ROOT, and processes it started itself.
 """
+
 from __future__ import annotations
 
+import ast
 import contextlib
 import fcntl
 import hashlib
@@ -44,6 +46,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -59,15 +62,28 @@ SUITE = "bookworm"
 # harness itself needs (python3-venv to install the project, iproute2 for the
 # network card).
 BASE_PACKAGES = (
-    "systemd", "systemd-sysv", "dbus", "iproute2", "python3", "python3-venv",
-    "ca-certificates", "procps", "kmod", "iptables",
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "iproute2",
+    "python3",
+    "python3-venv",
+    "ca-certificates",
+    "procps",
+    "kmod",
+    "iptables",
 )
 # Downloaded into apt's cache, not installed: the installer installs these.
 # Recommends are downloaded too, so apt-get install works offline whether or
 # not the installer passes --no-install-recommends.
 OFFLINE_PACKAGES = (
-    "docker.io", "qemu-system-x86", "containernetworking-plugins", "socat",
-    "conntrack", "ebtables", "ethtool",
+    "docker.io",
+    "qemu-system-x86",
+    "containernetworking-plugins",
+    "socat",
+    "conntrack",
+    "ebtables",
+    "ethtool",
 )
 HOSTNAME = "frakti-e2e"
 NIC = {"name": "eth0", "address": "10.0.2.15/24", "gateway": "10.0.2.2"}
@@ -92,12 +108,20 @@ class TestbedError(RuntimeError):
 # small host helpers
 
 
-def _run_host(argv: Sequence[str], *, log: Path | None = None, timeout: float = 1800,
-              env: Mapping[str, str] | None = None) -> str:
+def _run_host(
+    argv: Sequence[str],
+    *,
+    log: Path | None = None,
+    timeout: float = 1800,
+    env: Mapping[str, str] | None = None,
+) -> str:
     """Run a command on the host; raise TestbedError with its output tail on failure."""
     proc = subprocess.run(
-        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, timeout=timeout,
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=timeout,
         env=dict(env) if env is not None else None,
     )
     out = proc.stdout.decode(errors="replace")
@@ -106,7 +130,9 @@ def _run_host(argv: Sequence[str], *, log: Path | None = None, timeout: float = 
             fh.write(f"$ {' '.join(argv)}\n{out}\n")
     if proc.returncode != 0:
         tail = "\n".join(out.splitlines()[-30:])
-        raise TestbedError(f"host command failed (exit {proc.returncode}): {' '.join(argv)}\n{tail}")
+        raise TestbedError(
+            f"host command failed (exit {proc.returncode}): {' '.join(argv)}\n{tail}"
+        )
     return out
 
 
@@ -172,10 +198,8 @@ def _starttime(pid: int) -> str:
 def _children(pid: int) -> list[int]:
     kids: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
+        with contextlib.suppress(OSError):
             kids += [int(x) for x in (task / "children").read_text().split()]
-        except OSError:
-            pass
     return kids
 
 
@@ -195,7 +219,10 @@ def host_problem() -> str | None:
     missing = [pkg for exe, pkg in wanted.items() if shutil.which(exe) is None]
     if missing:
         if shutil.which("apt-get") is None:
-            return f"end-to-end tests need {', '.join(missing)} and there is no apt-get to install them"
+            return (
+                f"end-to-end tests need {', '.join(missing)} and there is no apt-get "
+                "to install them"
+            )
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         install = ["apt-get", "install", "-y", "-q", *missing]
         try:
@@ -203,8 +230,10 @@ def host_problem() -> str | None:
                 subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env)
                 proc = subprocess.run(install, capture_output=True, env=env)
                 if proc.returncode != 0:
-                    return (f"could not install {', '.join(missing)} with apt-get: "
-                            + proc.stderr.decode(errors="replace")[-500:])
+                    return (
+                        f"could not install {', '.join(missing)} with apt-get: "
+                        + proc.stderr.decode(errors="replace")[-500:]
+                    )
         except OSError as exc:
             return f"could not run apt-get to install {', '.join(missing)}: {exc}"
     for exe in ("systemd-nspawn", "debootstrap", "nsenter", "dpkg-deb"):
@@ -229,9 +258,9 @@ def _parse_sources() -> list[dict[str, list[str]]]:
                     continue
                 key, _, value = line.partition(":")
                 fields[key.strip()] = value.split()
-            if fields.get("URIs") and fields.get("Suites"):
-                if fields.get("Enabled", ["yes"])[0] != "no":
-                    entries.append(fields)
+            enabled = fields.get("Enabled", ["yes"])[0] != "no"
+            if fields.get("URIs") and fields.get("Suites") and enabled:
+                entries.append(fields)
     lists = [Path("/etc/apt/sources.list")]
     lists += sorted(d.glob("*.list")) if d.is_dir() else []
     for f in lists:
@@ -240,20 +269,30 @@ def _parse_sources() -> list[dict[str, list[str]]]:
         for line in f.read_text().splitlines():
             line = re.sub(r"\[[^]]*\]", " ", line.split("#", 1)[0]).split()
             if len(line) >= 3 and line[0] == "deb":
-                entries.append({"Types": ["deb"], "URIs": [line[1]], "Suites": [line[2]],
-                                "Components": line[3:]})
+                entries.append(
+                    {
+                        "Types": ["deb"],
+                        "URIs": [line[1]],
+                        "Suites": [line[2]],
+                        "Components": line[3:],
+                    }
+                )
     return entries
 
 
 def debian_sources() -> list[dict[str, list[str]]]:
     """Host sources that serve Debian bookworm (main archive, updates, security)."""
-    found = [e for e in _parse_sources()
-             if "deb" in e.get("Types", ["deb"])
-             and any(s == SUITE or s.startswith(SUITE + "-") for s in e["Suites"])]
+    found = [
+        e
+        for e in _parse_sources()
+        if "deb" in e.get("Types", ["deb"])
+        and any(s == SUITE or s.startswith(SUITE + "-") for s in e["Suites"])
+    ]
     if not any(SUITE in e["Suites"] for e in found):
         raise TestbedError(
             f"no apt source for Debian {SUITE} in /etc/apt/sources.list(.d): "
-            "the image is built from the mirror the host already uses")
+            "the image is built from the mirror the host already uses"
+        )
     return found
 
 
@@ -270,8 +309,12 @@ def _customize_image(root: Path, sources: list[dict[str, list[str]]], log: Path)
     paras = []
     for e in sources:
         suites = [s for s in e["Suites"] if s == SUITE or s.startswith(SUITE + "-")]
-        lines = ["Types: deb", f"URIs: {' '.join(e['URIs'])}", f"Suites: {' '.join(suites)}",
-                 f"Components: {' '.join(e.get('Components') or ['main'])}"]
+        lines = [
+            "Types: deb",
+            f"URIs: {' '.join(e['URIs'])}",
+            f"Suites: {' '.join(suites)}",
+            f"Components: {' '.join(e.get('Components') or ['main'])}",
+        ]
         signed = e.get("Signed-By")
         if signed and (root / signed[0].lstrip("/")).exists():
             lines.append(f"Signed-By: {signed[0]}")
@@ -282,23 +325,44 @@ def _customize_image(root: Path, sources: list[dict[str, list[str]]], log: Path)
     (root / "etc/apt/apt.conf.d/docker-clean").unlink(missing_ok=True)
     (root / "etc/apt/apt.conf.d/10keep-downloaded-debs").write_text(
         'APT::Keep-Downloaded-Packages "true";\n'
-        'Binary::apt::APT::Keep-Downloaded-Packages "true";\n')
+        'Binary::apt::APT::Keep-Downloaded-Packages "true";\n'
+    )
     shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")  # the chroot uses the host's network
-    env = {"PATH": CONTAINER_ENV["PATH"], "HOME": "/root", "LANG": "C.UTF-8",
-           "DEBIAN_FRONTEND": "noninteractive"}
+    env = {
+        "PATH": CONTAINER_ENV["PATH"],
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "DEBIAN_FRONTEND": "noninteractive",
+    }
     _run_host(["chroot", str(root), "apt-get", "update", "-q"], log=log, env=env, timeout=900)
-    _run_host(["chroot", str(root), "apt-get", "install", "--download-only", "-y", "-q",
-               *OFFLINE_PACKAGES], log=log, env=env, timeout=1800)
+    _run_host(
+        [
+            "chroot",
+            str(root),
+            "apt-get",
+            "install",
+            "--download-only",
+            "-y",
+            "-q",
+            *OFFLINE_PACKAGES,
+        ],
+        log=log,
+        env=env,
+        timeout=1800,
+    )
     debs = list((root / "var/cache/apt/archives").glob("*.deb"))
     if len(debs) < len(OFFLINE_PACKAGES):
         raise TestbedError(f"apt left only {len(debs)} .debs in the image's cache")
     # The booted host has no DNS server: lookups fail at once instead of hanging.
     (root / "etc/resolv.conf").write_text(
-        "# frakti-install e2e test host: no DNS server (offline)\nnameserver 127.0.0.1\n")
+        "# frakti-install e2e test host: no DNS server (offline)\nnameserver 127.0.0.1\n"
+    )
     (root / "etc/hostname").write_text(HOSTNAME + "\n")
     (root / "etc/hosts").write_text(
         f"127.0.0.1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n\n"
-        "::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
+        "::1\tlocalhost ip6-localhost ip6-loopback\n"
+        "ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
+    )
     # Each boot gets its own transient machine id.
     (root / "etc/machine-id").write_text("")
     (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
@@ -318,12 +382,13 @@ def image_recipe() -> dict[str, object]:
         "include": BASE_PACKAGES,
         "download_only": OFFLINE_PACKAGES,
         "hostname": HOSTNAME,
-        "customize": inspect.getsource(_customize_image),
+        # the code, not its formatting or comments: cosmetic edits keep the cached image
+        "customize": ast.dump(ast.parse(textwrap.dedent(inspect.getsource(_customize_image)))),
     }
 
 
 def ensure_image() -> Path:
-    """Path of the cached image, building it first when its recipe is new (~2-4 min)."""
+    """Path of the cached image, building it first when its recipe is new (1-2 min)."""
     recipe = image_recipe()
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     image = CACHE_ROOT / f"image-{key}"
@@ -338,8 +403,18 @@ def ensure_image() -> Path:
         log = CACHE_ROOT / f"build-{key}.log"
         log.write_text("")
         try:
-            _run_host(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-                       SUITE, str(tmp), str(recipe["mirror"])], log=log, timeout=1800)
+            _run_host(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={','.join(BASE_PACKAGES)}",
+                    SUITE,
+                    str(tmp),
+                    str(recipe["mirror"]),
+                ],
+                log=log,
+                timeout=1800,
+            )
             _unmount_all_under(tmp)
             _customize_image(tmp, debian_sources(), log)
             (tmp / "etc/frakti-e2e-image.json").write_text(json.dumps(recipe, indent=1) + "\n")
@@ -357,6 +432,7 @@ def _remove_unused_images(keep: Path) -> None:
     for old in CACHE_ROOT.glob("image-*"):
         if old != keep and ".tmp-" not in old.name and old.is_dir() and str(old) not in in_use:
             remove_tree(old)
+            (CACHE_ROOT / f"build-{old.name[len('image-') :]}.log").unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------
@@ -367,14 +443,17 @@ def new_run_dir() -> Path:
     """A fresh work directory for this run, after clearing those of dead runs."""
     WORK_ROOT.mkdir(parents=True, exist_ok=True)
     cleanup_stale_runs()
+    # Appears with its owner file in place, so another session never sees it ownerless.
+    tmp = WORK_ROOT / f".new-run-{os.getpid()}"
+    tmp.mkdir()
+    (tmp / "owner").write_text(f"{os.getpid()} {_starttime(os.getpid())}\n")
     run = WORK_ROOT / f"run-{os.getpid()}-{int(time.time())}"
-    run.mkdir()
-    (run / "owner").write_text(f"{os.getpid()} {_starttime(os.getpid())}\n")
+    os.rename(tmp, run)
     return run
 
 
 def cleanup_stale_runs() -> None:
-    for run in WORK_ROOT.glob("run-*"):
+    for run in [*WORK_ROOT.glob("run-*"), *WORK_ROOT.glob(".new-run-*")]:
         try:
             pid, start = (run / "owner").read_text().split()
             if _pid_alive(int(pid), start):
@@ -425,33 +504,62 @@ class Machine:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def boot(self, timeout: float = 60) -> "Machine":
+    def boot(self, timeout: float = 60) -> Machine:
         started = time.monotonic()
         upper, work, docker = self.dir / "upper", self.dir / "work", self.dir / "var-lib-docker"
         for d in (upper, work, self.merged, docker):
             d.mkdir(parents=True)
         subprocess.run(
-            ["mount", "-t", "overlay", "overlay", "-o",
-             f"lowerdir={self.image},upperdir={upper},workdir={work}", str(self.merged)],
-            check=True, capture_output=True)
-        argv = ["systemd-nspawn", "--register=no", "--keep-unit", "--capability=all",
-                "--private-network", "-M", self.name, "-D", str(self.merged),
-                # docker's overlay2 driver does not work on top of overlayfs
-                f"--bind={docker}:/var/lib/docker", "-b", "--console=pipe"]
+            [
+                "mount",
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                f"lowerdir={self.image},upperdir={upper},workdir={work}",
+                str(self.merged),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        argv = [
+            "systemd-nspawn",
+            "--register=no",
+            "--keep-unit",
+            "--capability=all",
+            "--private-network",
+            "-M",
+            self.name,
+            "-D",
+            str(self.merged),
+            # docker's overlay2 driver does not work on top of overlayfs
+            f"--bind={docker}:/var/lib/docker",
+            "-b",
+            "--console=pipe",
+        ]
         with open(self.console, "wb") as log:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         (self.dir / "nspawn.pid").write_text(f"{self.proc.pid} {_starttime(self.proc.pid)}\n")
         deadline = time.monotonic() + timeout
         self.pid = self._wait_for_init(deadline)
         state = ""
         while time.monotonic() < deadline:
-            state = self.run(["systemctl", "is-system-running"], check=False, timeout=10).stdout.strip()
+            state = self.run(
+                ["systemctl", "is-system-running"], check=False, timeout=10
+            ).stdout.strip()
             if state in ("running", "degraded"):
                 break
             time.sleep(0.3)
         else:
-            raise TestbedError(f"{self.name}: systemd still {state!r} after {timeout}s\n{self.console_tail()}")
+            raise TestbedError(
+                f"{self.name}: systemd still {state!r} after {timeout}s\n{self.console_tail()}"
+            )
         self._plug_network_card()
         self.boot_seconds = time.monotonic() - started
         return self
@@ -460,8 +568,10 @@ class Machine:
         assert self.proc is not None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise TestbedError(f"{self.name}: systemd-nspawn exited {self.proc.returncode}\n"
-                                   + self.console_tail())
+                raise TestbedError(
+                    f"{self.name}: systemd-nspawn exited {self.proc.returncode}\n"
+                    + self.console_tail()
+                )
             for child in _children(self.proc.pid):
                 try:
                     if Path(f"/proc/{child}/comm").read_text().strip() == "systemd":
@@ -469,17 +579,25 @@ class Machine:
                 except OSError:
                     pass
             time.sleep(0.1)
-        raise TestbedError(f"{self.name}: no systemd inside after boot timeout\n{self.console_tail()}")
+        raise TestbedError(
+            f"{self.name}: no systemd inside after boot timeout\n{self.console_tail()}"
+        )
 
     def _plug_network_card(self) -> None:
         nic = NIC["name"]
-        self.run(["sh", "-euc", f"""
+        self.run(
+            [
+                "sh",
+                "-euc",
+                f"""
             ip link add {nic} type veth peer name {nic}-peer
             ip link set {nic}-peer up
-            ip addr add {NIC['address']} dev {nic}
+            ip addr add {NIC["address"]} dev {nic}
             ip link set {nic} up
-            ip route add default via {NIC['gateway']} dev {nic}
-        """])
+            ip route add default via {NIC["gateway"]} dev {nic}
+        """,
+            ]
+        )
 
     def stop(self) -> None:
         """Kill the container (its PID 1, then nspawn), unmount and delete its upper dir."""
@@ -515,12 +633,22 @@ class Machine:
     def _env(self, env: Mapping[str, str] | None) -> dict[str, str]:
         return {**CONTAINER_ENV, **(env or {})}
 
-    def popen(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
-              stdout: object = subprocess.PIPE, stderr: object = subprocess.PIPE
-              ) -> subprocess.Popen[bytes]:
+    def popen(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        stdout: object = subprocess.PIPE,
+        stderr: object = subprocess.PIPE,
+    ) -> subprocess.Popen[bytes]:
         """Start a command inside (``kill_tree`` ends it and everything it started)."""
-        return subprocess.Popen(self._argv(argv), env=self._env(env), stdin=subprocess.DEVNULL,
-                                stdout=stdout, stderr=stderr, start_new_session=True)
+        return subprocess.Popen(
+            self._argv(argv),
+            env=self._env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
 
     @staticmethod
     def kill_tree(proc: subprocess.Popen[bytes]) -> list[int]:
@@ -546,40 +674,70 @@ class Machine:
                 os.kill(pid, signal.SIGKILL)
         return seen
 
-    def run(self, argv: Sequence[str], check: bool = True, timeout: float = 600,
-            env: Mapping[str, str] | None = None, input: bytes | str | None = None
-            ) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        argv: Sequence[str],
+        check: bool = True,
+        timeout: float = 600,
+        env: Mapping[str, str] | None = None,
+        input: bytes | str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run argv inside; stdout and stderr are returned as text."""
         data = input.encode() if isinstance(input, str) else input
-        proc = subprocess.Popen(self._argv(argv), env=self._env(env),
-                                stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            self._argv(argv),
+            env=self._env(env),
+            stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         try:
             out, err = proc.communicate(data, timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill_tree(proc)
             out, err = proc.communicate()
-            raise TestbedError(f"{self.name}: timed out after {timeout}s: {' '.join(argv)}\n"
-                               f"stdout: {out.decode(errors='replace')[-3000:]}\n"
-                               f"stderr: {err.decode(errors='replace')[-3000:]}")
-        result = subprocess.CompletedProcess(list(argv), proc.returncode,
-                                             out.decode(errors="replace"), err.decode(errors="replace"))
+            raise TestbedError(
+                f"{self.name}: timed out after {timeout}s: {' '.join(argv)}\n"
+                f"stdout: {out.decode(errors='replace')[-3000:]}\n"
+                f"stderr: {err.decode(errors='replace')[-3000:]}"
+            ) from None
+        result = subprocess.CompletedProcess(
+            list(argv), proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+        )
         if check and result.returncode != 0:
-            raise TestbedError(f"{self.name}: exit {result.returncode}: {' '.join(argv)}\n"
-                               f"stdout: {result.stdout[-3000:]}\nstderr: {result.stderr[-3000:]}")
+            raise TestbedError(
+                f"{self.name}: exit {result.returncode}: {' '.join(argv)}\n"
+                f"stdout: {result.stdout[-3000:]}\nstderr: {result.stderr[-3000:]}"
+            )
         return result
 
     def write(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
         """Write a file inside (through the container's own mounts), creating parents."""
-        self.run(["sh", "-ec", 'mkdir -p "$(dirname "$1")"; cat > "$1"; chmod "$2" "$1"',
-                  "sh", path, format(mode, "o")], input=data)
+        self.run(
+            [
+                "sh",
+                "-ec",
+                'mkdir -p "$(dirname "$1")"; cat > "$1"; chmod "$2" "$1"',
+                "sh",
+                path,
+                format(mode, "o"),
+            ],
+            input=data,
+        )
 
     def read(self, path: str) -> bytes:
-        proc = subprocess.run(self._argv(["cat", path]), env=self._env(None),
-                              stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        proc = subprocess.run(
+            self._argv(["cat", path]),
+            env=self._env(None),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+        )
         if proc.returncode != 0:
-            raise FileNotFoundError(f"{self.name}:{path}: {proc.stderr.decode(errors='replace').strip()}")
+            raise FileNotFoundError(
+                f"{self.name}:{path}: {proc.stderr.decode(errors='replace').strip()}"
+            )
         return proc.stdout
 
     def exists(self, path: str) -> bool:
@@ -598,8 +756,9 @@ class Machine:
         out = self.run(["systemctl", "show", unit, *[f"--property={p}" for p in props]]).stdout
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
-    def wait_for(self, argv: Sequence[str], timeout: float = 30, interval: float = 0.5
-                 ) -> subprocess.CompletedProcess[str]:
+    def wait_for(
+        self, argv: Sequence[str], timeout: float = 30, interval: float = 0.5
+    ) -> subprocess.CompletedProcess[str]:
         """Run argv until it exits 0; return that result or raise with the last one."""
         deadline = time.monotonic() + timeout
         while True:
@@ -607,24 +766,36 @@ class Machine:
             if result.returncode == 0:
                 return result
             if time.monotonic() > deadline:
-                raise TestbedError(f"{self.name}: still failing after {timeout}s: {' '.join(argv)}\n"
-                                   f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+                raise TestbedError(
+                    f"{self.name}: still failing after {timeout}s: {' '.join(argv)}\n"
+                    f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+                )
             time.sleep(interval)
 
     def tcp_open(self, port: int, host: str = "127.0.0.1") -> bool:
-        code = ("import socket,sys\ns=socket.socket()\ns.settimeout(2)\n"
-                "sys.exit(s.connect_ex((sys.argv[1], int(sys.argv[2]))))")
+        code = (
+            "import socket,sys\ns=socket.socket()\ns.settimeout(2)\n"
+            "sys.exit(s.connect_ex((sys.argv[1], int(sys.argv[2]))))"
+        )
         return self.run(["python3", "-c", code, host, str(port)], check=False).returncode == 0
 
     def wait_tcp(self, port: int, host: str = "127.0.0.1", timeout: float = 30) -> None:
-        code = ("import socket,sys,time\nend=time.time()+float(sys.argv[3])\n"
-                "while time.time()<end:\n"
-                "    s=socket.socket(); s.settimeout(1)\n"
-                "    if s.connect_ex((sys.argv[1], int(sys.argv[2])))==0: sys.exit(0)\n"
-                "    s.close(); time.sleep(0.2)\n"
-                "sys.exit(1)")
-        if self.run(["python3", "-c", code, host, str(port), str(timeout)], check=False,
-                    timeout=timeout + 30).returncode != 0:
+        code = (
+            "import socket,sys,time\nend=time.time()+float(sys.argv[3])\n"
+            "while time.time()<end:\n"
+            "    s=socket.socket(); s.settimeout(1)\n"
+            "    if s.connect_ex((sys.argv[1], int(sys.argv[2])))==0: sys.exit(0)\n"
+            "    s.close(); time.sleep(0.2)\n"
+            "sys.exit(1)"
+        )
+        if (
+            self.run(
+                ["python3", "-c", code, host, str(port), str(timeout)],
+                check=False,
+                timeout=timeout + 30,
+            ).returncode
+            != 0
+        ):
             raise TestbedError(f"{self.name}: nothing listens on {host}:{port} after {timeout}s")
 
 
@@ -643,7 +814,9 @@ def boot_machine(image: Path, run_dir: Path, name: str, timeout: float = 60) -> 
 
 
 def _load_builder():
-    spec = importlib.util.spec_from_file_location("frakti_e2e_standins_build", STANDINS / "build.py")
+    spec = importlib.util.spec_from_file_location(
+        "frakti_e2e_standins_build", STANDINS / "build.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -658,9 +831,21 @@ def build_mirror(dest: Path) -> dict[str, object]:
 def serve_mirror(machine: Machine, mirror_dir: Path) -> str:
     """Copy the mirror into /srv/mirror and serve it on 127.0.0.1:8080; returns its base URL."""
     shutil.copytree(mirror_dir, machine.path("/srv/mirror"), symlinks=True)
-    machine.run(["systemd-run", "--unit=standin-mirror", "--quiet",
-                 "python3", "-m", "http.server", "--bind", "127.0.0.1", str(MIRROR_PORT),
-                 "--directory", "/srv/mirror"])
+    machine.run(
+        [
+            "systemd-run",
+            "--unit=standin-mirror",
+            "--quiet",
+            "python3",
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            str(MIRROR_PORT),
+            "--directory",
+            "/srv/mirror",
+        ]
+    )
     machine.wait_tcp(MIRROR_PORT)
     return MIRROR_URL
 
@@ -669,8 +854,13 @@ def serve_mirror(machine: Machine, mirror_dir: Path) -> str:
 # the project, installed without network
 
 
-WHEEL_DEPS_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64",
-                        "manylinux_2_31_x86_64", "manylinux_2_35_x86_64")
+WHEEL_DEPS_PLATFORMS = (
+    "manylinux2014_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux_2_28_x86_64",
+    "manylinux_2_31_x86_64",
+    "manylinux_2_35_x86_64",
+)
 
 
 def build_wheelhouse(project_root: Path, dest: Path, log: Path) -> Path:
@@ -682,18 +872,43 @@ def build_wheelhouse(project_root: Path, dest: Path, log: Path) -> Path:
     if len(wheels) != 1:
         raise TestbedError(f"expected one project wheel in {dest}, found {wheels}")
     platforms = [a for p in WHEEL_DEPS_PLATFORMS for a in ("--platform", p)]
-    _run_host([*pip, "download", "-d", str(dest), "--only-binary=:all:", "--python-version", "3.11",
-               "--implementation", "cp", *platforms, str(wheels[0])], log=log)
+    _run_host(
+        [
+            *pip,
+            "download",
+            "-d",
+            str(dest),
+            "--only-binary=:all:",
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "cp",
+            *platforms,
+            str(wheels[0]),
+        ],
+        log=log,
+    )
     (dest / "PROJECT_WHEEL").write_text(wheels[0].name + "\n")
     return dest
 
 
 def install_project(machine: Machine, wheelhouse: Path) -> None:
-    """python3 -m venv /opt/frakti-install; pip install --no-index from /wheelhouse; link the CLI."""
+    """python3 -m venv /opt/frakti-install; pip install --no-index from /wheelhouse; link it."""
     shutil.copytree(wheelhouse, machine.path("/wheelhouse"))
     wheel = (wheelhouse / "PROJECT_WHEEL").read_text().strip()
     env = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
     machine.run(["python3", "-m", "venv", "/opt/frakti-install"])
-    machine.run(["/opt/frakti-install/bin/pip", "install", "--no-index", "--find-links", "/wheelhouse",
-                 f"/wheelhouse/{wheel}"], env=env)
-    machine.run(["ln", "-sf", "/opt/frakti-install/bin/frakti-install", "/usr/local/bin/frakti-install"])
+    machine.run(
+        [
+            "/opt/frakti-install/bin/pip",
+            "install",
+            "--no-index",
+            "--find-links",
+            "/wheelhouse",
+            f"/wheelhouse/{wheel}",
+        ],
+        env=env,
+    )
+    machine.run(
+        ["ln", "-sf", "/opt/frakti-install/bin/frakti-install", "/usr/local/bin/frakti-install"]
+    )

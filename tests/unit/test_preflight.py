@@ -115,3 +115,12 @@ def test_builtin_br_netfilter_and_overlay_need_no_modprobe(machine):
     changes = [a.describe() for a in Kernel().check(m.context()).actions]
     assert not any("modprobe" in change for change in changes), changes
     assert any("sysctl" in change for change in changes)
+
+
+def test_docker_daemon_json_driver_is_seen_before_docker_runs(machine):
+    m = machine()
+    m.runner.write("/etc/docker/daemon.json", '{"exec-opts": ["native.cgroupdriver=systemd"]}')
+    message = preflight_error(m, cgroup_driver="cgroupfs")
+    assert "[CgroupDriver] docker uses the systemd cgroup driver but cgroupfs" in message
+    # with auto, everyone follows docker's configured driver
+    assert m.context().cgroup_driver() == "systemd"

@@ -121,7 +121,7 @@ def _ports(ctx: Context, wanted_ports: Sequence[int]) -> Optional[str]:
 
 
 def _cgroup_driver(ctx: Context) -> Optional[str]:
-    docker = ctx.facts.docker_cgroup_driver()
+    docker = ctx.facts.docker_cgroup_driver() or ctx.facts.docker_configured_cgroup_driver()
     chosen = ctx.cgroup_driver()
     if docker and docker != chosen:
         return (

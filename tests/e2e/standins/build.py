@@ -20,6 +20,7 @@ their sums are returned for the installer's `checksums:` config.
 Usage: build.py DEST  -> builds DEST and prints {"versions", "sha256", "paths"} as JSON.
 Needs dpkg-deb.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -27,6 +28,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,7 +38,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 VERSIONS = {"kubernetes": "v1.12.10", "frakti": "v1.12.0", "crictl": "v1.12.0", "hyperd": "1.1.0"}
-INCLUDE = "#@include common.py"
+# In each stand-in source, this import statement is replaced by common.py itself,
+# so that every served program is one self-contained file.
+COMMON_IMPORT = re.compile(r"^from common import \(.*?\)\n", re.S | re.M)
 EPOCH = 1546300800  # fixed timestamps: the same sources give the same files and sums
 MAINTAINER = "frakti-install e2e tests <e2e-standin@example.invalid>"
 
@@ -44,8 +48,8 @@ MAINTAINER = "frakti-install e2e tests <e2e-standin@example.invalid>"
 def render(source: str, version: str, program: str = "") -> bytes:
     """A stand-in source with common.py inlined and its placeholders filled in."""
     text = (HERE / source).read_text()
-    if INCLUDE in text:
-        text = text.replace(INCLUDE, (HERE / "common.py").read_text())
+    common = (HERE / "common.py").read_text()
+    text = COMMON_IMPORT.sub(lambda _: common, text, count=1)
     return text.replace("@VERSION@", version).replace("@PROGRAM@", program).encode()
 
 
@@ -60,10 +64,12 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
     os.utime(path, (EPOCH, EPOCH))
 
 
+# As in hyperd's package/dist/lib/systemd/system/hyperd.service.
 HYPERD_SERVICE = """[Unit]
 Description=hyperd
-Documentation=http://docs.hypercontainer.io
+Documentation=http://docs.hyper.sh
 After=network.target
+Requires=
 
 [Service]
 ExecStart=/usr/bin/hyperd --log_dir=/var/log/hyper
@@ -71,88 +77,82 @@ MountFlags=shared
 LimitNOFILE=1048576
 LimitNPROC=1048576
 LimitCORE=infinity
-TimeoutStartSec=0
-Restart=on-abnormal
 
 [Install]
 WantedBy=multi-user.target
 """
 
-HYPER_CONFIG = """# TEST STAND-IN package (frakti-install e2e tests): the default config
-# as packaged; like the real one it does not set gRPCHost.
+# As in hyperd's package/dist/etc/hyper/config, less the Bios/Cbfs lines (their
+# files come from no package, and what hyperd does without them is not
+# imitated). Like the real one it does not set gRPCHost.
+HYPER_CONFIG = """# configurations for hyperd
+# (TEST STAND-IN package for frakti-install e2e tests)
+
 # Root directory for hyperd
-# Root=/var/lib/hyper
+# Root=/var/lib/hyper/
+
+# Specify the hypervisor: libvirt, qemu, qemu-kvm, kvm, xen, vbox (for linux)
+# When Hypervisor is not set, the hyperd will try to probe "qemu-kvm" or "xen"
+# as the containers' hypervisor according to the host, if the host doesn't
+# support any hardware-assisted technology, it will use "qemu-tcg".
+#
+# Hypervisor=qemu
+
 # Boot kernel
 Kernel=/var/lib/hyper/kernel
+
 # Boot initrd
 Initrd=/var/lib/hyper/hyper-initrd.img
+
 # Storage driver for hyperd, valid value includes devicemapper, overlay, and aufs
 # StorageDriver=overlay
-# Hypervisor to run containers and pods, valid values are: libvirt, qemu, kvm, xen
-Hypervisor=qemu
-# The tcp endpoint of gRPC API
-# gRPCHost=127.0.0.1:22318
+
+# If the host IP is provided, a TCP port will be listened for, same as the '--host' option
+# Host=
 """
 
-# What a debhelper-built package does for its service (dh_installsystemd):
-# enable it and start it when systemd runs.
-POSTINST = """#!/bin/sh
-# TEST STAND-IN package script (frakti-install e2e tests): enables and starts
-# hyperd like a debhelper-built package does.
-set -e
-if [ "$1" = "configure" ]; then
-    mkdir -p /var/log/hyper /var/lib/hyper
-    if [ -d /run/systemd/system ]; then
-        systemctl daemon-reload >/dev/null 2>&1 || true
-        systemctl enable hyperd.service >/dev/null 2>&1 || true
-        systemctl start hyperd.service >/dev/null 2>&1 || true
-    fi
-fi
-exit 0
-"""
-PRERM = """#!/bin/sh
-# TEST STAND-IN package script (frakti-install e2e tests).
-set -e
-if [ -d /run/systemd/system ] && [ "$1" = "remove" ]; then
-    systemctl stop hyperd.service >/dev/null 2>&1 || true
-fi
-exit 0
-"""
-POSTRM = """#!/bin/sh
-# TEST STAND-IN package script (frakti-install e2e tests).
-set -e
-if [ -d /run/systemd/system ]; then
-    systemctl daemon-reload >/dev/null 2>&1 || true
-fi
-if [ "$1" = "purge" ]; then
-    rm -f /etc/systemd/system/multi-user.target.wants/hyperd.service
-fi
-exit 0
-"""
+# The real packages are built with plain `dh` from a dh_make tree, the unit
+# file copied in by hand: they carry no maintainer scripts, so installing them
+# neither enables nor starts hyperd.
 
 
-def build_deb(out: Path, package: str, version: str, description: str, files: dict[str, tuple[bytes, int]],
-              depends: str = "", conffiles: tuple[str, ...] = (), scripts: dict[str, str] | None = None) -> bytes:
+def build_deb(
+    out: Path,
+    package: str,
+    version: str,
+    description: str,
+    files: dict[str, tuple[bytes, int]],
+    depends: str = "",
+    conffiles: tuple[str, ...] = (),
+) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "root"
         for path, (data, mode) in files.items():
             _write(root / path.lstrip("/"), data, mode)
-        control = [f"Package: {package}", f"Version: {version}", "Architecture: amd64",
-                   f"Maintainer: {MAINTAINER}", "Section: admin", "Priority: optional"]
+        control = [
+            f"Package: {package}",
+            f"Version: {version}",
+            "Architecture: amd64",
+            f"Maintainer: {MAINTAINER}",
+            "Section: admin",
+            "Priority: optional",
+        ]
         if depends:
             control.append(f"Depends: {depends}")
         control.append(f"Description: {description}")
         _write(root / "DEBIAN/control", ("\n".join(control) + "\n").encode())
         if conffiles:
             _write(root / "DEBIAN/conffiles", ("\n".join(conffiles) + "\n").encode())
-        for name, text in (scripts or {}).items():
-            _write(root / "DEBIAN" / name, text.encode(), 0o755)
         for d in sorted(root.rglob("*"), reverse=True):
             if d.is_dir():
                 os.utime(d, (EPOCH, EPOCH))
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(EPOCH))
-        subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(out)],
-                       check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(out)],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
     return out.read_bytes()
 
 
@@ -193,8 +193,10 @@ def build(dest: Path | str, versions: dict[str, str] | None = None) -> dict[str,
     _write(dest / frakti, data, 0o755)
     sums["frakti"], paths["frakti"] = sha256(data), frakti
 
-    crictl = (f"github/kubernetes-sigs/cri-tools/releases/download/{v['crictl']}/"
-              f"crictl-{v['crictl']}-linux-amd64.tar.gz")
+    crictl = (
+        f"github/kubernetes-sigs/cri-tools/releases/download/{v['crictl']}/"
+        f"crictl-{v['crictl']}-linux-amd64.tar.gz"
+    )
     data = build_tarball({"crictl": (render("crictl.py", v["crictl"]), 0o755)})
     _write(dest / crictl, data)
     sums["crictl"], paths["crictl"] = sha256(data), crictl
@@ -203,23 +205,35 @@ def build(dest: Path | str, versions: dict[str, str] | None = None) -> dict[str,
     hyper = dest / "hyper"
     hyper.mkdir(parents=True)
     name = f"hypercontainer_{deb_version}_amd64.deb"
-    data = build_deb(hyper / name, "hypercontainer", deb_version,
-                     "TEST STAND-IN for HyperContainer hyperd (frakti-install e2e tests)\n"
-                     " Python stand-ins for hyperd and hyperctl; runs no VM.",
-                     {"/usr/bin/hyperd": (render("hyperd.py", v["hyperd"]), 0o755),
-                      "/usr/bin/hyperctl": (render("hyperctl.py", v["hyperd"]), 0o755),
-                      "/lib/systemd/system/hyperd.service": (HYPERD_SERVICE.encode(), 0o644),
-                      "/etc/hyper/config": (HYPER_CONFIG.encode(), 0o644)},
-                     depends="python3", conffiles=("/etc/hyper/config",),
-                     scripts={"postinst": POSTINST, "prerm": PRERM, "postrm": POSTRM})
+    data = build_deb(
+        hyper / name,
+        "hypercontainer",
+        deb_version,
+        "TEST STAND-IN for HyperContainer hyperd (frakti-install e2e tests)\n"
+        " Python stand-ins for hyperd and hyperctl; runs no VM.",
+        {
+            "/usr/bin/hyperd": (render("hyperd.py", v["hyperd"]), 0o755),
+            "/usr/bin/hyperctl": (render("hyperctl.py", v["hyperd"]), 0o755),
+            "/lib/systemd/system/hyperd.service": (HYPERD_SERVICE.encode(), 0o644),
+            "/etc/hyper/config": (HYPER_CONFIG.encode(), 0o644),
+        },
+        depends="python3",
+        conffiles=("/etc/hyper/config",),
+    )
     os.utime(hyper / name, (EPOCH, EPOCH))
     sums["hypercontainer"], paths["hypercontainer"] = sha256(data), f"hyper/{name}"
     name = f"hyperstart_{deb_version}_amd64.deb"
-    data = build_deb(hyper / name, "hyperstart", deb_version,
-                     "TEST STAND-IN for hyperstart (frakti-install e2e tests)\n"
-                     " Placeholder guest kernel and initrd files; boots nothing.",
-                     {"/var/lib/hyper/kernel": (b"TEST STAND-IN hyperstart kernel\n" * 64, 0o644),
-                      "/var/lib/hyper/hyper-initrd.img": (b"TEST STAND-IN hyperstart initrd\n" * 64, 0o644)})
+    data = build_deb(
+        hyper / name,
+        "hyperstart",
+        deb_version,
+        "TEST STAND-IN for hyperstart (frakti-install e2e tests)\n"
+        " Placeholder guest kernel and initrd files; boots nothing.",
+        {
+            "/var/lib/hyper/kernel": (b"TEST STAND-IN hyperstart kernel\n" * 64, 0o644),
+            "/var/lib/hyper/hyper-initrd.img": (b"TEST STAND-IN hyperstart initrd\n" * 64, 0o644),
+        },
+    )
     os.utime(hyper / name, (EPOCH, EPOCH))
     sums["hyperstart"], paths["hyperstart"] = sha256(data), f"hyper/{name}"
     return {"versions": v, "sha256": sums, "paths": paths}

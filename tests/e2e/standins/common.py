@@ -1,7 +1,8 @@
 # TEST STAND-IN support code (frakti-install end-to-end tests). build.py inlines
-# this file into every stand-in program at its "#@include common.py" line, so
-# each served file is one self-contained Python script. Nothing here is real
+# this file into every stand-in program in place of its `from common import`
+# statement, so each served file is one self-contained Python script. Nothing here is real
 # Kubernetes, frakti or hyperd code.
+import contextlib
 import ctypes
 import datetime
 import fcntl
@@ -10,7 +11,6 @@ import os
 import socket
 import struct
 import sys
-import time
 
 STATE_DIR = "/var/lib/standin-k8s"
 STATE_PATH = STATE_DIR + "/cluster.json"
@@ -49,7 +49,7 @@ def parse_flags(args, spec, style="pflag", normalize=True, shorthands=None):
         if style == "pflag" and not arg.startswith("--"):
             letter = arg[1:2]
             if letter not in shorthands:
-                raise FlagError("unknown shorthand flag: '%s' in %s" % (letter, arg))
+                raise FlagError(f"unknown shorthand flag: '{letter}' in {arg}")
             rest = arg[2:].lstrip("=")
             arg = "--" + shorthands[letter] + ("=" + rest if rest else "")
         name, has_value, value = arg.lstrip("-").partition("=")
@@ -57,27 +57,31 @@ def parse_flags(args, spec, style="pflag", normalize=True, shorthands=None):
         kind = spec.get(key)
         if kind is None:
             if style == "go":
-                raise FlagError("flag provided but not defined: -%s" % name)
-            raise FlagError("unknown flag: --%s" % name)
+                raise FlagError(f"flag provided but not defined: -{name}")
+            raise FlagError(f"unknown flag: --{name}")
         if kind == "bool":
             if not has_value:
                 value = "true"
             if value.lower() not in ("1", "t", "true", "0", "f", "false"):
-                raise FlagError('invalid argument "%s" for "--%s" flag: strconv.ParseBool: '
-                                'parsing "%s": invalid syntax' % (value, name, value))
+                raise FlagError(
+                    f'invalid argument "{value}" for "--{name}" flag: strconv.ParseBool: '
+                    f'parsing "{value}": invalid syntax'
+                )
             values[key] = value.lower() in ("1", "t", "true")
             continue
         if not has_value:
             if i >= len(args):
-                raise FlagError("flag needs an argument: --%s" % name)
+                raise FlagError(f"flag needs an argument: --{name}")
             value = args[i]
             i += 1
         if kind == "int":
             try:
                 value = int(value)
             except ValueError:
-                raise FlagError('invalid argument "%s" for "--%s" flag: strconv.ParseInt: '
-                                'parsing "%s": invalid syntax' % (value, name, value))
+                raise FlagError(
+                    f'invalid argument "{value}" for "--{name}" flag: strconv.ParseInt: '
+                    f'parsing "{value}": invalid syntax'
+                ) from None
         if kind == "list":
             values.setdefault(key, [])
             values[key] += [v for v in value.split(",") if v]
@@ -88,17 +92,15 @@ def parse_flags(args, spec, style="pflag", normalize=True, shorthands=None):
 
 def set_process_name(name):
     """Make ps, pgrep -x and systemd show the program name, not python3."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):
-        pass
 
 
 def glog(level, message, out=None):
     """A line in klog/glog format: Lmmdd hh:mm:ss.uuuuuu pid file:line] message."""
     now = datetime.datetime.now()
-    line = "%s%s %s %7d standin.go:1] %s" % (
-        level, now.strftime("%m%d"), now.strftime("%H:%M:%S.%f"), os.getpid(), message)
+    stamp = now.strftime("%m%d %H:%M:%S.%f")
+    line = f"{level}{stamp} {os.getpid():7d} standin.go:1] {message}"
     print(line, file=out or sys.stderr, flush=True)
 
 
@@ -111,11 +113,16 @@ def now_iso():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def read_text(path):
+    with open(path) as fh:
+        return fh.read()
+
+
 def atomic_write(path, data, mode=0o644):
     if isinstance(data, str):
         data = data.encode()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = "%s.tmp-%d" % (path, os.getpid())
+    tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -133,7 +140,7 @@ def tcp_accepts(host, port, timeout=1.0):
 
 
 def unix_path(endpoint):
-    return endpoint[len("unix://"):] if endpoint.startswith("unix://") else endpoint
+    return endpoint[len("unix://") :] if endpoint.startswith("unix://") else endpoint
 
 
 def unix_request(path, payload=None, timeout=2.0):
@@ -203,7 +210,9 @@ def default_route():
 def interface_ipv4(name):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
+        packed = fcntl.ioctl(
+            s.fileno(), 0x8915, struct.pack("256s", name.encode()[:15])
+        )  # SIOCGIFADDR
         return socket.inet_ntoa(packed[20:24])
     except OSError:
         return None
@@ -214,7 +223,7 @@ def interface_ipv4(name):
 def process_argv(pid):
     """argv of a process, with a python interpreter in front of a script dropped."""
     try:
-        with open("/proc/%s/cmdline" % pid, "rb") as fh:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
             argv = [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
     except OSError:
         return []
@@ -262,7 +271,7 @@ class State:
 
     def __init__(self):
         os.makedirs(STATE_DIR, exist_ok=True)
-        self._lock = open(STATE_DIR + "/.lock", "a")
+        self._lock = open(STATE_DIR + "/.lock", "a")  # noqa: SIM115 - held until __exit__
 
     def __enter__(self):
         fcntl.flock(self._lock, fcntl.LOCK_EX)

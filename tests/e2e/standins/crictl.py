@@ -8,18 +8,52 @@
 # $CONTAINER_RUNTIME_ENDPOINT, then /etc/crictl.yaml, then the 1.12 default
 # unix:///var/run/dockershim.sock). They fail like crictl when nothing accepts
 # on the socket. The runtime answers with one JSON line (the frakti stand-in).
+import json
+import os
+import sys
+
+from common import (  # build.py replaces this statement with common.py itself
+    FlagError,
+    now_iso,
+    parse_flags,
+    read_simple_yaml,
+    unix_path,
+    unix_request,
+)
+
 VERSION = "@VERSION@"
 
-#@include common.py
 
-FLAGS = {"runtime-endpoint": "str", "r": "str", "image-endpoint": "str", "i": "str", "timeout": "str",
-         "t": "str", "debug": "bool", "D": "bool", "config": "str", "c": "str", "version": "bool",
-         "v": "bool", "help": "bool", "h": "bool", "quiet": "bool", "q": "bool", "all": "bool", "a": "bool",
-         "output": "str", "o": "str"}
+FLAGS = {
+    "runtime-endpoint": "str",
+    "r": "str",
+    "image-endpoint": "str",
+    "i": "str",
+    "timeout": "str",
+    "t": "str",
+    "debug": "bool",
+    "D": "bool",
+    "config": "str",
+    "c": "str",
+    "version": "bool",
+    "v": "bool",
+    "help": "bool",
+    "h": "bool",
+    "quiet": "bool",
+    "q": "bool",
+    "all": "bool",
+    "a": "bool",
+    "output": "str",
+    "o": "str",
+}
 
 
 def endpoint(flags):
-    value = flags.get("runtime-endpoint") or flags.get("r") or os.environ.get("CONTAINER_RUNTIME_ENDPOINT")
+    value = (
+        flags.get("runtime-endpoint")
+        or flags.get("r")
+        or os.environ.get("CONTAINER_RUNTIME_ENDPOINT")
+    )
     if value:
         return value
     config = flags.get("config") or flags.get("c") or "/etc/crictl.yaml"
@@ -34,10 +68,10 @@ def main(args):
     try:
         flags, words = parse_flags(args, FLAGS, style="go", normalize=False)
     except FlagError as exc:
-        print("Incorrect Usage: %s" % exc, file=sys.stderr)
+        print(f"Incorrect Usage: {exc}", file=sys.stderr)
         return 1
     if flags.get("version") or flags.get("v"):
-        print("crictl version %s" % VERSION)
+        print(f"crictl version {VERSION}")
         return 0
     if not words:
         print("crictl - client for CRI (TEST STAND-IN)\nCOMMANDS: info, version, pods, ps, images")
@@ -48,9 +82,11 @@ def main(args):
     target = endpoint(flags)
     line = unix_request(unix_path(target))
     if line is None:
-        print('time="%s" level=fatal msg="connect: connect endpoint \'%s\', make sure you are running as root '
-              'and the endpoint has been started: context deadline exceeded"' % (now_iso(), target),
-              file=sys.stderr)
+        print(
+            f'time="{now_iso()}" level=fatal msg="connect: connect endpoint \'{target}\', make sure you are running as root '
+            'and the endpoint has been started: context deadline exceeded"',
+            file=sys.stderr,
+        )
         return 1
     try:
         answer = json.loads(line.decode()) if line else {}
@@ -60,18 +96,27 @@ def main(args):
         print(json.dumps({"status": answer.get("status", {})}, indent=2))
     elif command == "version":
         v = answer.get("version", {})
-        print("Version:  %s\nRuntimeName:  %s\nRuntimeVersion:  %s\nRuntimeApiVersion:  %s"
-              % (v.get("version", "0.1.0"), v.get("runtimeName", ""), v.get("runtimeVersion", ""),
-                 v.get("runtimeApiVersion", "")))
+        print(
+            "Version:  {}\nRuntimeName:  {}\nRuntimeVersion:  {}\nRuntimeApiVersion:  {}".format(
+                v.get("version", "0.1.0"),
+                v.get("runtimeName", ""),
+                v.get("runtimeVersion", ""),
+                v.get("runtimeApiVersion", ""),
+            )
+        )
     elif command in ("pods", "ps", "images"):
         if not (flags.get("quiet") or flags.get("q")):
-            print({"pods": "POD ID              CREATED             STATE               NAME                "
-                           "NAMESPACE           ATTEMPT",
-                   "ps": "CONTAINER ID        IMAGE               CREATED             STATE               "
-                         "NAME                ATTEMPT             POD ID",
-                   "images": "IMAGE               TAG                 IMAGE ID            SIZE"}[command])
+            print(
+                {
+                    "pods": "POD ID              CREATED             STATE               NAME                "
+                    "NAMESPACE           ATTEMPT",
+                    "ps": "CONTAINER ID        IMAGE               CREATED             STATE               "
+                    "NAME                ATTEMPT             POD ID",
+                    "images": "IMAGE               TAG                 IMAGE ID            SIZE",
+                }[command]
+            )
     else:
-        print("crictl stand-in: command %r is not implemented" % command, file=sys.stderr)
+        print(f"crictl stand-in: command {command!r} is not implemented", file=sys.stderr)
         return 1
     return 0
 

@@ -15,37 +15,75 @@
 #   (RuntimeReady: hyperd reachable; NetworkReady: a CNI config in
 #   --cni-net-dir), which the kubelet and crictl stand-ins read.
 import http.client
+import json
+import os
 import re
+import socket
+import sys
 import threading
+import time
+
+from common import (  # build.py replaces this statement with common.py itself
+    FlagError,
+    fatal,
+    glog,
+    interface_ipv4,
+    listen_tcp,
+    parse_flags,
+    set_process_name,
+    tcp_accepts,
+    unix_path,
+)
 
 VERSION = "@VERSION@"
 MIN_HYPERD = (1, 1, 0)
 
-#@include common.py
 
 FLAGS = {
-    "listen": "str", "hyper-endpoint": "str", "streaming-server-port": "str",
-    "streaming-server-addr": "str", "cni-net-dir": "str", "cni-plugin-dir": "str",
-    "docker-endpoint": "str", "enable-privileged-runtime": "bool",
-    "enable-unikernel-runtime": "bool", "enable-unikernel-log": "bool", "cgroup-driver": "str",
-    "root-directory": "str", "cpu": "int", "memory": "int", "pod-infra-container-image": "str",
+    "listen": "str",
+    "hyper-endpoint": "str",
+    "streaming-server-port": "str",
+    "streaming-server-addr": "str",
+    "cni-net-dir": "str",
+    "cni-plugin-dir": "str",
+    "docker-endpoint": "str",
+    "enable-privileged-runtime": "bool",
+    "enable-unikernel-runtime": "bool",
+    "enable-unikernel-log": "bool",
+    "cgroup-driver": "str",
+    "root-directory": "str",
+    "cpu": "int",
+    "memory": "int",
+    "pod-infra-container-image": "str",
     # glog / k8s logs flags
-    "v": "str", "log-dir": "str", "logtostderr": "bool", "alsologtostderr": "bool",
-    "stderrthreshold": "str", "vmodule": "str", "log-backtrace-at": "str",
-    "log-flush-frequency": "str", "help": "bool",
+    "v": "str",
+    "log-dir": "str",
+    "logtostderr": "bool",
+    "alsologtostderr": "bool",
+    "stderrthreshold": "str",
+    "vmodule": "str",
+    "log-backtrace-at": "str",
+    "log-flush-frequency": "str",
+    "help": "bool",
 }
 DEFAULTS = {
-    "listen": "/var/run/frakti.sock", "hyper-endpoint": "127.0.0.1:22318",
-    "streaming-server-port": "22521", "streaming-server-addr": "", "cni-net-dir": "/etc/cni/net.d",
-    "cni-plugin-dir": "/opt/cni/bin", "docker-endpoint": "unix:///var/run/docker.sock",
-    "enable-privileged-runtime": True, "cgroup-driver": "cgroupfs", "root-directory": "/var/lib/frakti",
+    "listen": "/var/run/frakti.sock",
+    "hyper-endpoint": "127.0.0.1:22318",
+    "streaming-server-port": "22521",
+    "streaming-server-addr": "",
+    "cni-net-dir": "/etc/cni/net.d",
+    "cni-plugin-dir": "/opt/cni/bin",
+    "docker-endpoint": "unix:///var/run/docker.sock",
+    "enable-privileged-runtime": True,
+    "cgroup-driver": "cgroupfs",
+    "root-directory": "/var/lib/frakti",
 }
 PRIVILEGED_STREAMING_PORT = 22522
 
 
 def usage():
     lines = ["Usage of frakti:"]
-    lines += ["      --%s" % name for name in sorted(FLAGS)]
+    lines += [f"      --{name}" for name in sorted(FLAGS)]
     return "\n".join(lines)
 
 
@@ -90,7 +128,7 @@ def docker_info(endpoint):
         conn.request("GET", "/info")
         resp = conn.getresponse()
         if resp.status != 200:
-            raise OSError("docker answered %d" % resp.status)
+            raise OSError(f"docker answered {resp.status}")
         return json.loads(resp.read().decode())
     finally:
         conn.close()
@@ -99,7 +137,9 @@ def docker_info(endpoint):
 def cni_status(conf_dir):
     """(ready, message) of the CNI network, as frakti's ocicni reports it."""
     try:
-        names = sorted(n for n in os.listdir(conf_dir) if n.endswith((".conf", ".conflist", ".json")))
+        names = sorted(
+            n for n in os.listdir(conf_dir) if n.endswith((".conf", ".conflist", ".json"))
+        )
     except OSError:
         names = []
     for name in names:
@@ -109,7 +149,11 @@ def cni_status(conf_dir):
         except (OSError, ValueError):
             continue
         plugins = conf.get("plugins") if name.endswith(".conflist") else [conf]
-        if conf.get("name") and plugins and all(isinstance(p, dict) and p.get("type") for p in plugins):
+        if (
+            conf.get("name")
+            and plugins
+            and all(isinstance(p, dict) and p.get("type") for p in plugins)
+        ):
             return True, ""
     return False, "cni config uninitialized"
 
@@ -120,15 +164,17 @@ def listen_streaming(addr, port):
         try:
             host = socket.getaddrinfo(addr, None, socket.AF_INET)[0][4][0]
         except OSError as exc:
-            fatal("Failed to start streaming server: listen tcp %s:%s: lookup %s: %s"
-                  % (addr, port, addr, exc.strerror or exc))
+            fatal(
+                f"Failed to start streaming server: listen tcp {addr}:{port}: lookup {addr}: {exc.strerror or exc}"
+            )
     try:
         sock = listen_tcp(host or "0.0.0.0", int(port))
     except OSError as exc:
-        fatal("Failed to start streaming server: listen tcp %s:%s: bind: %s"
-              % (addr, port, (exc.strerror or str(exc)).lower()))
+        fatal(
+            f"Failed to start streaming server: listen tcp {addr}:{port}: bind: {(exc.strerror or str(exc)).lower()}"
+        )
     threading.Thread(target=accept_and_close, args=(sock,), daemon=True).start()
-    glog("I", "Streaming server is listening on: %s:%s" % (addr, port))
+    glog("I", f"Streaming server is listening on: {addr}:{port}")
 
 
 def accept_and_close(sock):
@@ -141,14 +187,14 @@ def main(args):
     try:
         flags, positionals = parse_flags(args, FLAGS)
     except FlagError as exc:
-        print("%s\n%s" % (exc, usage()), file=sys.stderr)
+        print(f"{exc}\n{usage()}", file=sys.stderr)
         return 2
     if flags.get("help"):
         print(usage(), file=sys.stderr)
         return 0
     opts = dict(DEFAULTS, **flags)
     set_process_name("frakti")
-    glog("I", "frakti version: %s" % VERSION.lstrip("v"))
+    glog("I", "frakti version: {}".format(VERSION.lstrip("v")))
     if opts["cgroup-driver"] not in ("cgroupfs", "systemd"):
         fatal("cgroup-driver flag should only be set as 'cgroupfs' or 'systemd'")
 
@@ -158,15 +204,20 @@ def main(args):
     try:
         version = hyperd_version(endpoint, time.time() + 5)
     except OSError as exc:
-        fatal('Initialize hyper runtime failed: rpc error: code = Unavailable desc = all SubConns are in '
-              'TransientFailure, latest connection error: connection error: desc = "transport: Error while '
-              'dialing dial tcp %s: connect: %s"' % (endpoint, (exc.strerror or str(exc)).lower()))
+        fatal(
+            "Initialize hyper runtime failed: rpc error: code = Unavailable desc = all SubConns are in "
+            'TransientFailure, latest connection error: connection error: desc = "transport: Error while '
+            f'dialing dial tcp {endpoint}: connect: {(exc.strerror or str(exc)).lower()}"'
+        )
     parsed = tuple(int(x) for x in re.findall(r"\d+", version)[:3]) if version else ()
     if parsed < MIN_HYPERD:
-        fatal("Initialize hyper runtime failed: proto: bad wiretype for field types.UserInterface.Gateway: "
-              "got wiretype 2, want 0 (hyperd %s; frakti %s needs hyperd >= %s)"
-              % (version or "unknown", VERSION, ".".join(map(str, MIN_HYPERD))))
-    glog("I", "hyperd version %s at %s" % (version, endpoint))
+        fatal(
+            "Initialize hyper runtime failed: proto: bad wiretype for field types.UserInterface.Gateway: "
+            "got wiretype 2, want 0 (hyperd {}; frakti {} needs hyperd >= {})".format(
+                version or "unknown", VERSION, ".".join(map(str, MIN_HYPERD))
+            )
+        )
+    glog("I", f"hyperd version {version} at {endpoint}")
     os.makedirs(opts["root-directory"], exist_ok=True)
     listen_streaming(addr, opts["streaming-server-port"])
 
@@ -176,12 +227,16 @@ def main(args):
         try:
             info = docker_info(opts["docker-endpoint"])
         except (OSError, ValueError, http.client.HTTPException):
-            fatal("Initialize privileged runtime failed: failed to get info from docker: Cannot connect to the "
-                  "Docker daemon at %s. Is the docker daemon running?" % opts["docker-endpoint"])
+            fatal(
+                "Initialize privileged runtime failed: failed to get info from docker: Cannot connect to the "
+                "Docker daemon at {}. Is the docker daemon running?".format(opts["docker-endpoint"])
+            )
         driver = info.get("CgroupDriver", "")
         if driver and driver != opts["cgroup-driver"]:
-            fatal('Initialize privileged runtime failed: misconfiguration: frakti cgroup driver: "%s" is '
-                  'different from docker cgroup driver: "%s"' % (opts["cgroup-driver"], driver))
+            fatal(
+                'Initialize privileged runtime failed: misconfiguration: frakti cgroup driver: "{}" is '
+                'different from docker cgroup driver: "{}"'.format(opts["cgroup-driver"], driver)
+            )
         listen_streaming(addr, PRIVILEGED_STREAMING_PORT)
 
     # 3. serve the CRI
@@ -193,24 +248,39 @@ def main(args):
     try:
         server.bind(path)
     except OSError as exc:
-        fatal("listen unix %s: bind: %s" % (path, (exc.strerror or str(exc)).lower()))
+        fatal(f"listen unix {path}: bind: {(exc.strerror or str(exc)).lower()}")
     server.listen(64)
-    glog("I", "Start frakti at %s" % path)
+    glog("I", f"Start frakti at {path}")
     while True:
         conn, _ = server.accept()
         try:
             hyperd_up = tcp_accepts(*endpoint.rsplit(":", 1), timeout=1)
             net_ready, net_message = cni_status(opts["cni-net-dir"])
             answer = {
-                "version": {"version": "0.1.0", "runtimeName": "hyper", "runtimeVersion": VERSION.lstrip("v"),
-                            "runtimeApiVersion": "0.1.0"},
-                "status": {"conditions": [
-                    {"type": "RuntimeReady", "status": hyperd_up,
-                     "reason": "" if hyperd_up else "HyperdNotReachable",
-                     "message": "" if hyperd_up else "hyperd is not reachable at %s" % endpoint},
-                    {"type": "NetworkReady", "status": net_ready,
-                     "reason": "" if net_ready else "NetworkPluginNotReady", "message": net_message},
-                ]},
+                "version": {
+                    "version": "0.1.0",
+                    "runtimeName": "hyper",
+                    "runtimeVersion": VERSION.lstrip("v"),
+                    "runtimeApiVersion": "0.1.0",
+                },
+                "status": {
+                    "conditions": [
+                        {
+                            "type": "RuntimeReady",
+                            "status": hyperd_up,
+                            "reason": "" if hyperd_up else "HyperdNotReachable",
+                            "message": ""
+                            if hyperd_up
+                            else f"hyperd is not reachable at {endpoint}",
+                        },
+                        {
+                            "type": "NetworkReady",
+                            "status": net_ready,
+                            "reason": "" if net_ready else "NetworkPluginNotReady",
+                            "message": net_message,
+                        },
+                    ]
+                },
             }
             conn.sendall((json.dumps(answer) + "\n").encode())
         except OSError:

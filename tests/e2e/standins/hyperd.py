@@ -10,16 +10,42 @@
 # and serves gRPC on TCP only when gRPCHost is set - which the packaged config
 # does not do. Each gRPC connection gets a "hyperd <version>" line instead of
 # real gRPC (the frakti stand-in reads it).
+import json
+import os
+import socket
+import sys
 import threading
+import time
+
+from common import (  # build.py replaces this statement with common.py itself
+    FlagError,
+    fatal,
+    glog,
+    listen_tcp,
+    parse_flags,
+    set_process_name,
+    unix_path,
+)
 
 VERSION = "@VERSION@"
 API_VERSION = "1.23"
 
-#@include common.py
 
-FLAGS = {"config": "str", "log_dir": "str", "v": "int", "nondaemon": "bool", "version": "bool",
-         "logtostderr": "bool", "alsologtostderr": "bool", "stderrthreshold": "str", "vmodule": "str",
-         "log_backtrace_at": "str", "host": "str", "help": "bool", "h": "bool"}
+FLAGS = {
+    "config": "str",
+    "log_dir": "str",
+    "v": "int",
+    "nondaemon": "bool",
+    "version": "bool",
+    "logtostderr": "bool",
+    "alsologtostderr": "bool",
+    "stderrthreshold": "str",
+    "vmodule": "str",
+    "log_backtrace_at": "str",
+    "host": "str",
+    "help": "bool",
+    "h": "bool",
+}
 
 
 def read_config(path):
@@ -49,34 +75,47 @@ def main(args):
     try:
         flags, _ = parse_flags(args, FLAGS, style="go", normalize=False)
     except FlagError as exc:
-        print("%s\nUsage of hyperd:" % exc, file=sys.stderr)
+        print(f"{exc}\nUsage of hyperd:", file=sys.stderr)
         return 2
     if flags.get("version"):
-        print("The hyperd version is %s, commit standin" % VERSION)
+        print(f"The hyperd version is {VERSION}, commit standin")
         return 0
     set_process_name("hyperd")
     path = flags.get("config", "/etc/hyper/config")
     try:
         config = read_config(path)
     except OSError as exc:
-        fatal("read config file (%s) failed: %s" % (path, exc.strerror), 1)
+        fatal(f"read config file ({path}) failed: {exc.strerror}", 1)
     for key in ("Kernel", "Initrd"):
         f = config.get(key, "")
         if not f or not os.path.exists(f):
-            fatal("Cannot find %s file %s: stat %s: no such file or directory (is the hyperstart package "
-                  "installed?)" % (key.lower(), f, f), 1)
-    hypervisor = config.get("Hypervisor", "qemu") or "qemu"
-    if hypervisor in ("qemu", "kvm", "qemu-kvm"):
-        if not any(os.access(os.path.join(d, "qemu-system-x86_64"), os.X_OK)
-                   for d in os.environ.get("PATH", "/usr/bin:/bin").split(":") + ["/usr/bin", "/usr/local/bin"]):
-            fatal('failed to initialize the hypervisor driver "%s": exec: "qemu-system-x86_64": executable file '
-                  "not found in $PATH" % hypervisor, 1)
+            fatal(
+                f"Cannot find {key.lower()} file {f}: stat {f}: no such file or directory (is the hyperstart package "
+                "installed?)",
+                1,
+            )
+    # unset: hyperd probes qemu-kvm, else qemu-tcg (both run qemu-system-x86_64)
+    hypervisor = config.get("Hypervisor", "") or "qemu"
+    if hypervisor in ("qemu", "kvm", "qemu-kvm", "qemu-tcg"):
+        if not any(
+            os.access(os.path.join(d, "qemu-system-x86_64"), os.X_OK)
+            for d in os.environ.get("PATH", "/usr/bin:/bin").split(":")
+            + ["/usr/bin", "/usr/local/bin"]
+        ):
+            fatal(
+                f'failed to initialize the hypervisor driver "{hypervisor}": exec: "qemu-system-x86_64": executable file '
+                "not found in $PATH",
+                1,
+            )
     elif hypervisor == "libvirt":
         if not os.path.exists("/var/run/libvirt/libvirt-sock"):
-            fatal("failed to connect to libvirt: no libvirtd socket at /var/run/libvirt/libvirt-sock", 1)
+            fatal(
+                "failed to connect to libvirt: no libvirtd socket at /var/run/libvirt/libvirt-sock",
+                1,
+            )
     else:
-        fatal('hyperd stand-in: hypervisor "%s" is not imitated' % hypervisor, 1)
-    glog("I", "The hypervisor's driver is %s" % hypervisor)
+        fatal(f'hyperd stand-in: hypervisor "{hypervisor}" is not imitated', 1)
+    glog("I", f"The hypervisor's driver is {hypervisor}")
     time.sleep(float(os.environ.get("STANDIN_HYPERD_START_DELAY", "1")))  # daemon/storage set-up
 
     host = flags.get("host") or config.get("Host", "unix:///var/run/hyper.sock")
@@ -87,12 +126,19 @@ def main(args):
     unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     unix.bind(api)
     unix.listen(16)
-    info = json.dumps({"Version": VERSION, "ApiVersion": API_VERSION, "Hypervisor": hypervisor,
-                       "Kernel": config["Kernel"], "Initrd": config["Initrd"],
-                       "StorageDriver": config.get("StorageDriver", "overlay"),
-                       "gRPCHost": config.get("gRPCHost", "")})
+    info = json.dumps(
+        {
+            "Version": VERSION,
+            "ApiVersion": API_VERSION,
+            "Hypervisor": hypervisor,
+            "Kernel": config["Kernel"],
+            "Initrd": config["Initrd"],
+            "StorageDriver": config.get("StorageDriver", "overlay"),
+            "gRPCHost": config.get("gRPCHost", ""),
+        }
+    )
     threading.Thread(target=serve, args=(unix, (info + "\n").encode()), daemon=True).start()
-    glog("I", "API listen on %s" % host)
+    glog("I", f"API listen on {host}")
 
     grpc = config.get("gRPCHost", "")
     if grpc:
@@ -100,9 +146,11 @@ def main(args):
         try:
             tcp = listen_tcp(ghost or "0.0.0.0", int(gport))
         except (OSError, ValueError) as exc:
-            fatal("Failed to start gRPC server on %s: %s" % (grpc, exc), 1)
-        threading.Thread(target=serve, args=(tcp, ("hyperd %s\n" % VERSION).encode()), daemon=True).start()
-        glog("I", "gRPC server listen on %s" % grpc)
+            fatal(f"Failed to start gRPC server on {grpc}: {exc}", 1)
+        threading.Thread(
+            target=serve, args=(tcp, (f"hyperd {VERSION}\n").encode()), daemon=True
+        ).start()
+        glog("I", f"gRPC server listen on {grpc}")
     else:
         glog("I", "gRPCHost is not set: the gRPC API is not served")
     while True:

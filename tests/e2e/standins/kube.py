@@ -11,19 +11,47 @@
 # The "cluster" is one JSON file, /var/lib/standin-k8s/cluster.json.
 # No container is ever run; static pods are ports the kubelet opens.
 import base64
+import contextlib
 import hashlib
 import ipaddress
+import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import threading
+import time
+
+from common import (  # build.py replaces this statement with common.py itself
+    STATE_PATH,
+    FlagError,
+    State,
+    atomic_write,
+    default_route,
+    fatal,
+    find_processes,
+    flag_value,
+    glog,
+    listen_tcp,
+    now_iso,
+    parse_flags,
+    port_free,
+    read_simple_yaml,
+    read_state,
+    read_text,
+    set_process_name,
+    swap_devices,
+    tcp_accepts,
+    unix_path,
+    unix_request,
+)
 
 PROGRAM = "@PROGRAM@"
 VERSION = "@VERSION@"
 
-#@include common.py
 
 K8S_DIR = "/etc/kubernetes"
 MANIFESTS = K8S_DIR + "/manifests"
@@ -41,13 +69,15 @@ STATIC_PODS = {  # manifest -> (address, default port) its container would liste
     "kube-scheduler.yaml": ("127.0.0.1", 10251),
     "etcd.yaml": ("127.0.0.1", 2379),
 }
-GIT = 'GitVersion:"%s", GitCommit:"standin", GitTreeState:"clean", BuildDate:"2019-07-08T09:51:11Z", ' \
-      'GoVersion:"go1.10.8", Compiler:"gc", Platform:"linux/amd64"' % VERSION
+GIT = (
+    f'GitVersion:"{VERSION}", GitCommit:"standin", GitTreeState:"clean", BuildDate:"2019-07-08T09:51:11Z", '
+    'GoVersion:"go1.10.8", Compiler:"gc", Platform:"linux/amd64"'
+)
 
 
 def version_info():
     major, minor = VERSION.lstrip("v").split(".")[:2]
-    return 'version.Info{Major:"%s", Minor:"%s", %s}' % (major, minor, GIT)
+    return f'version.Info{{Major:"{major}", Minor:"{minor}", {GIT}}}'
 
 
 def minor_of(version):
@@ -108,21 +138,51 @@ def runtime_cgroup_driver():
 # kubeadm
 
 KUBEADM_GLOBAL = {"v": "int", "rootfs": "str", "help": "bool"}
-INIT_FLAGS = dict(KUBEADM_GLOBAL, **{
-    "apiserver-advertise-address": "str", "apiserver-bind-port": "int",
-    "apiserver-cert-extra-sans": "list", "cert-dir": "str", "config": "str", "cri-socket": "str",
-    "dry-run": "bool", "feature-gates": "str", "ignore-preflight-errors": "list",
-    "kubernetes-version": "str", "node-name": "str", "pod-network-cidr": "str",
-    "service-cidr": "str", "service-dns-domain": "str", "skip-token-print": "bool",
-    "token": "str", "token-ttl": "str", "image-repository": "str",
-})
-RESET_FLAGS = dict(KUBEADM_GLOBAL, **{
-    "cert-dir": "str", "cri-socket": "str", "force": "bool", "ignore-preflight-errors": "list",
-})
-TOKEN_FLAGS = dict(KUBEADM_GLOBAL, **{
-    "print-join-command": "bool", "ttl": "str", "description": "str", "groups": "list",
-    "usages": "list", "kubeconfig": "str", "config": "str", "dry-run": "bool",
-})
+INIT_FLAGS = dict(
+    KUBEADM_GLOBAL,
+    **{
+        "apiserver-advertise-address": "str",
+        "apiserver-bind-port": "int",
+        "apiserver-cert-extra-sans": "list",
+        "cert-dir": "str",
+        "config": "str",
+        "cri-socket": "str",
+        "dry-run": "bool",
+        "feature-gates": "str",
+        "ignore-preflight-errors": "list",
+        "kubernetes-version": "str",
+        "node-name": "str",
+        "pod-network-cidr": "str",
+        "service-cidr": "str",
+        "service-dns-domain": "str",
+        "skip-token-print": "bool",
+        "token": "str",
+        "token-ttl": "str",
+        "image-repository": "str",
+    },
+)
+RESET_FLAGS = dict(
+    KUBEADM_GLOBAL,
+    **{
+        "cert-dir": "str",
+        "cri-socket": "str",
+        "force": "bool",
+        "ignore-preflight-errors": "list",
+    },
+)
+TOKEN_FLAGS = dict(
+    KUBEADM_GLOBAL,
+    **{
+        "print-join-command": "bool",
+        "ttl": "str",
+        "description": "str",
+        "groups": "list",
+        "usages": "list",
+        "kubeconfig": "str",
+        "config": "str",
+        "dry-run": "bool",
+    },
+)
 
 
 class KubeadmExit(Exception):
@@ -135,9 +195,11 @@ class KubeadmExit(Exception):
 def kubeadm_main(args):
     try:
         if not args or args[0] in ("-h", "--help", "help"):
-            print("kubeadm: easily bootstrap a secure Kubernetes cluster (TEST STAND-IN)\n\n"
-                  "Usage:\n  kubeadm [command]\n\nAvailable Commands:\n"
-                  "  init, reset, token, version")
+            print(
+                "kubeadm: easily bootstrap a secure Kubernetes cluster (TEST STAND-IN)\n\n"
+                "Usage:\n  kubeadm [command]\n\nAvailable Commands:\n"
+                "  init, reset, token, version"
+            )
             return 0
         command, rest = args[0], args[1:]
         if command == "version":
@@ -148,10 +210,12 @@ def kubeadm_main(args):
             return kubeadm_reset(rest)
         if command == "token":
             return kubeadm_token(rest)
-        raise KubeadmExit(1, 'Error: unknown command "%s" for "kubeadm"\n'
-                             "Run 'kubeadm --help' for usage." % command)
+        raise KubeadmExit(
+            1,
+            f'Error: unknown command "{command}" for "kubeadm"\nRun \'kubeadm --help\' for usage.',
+        )
     except FlagError as exc:
-        print("Error: %s" % exc, file=sys.stderr)
+        print(f"Error: {exc}", file=sys.stderr)
         return 1
     except KubeadmExit as exc:
         if exc.message:
@@ -166,12 +230,23 @@ def kubeadm_version(args):
         print(VERSION)
     elif output == "json":
         major, minor = VERSION.lstrip("v").split(".")[:2]
-        print(json.dumps({"clientVersion": {"major": major, "minor": minor, "gitVersion": VERSION,
-                                            "platform": "linux/amd64"}}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "clientVersion": {
+                        "major": major,
+                        "minor": minor,
+                        "gitVersion": VERSION,
+                        "platform": "linux/amd64",
+                    }
+                },
+                indent=2,
+            )
+        )
     elif output == "":
-        print("kubeadm version: &%s" % version_info())
+        print(f"kubeadm version: &{version_info()}")
     else:
-        raise KubeadmExit(1, "error: invalid output format: %s" % output)
+        raise KubeadmExit(1, f"error: invalid output format: {output}")
     return 0
 
 
@@ -186,76 +261,125 @@ def preflight_checks(opts, control_plane_version):
         fail("IsPrivilegedUser", "user is not running as root")
     cpus = len(os.sched_getaffinity(0))
     if cpus < 2:
-        fail("NumCPU", "the number of available CPUs %d is less than the required 2" % cpus)
+        fail("NumCPU", f"the number of available CPUs {cpus} is less than the required 2")
     cp, mine = minor_of(control_plane_version), minor_of(VERSION)
     if cp and mine and cp > mine:
-        fail("KubernetesVersion", "kubernetes version is greater than kubeadm version. Please consider "
-             "to upgrade kubeadm. kubernetes version: %s. Kubeadm version: %s.x"
-             % (control_plane_version.lstrip("v"), "%d.%d" % mine), "WARNING")
-    if shutil.which("systemctl") and subprocess.run(
-            ["systemctl", "is-enabled", "--quiet", "kubelet.service"]).returncode != 0:
-        fail("Service-Kubelet", "kubelet service is not enabled, please run "
-             "'systemctl enable kubelet.service'", "WARNING")
+        fail(
+            "KubernetesVersion",
+            "kubernetes version is greater than kubeadm version. Please consider "
+            "to upgrade kubeadm. kubernetes version: {}. Kubeadm version: {}.x".format(
+                control_plane_version.lstrip("v"), "{}.{}".format(*mine)
+            ),
+            "WARNING",
+        )
+    if (
+        shutil.which("systemctl")
+        and subprocess.run(["systemctl", "is-enabled", "--quiet", "kubelet.service"]).returncode
+        != 0
+    ):
+        fail(
+            "Service-Kubelet",
+            "kubelet service is not enabled, please run 'systemctl enable kubelet.service'",
+            "WARNING",
+        )
     port = opts.get("apiserver-bind-port", 6443)
     for p in (port, 10251, 10252):
         if not port_free(p):
-            fail("Port-%d" % p, "Port %d is in use" % p)
-    for manifest in ("kube-apiserver.yaml", "kube-controller-manager.yaml", "kube-scheduler.yaml", "etcd.yaml"):
+            fail(f"Port-{p}", f"Port {p} is in use")
+    for manifest in (
+        "kube-apiserver.yaml",
+        "kube-controller-manager.yaml",
+        "kube-scheduler.yaml",
+        "etcd.yaml",
+    ):
         path = os.path.join(MANIFESTS, manifest)
         if os.path.exists(path):
-            fail("FileAvailable-" + path.replace("/", "-"), "%s already exists" % path)
+            fail("FileAvailable-" + path.replace("/", "-"), f"{path} already exists")
     if os.path.isdir(MANIFESTS) and os.listdir(MANIFESTS):
-        fail("DirAvailable--etc-kubernetes-manifests", "%s is not empty" % MANIFESTS)
+        fail("DirAvailable--etc-kubernetes-manifests", f"{MANIFESTS} is not empty")
     crisocket = opts.get("cri-socket", DOCKERSHIM_SOCKET)
     if crisocket != DOCKERSHIM_SOCKET:
         crictl = shutil.which("crictl")
         if crictl is None:
             fail("FileExisting-crictl", "crictl not found in system path")
-        elif subprocess.run([crictl, "-r", crisocket, "info"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL).returncode != 0:
-            fail("CRI", "unable to check if the container runtime at %r is running: exit status 1" % crisocket)
+        elif (
+            subprocess.run(
+                [crictl, "-r", crisocket, "info"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ).returncode
+            != 0
+        ):
+            fail(
+                "CRI",
+                f"unable to check if the container runtime at {crisocket!r} is running: exit status 1",
+            )
     bridge = "/proc/sys/net/bridge/bridge-nf-call-iptables"
     for path in (bridge, "/proc/sys/net/ipv4/ip_forward"):
         name = "FileContent-" + path.replace("/", "-")
         if not os.path.exists(path):
-            fail(name, "%s does not exist" % path)
-        elif open(path).read().strip() != "1":
-            fail(name, "%s contents are not set to 1" % path)
+            fail(name, f"{path} does not exist")
+        elif read_text(path).strip() != "1":
+            fail(name, f"{path} contents are not set to 1")
     if swap_devices():
         fail("Swap", "running with swap on is not supported. Please disable swap")
-    for exe, mandatory in (("ip", True), ("iptables", True), ("mount", True), ("nsenter", True),
-                           ("ebtables", False), ("ethtool", False), ("socat", False), ("tc", False),
-                           ("touch", False)):
+    for exe, mandatory in (
+        ("ip", True),
+        ("iptables", True),
+        ("mount", True),
+        ("nsenter", True),
+        ("ebtables", False),
+        ("ethtool", False),
+        ("socat", False),
+        ("tc", False),
+        ("touch", False),
+    ):
         if shutil.which(exe) is None:
-            fail("FileExisting-" + exe, "%s not found in system path" % exe,
-                 "ERROR" if mandatory else "WARNING")
-    missing = [name for name in ("cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids")
-               if not cgroup_enabled(name)]
+            fail(
+                "FileExisting-" + exe,
+                f"{exe} not found in system path",
+                "ERROR" if mandatory else "WARNING",
+            )
+    missing = [
+        name
+        for name in ("cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids")
+        if not cgroup_enabled(name)
+    ]
     if missing:
-        fail("SystemVerification", "missing cgroups: %s" % " ".join(missing))
+        fail("SystemVerification", "missing cgroups: {}".format(" ".join(missing)))
     node = opts.get("node-name") or hostname()
     try:
         socket.getaddrinfo(node, None)
     except OSError:
-        fail("Hostname", 'hostname "%s" could not be reached' % node, "WARNING")
+        fail("Hostname", f'hostname "{node}" could not be reached', "WARNING")
     kubelet = shutil.which("kubelet")
     if kubelet is None:
         fail("KubeletVersion", "couldn't get kubelet version: executable file not found in $PATH")
     else:
-        out = subprocess.run([kubelet, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out = subprocess.run(
+            [kubelet, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         text = out.stdout.decode(errors="replace").strip()
         kv = minor_of(text.replace("Kubernetes ", ""))
         if out.returncode != 0 or kv is None:
-            fail("KubeletVersion", "couldn't get kubelet version: %s" % text)
+            fail("KubeletVersion", f"couldn't get kubelet version: {text}")
         elif cp and kv > cp:
-            fail("KubeletVersion", "the kubelet version is higher than the control plane version. This is "
-                 "not a supported version skew and may lead to a malfunctional cluster. Kubelet version: "
-                 '"%s" Control plane version: "%s"' % (text.replace("Kubernetes ", ""), control_plane_version))
+            fail(
+                "KubeletVersion",
+                "the kubelet version is higher than the control plane version. This is "
+                "not a supported version skew and may lead to a malfunctional cluster. Kubelet version: "
+                '"{}" Control plane version: "{}"'.format(
+                    text.replace("Kubernetes ", ""), control_plane_version
+                ),
+            )
         elif cp and kv < (cp[0], cp[1] - 1):
-            fail("KubeletVersion", 'Kubelet version "%s" is lower than kubeadm can support. Please upgrade '
-                 "kubelet" % text.replace("Kubernetes ", ""))
+            fail(
+                "KubeletVersion",
+                'Kubelet version "{}" is lower than kubeadm can support. Please upgrade '
+                "kubelet".format(text.replace("Kubernetes ", "")),
+            )
     if os.path.isdir(ETCD_DIR) and os.listdir(ETCD_DIR):
-        fail("DirAvailable--var-lib-etcd", "%s is not empty" % ETCD_DIR)
+        fail("DirAvailable--var-lib-etcd", f"{ETCD_DIR} is not empty")
     if not port_free(2379):
         fail("Port-2379", "Port 2379 is in use")
     if not port_free(10250):
@@ -277,29 +401,53 @@ def cgroup_enabled(name):
 
 def pem(kind, seed):
     body = base64.encodebytes(hashlib.sha512(seed.encode()).digest() * 4).decode()
-    return "-----BEGIN %s-----\n%s-----END %s-----\n" % (kind, body, kind)
+    return f"-----BEGIN {kind}-----\n{body}-----END {kind}-----\n"
 
 
 def kubeconfig(server, user, ca):
     return (
-        "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: %s\n    server: %s\n"
-        "  name: kubernetes\ncontexts:\n- context:\n    cluster: kubernetes\n    user: %s\n"
-        "  name: %s@kubernetes\ncurrent-context: %s@kubernetes\nkind: Config\npreferences: {}\n"
-        "users:\n- name: %s\n  user:\n    client-certificate-data: %s\n    client-key-data: %s\n"
-        % (base64.b64encode(ca.encode()).decode(), server, user, user, user, user,
-           base64.b64encode(pem("CERTIFICATE", user).encode()).decode(),
-           base64.b64encode(pem("RSA PRIVATE KEY", user).encode()).decode()))
+        "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {}\n    server: {}\n"
+        "  name: kubernetes\ncontexts:\n- context:\n    cluster: kubernetes\n    user: {}\n"
+        "  name: {}@kubernetes\ncurrent-context: {}@kubernetes\nkind: Config\npreferences: {{}}\n"
+        "users:\n- name: {}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n".format(
+            base64.b64encode(ca.encode()).decode(),
+            server,
+            user,
+            user,
+            user,
+            user,
+            base64.b64encode(pem("CERTIFICATE", user).encode()).decode(),
+            base64.b64encode(pem("RSA PRIVATE KEY", user).encode()).decode(),
+        )
+    )
 
 
 def static_pod(name, command, port=None):
-    lines = ["apiVersion: v1", "kind: Pod", "metadata:", "  annotations:",
-             "    scheduler.alpha.kubernetes.io/critical-pod: \"\"", "  creationTimestamp: null",
-             "  labels:", "    component: %s" % name, "    tier: control-plane", "  name: %s" % name,
-             "  namespace: kube-system", "spec:", "  containers:", "  - command:"]
-    lines += ["    - %s" % c for c in command]
-    lines += ["    image: k8s.gcr.io/%s-amd64:%s" % (name, VERSION if name != "etcd" else "3.2.24"),
-              "    imagePullPolicy: IfNotPresent", "    name: %s" % name, "  hostNetwork: true",
-              "  priorityClassName: system-cluster-critical", "status: {}"]
+    lines = [
+        "apiVersion: v1",
+        "kind: Pod",
+        "metadata:",
+        "  annotations:",
+        '    scheduler.alpha.kubernetes.io/critical-pod: ""',
+        "  creationTimestamp: null",
+        "  labels:",
+        f"    component: {name}",
+        "    tier: control-plane",
+        f"  name: {name}",
+        "  namespace: kube-system",
+        "spec:",
+        "  containers:",
+        "  - command:",
+    ]
+    lines += [f"    - {c}" for c in command]
+    lines += [
+        "    image: k8s.gcr.io/{}-amd64:{}".format(name, VERSION if name != "etcd" else "3.2.24"),
+        "    imagePullPolicy: IfNotPresent",
+        f"    name: {name}",
+        "  hostNetwork: true",
+        "  priorityClassName: system-cluster-critical",
+        "status: {}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -310,7 +458,7 @@ def nth_ip(cidr, n):
 def kubeadm_init(args):
     opts, positionals = parse_flags(args, INIT_FLAGS)
     if positionals:
-        raise KubeadmExit(1, 'Error: unknown command "%s" for "kubeadm init"' % positionals[0])
+        raise KubeadmExit(1, f'Error: unknown command "{positionals[0]}" for "kubeadm init"')
     if "config" in opts:
         raise KubeadmExit(1, "kubeadm stand-in: --config is not implemented; pass flags")
     pod_cidr = opts.get("pod-network-cidr", "")
@@ -320,31 +468,58 @@ def kubeadm_init(args):
             try:
                 ipaddress.ip_network(value, strict=False)
             except ValueError:
-                raise KubeadmExit(3, 'networking.%s: Invalid value: "%s": couldn\'t parse subnet'
-                                  % ("podSubnet" if flag.startswith("pod") else "serviceSubnet", value))
+                field = "podSubnet" if flag.startswith("pod") else "serviceSubnet"
+                raise KubeadmExit(
+                    3, f'networking.{field}: Invalid value: "{value}": couldn\'t parse subnet'
+                ) from None
     requested = opts.get("kubernetes-version", "stable-1")
     if requested.startswith(("stable", "latest")):
-        print("I0101 00:00:00.000000 version.go:93] could not fetch a Kubernetes version from the internet: "
-              "unable to get URL \"https://dl.k8s.io/release/%s.txt\": Get https://dl.k8s.io/release/%s.txt: "
-              "dial tcp: lookup dl.k8s.io: Temporary failure in name resolution" % (requested, requested),
-              file=sys.stderr)
-        print("I0101 00:00:00.000000 version.go:94] falling back to the local client version: %s" % VERSION,
-              file=sys.stderr)
+        print(
+            "I0101 00:00:00.000000 version.go:93] could not fetch a Kubernetes version from the internet: "
+            f'unable to get URL "https://dl.k8s.io/release/{requested}.txt": Get https://dl.k8s.io/release/{requested}.txt: '
+            "dial tcp: lookup dl.k8s.io: Temporary failure in name resolution",
+            file=sys.stderr,
+        )
+        print(
+            f"I0101 00:00:00.000000 version.go:94] falling back to the local client version: {VERSION}",
+            file=sys.stderr,
+        )
         k8s_version = VERSION
     else:
         k8s_version = requested if requested.startswith("v") else "v" + requested
     cp = minor_of(k8s_version)
     if cp is None:
-        raise KubeadmExit(3, 'kubernetesVersion: Invalid value: "%s": invalid version' % requested)
+        raise KubeadmExit(3, f'kubernetesVersion: Invalid value: "{requested}": invalid version')
     if cp < (1, 11):
-        raise KubeadmExit(3, "this version of kubeadm only supports deploying clusters with the control "
-                             "plane version >= 1.11.0. Current version: %s" % k8s_version)
+        raise KubeadmExit(
+            3,
+            "this version of kubeadm only supports deploying clusters with the control "
+            f"plane version >= 1.11.0. Current version: {k8s_version}",
+        )
     crisocket = opts.get("cri-socket", DOCKERSHIM_SOCKET)
     node = (opts.get("node-name") or hostname()).lower()
     with open(INIT_LOG, "a") as fh:
-        fh.write(json.dumps({"time": now_iso(), "argv": args, "pod_network_cidr": pod_cidr,
-                             "service_cidr": service_cidr, "kubernetes_version": k8s_version,
-                             "cri_socket": crisocket, "node_name": node}) + "\n")
+        fh.write(
+            json.dumps(
+                {
+                    "time": now_iso(),
+                    "argv": args,
+                    "pod_network_cidr": pod_cidr,
+                    "service_cidr": service_cidr,
+                    "kubernetes_version": k8s_version,
+                    "cri_socket": crisocket,
+                    "node_name": node,
+                }
+            )
+            + "\n"
+        )
+    token = opts.get("token")
+    if token is not None and not re.match(r"^[a-z0-9]{6}\.[a-z0-9]{16}$", token):
+        raise KubeadmExit(
+            3,
+            f'the bootstrap token "{token}" was not of the form '
+            '"^([a-z0-9]{6})\\.([a-z0-9]{16})$"',
+        )
     advertise = opts.get("apiserver-advertise-address")
     if not advertise:
         route = default_route()
@@ -353,7 +528,7 @@ def kubeadm_init(args):
         advertise = route[1]
     port = opts.get("apiserver-bind-port", 6443)
 
-    print("[init] using Kubernetes version: %s" % k8s_version)
+    print(f"[init] using Kubernetes version: {k8s_version}")
     print("[preflight] running pre-flight checks")
     ignored = {i.lower() for i in opts.get("ignore-preflight-errors", [])}
     errors = []
@@ -361,77 +536,124 @@ def kubeadm_init(args):
         if level == "ERROR" and "all" not in ignored and name.lower() not in ignored:
             errors.append((name, message))
         else:
-            print("\t[WARNING %s]: %s" % (name, message), file=sys.stderr)
+            print(f"\t[WARNING {name}]: {message}", file=sys.stderr)
     if errors:
         lines = ["[preflight] Some fatal errors occurred:"]
-        lines += ["\t[ERROR %s]: %s" % e for e in errors]
-        lines.append("[preflight] If you know what you are doing, you can make a check non-fatal with "
-                     "`--ignore-preflight-errors=...`")
+        lines += ["\t[ERROR {}]: {}".format(*e) for e in errors]
+        lines.append(
+            "[preflight] If you know what you are doing, you can make a check non-fatal with "
+            "`--ignore-preflight-errors=...`"
+        )
         raise KubeadmExit(2, "\n".join(lines))
     print("[preflight/images] Pulling images required for setting up a Kubernetes cluster")
     print("[preflight/images] (stand-in: images are not pulled)")
 
     # kubelet configuration, then (re)start the kubelet
-    kubeadm_args = ["--container-runtime=remote", "--container-runtime-endpoint=%s" % crisocket] \
-        if crisocket != DOCKERSHIM_SOCKET else ["--cgroup-driver=cgroupfs", "--network-plugin=cni"]
+    kubeadm_args = (
+        ["--container-runtime=remote", f"--container-runtime-endpoint={crisocket}"]
+        if crisocket != DOCKERSHIM_SOCKET
+        else ["--cgroup-driver=cgroupfs", "--network-plugin=cni"]
+    )
     if node != hostname():
-        kubeadm_args.append("--hostname-override=%s" % node)
-    print('[kubelet] Writing kubelet environment file with flags to file "%s"' % KUBEADM_FLAGS_ENV)
-    atomic_write(KUBEADM_FLAGS_ENV, "KUBELET_KUBEADM_ARGS=%s\n" % " ".join(kubeadm_args))
-    print('[kubelet] Writing kubelet configuration to file "%s"' % KUBELET_CONFIG)
+        kubeadm_args.append(f"--hostname-override={node}")
+    print(f'[kubelet] Writing kubelet environment file with flags to file "{KUBEADM_FLAGS_ENV}"')
+    atomic_write(KUBEADM_FLAGS_ENV, "KUBELET_KUBEADM_ARGS={}\n".format(" ".join(kubeadm_args)))
+    print(f'[kubelet] Writing kubelet configuration to file "{KUBELET_CONFIG}"')
     atomic_write(KUBELET_CONFIG, kubelet_config_yaml(service_cidr))
     print("[preflight] Activating the kubelet service")
     if subprocess.run(["systemctl", "restart", "kubelet"]).returncode != 0:
-        print("[kubelet] WARNING: unable to start the kubelet service: [exit status 5]", file=sys.stderr)
+        print(
+            "[kubelet] WARNING: unable to start the kubelet service: [exit status 5]",
+            file=sys.stderr,
+        )
         print("[kubelet] please ensure kubelet is reloaded and running manually.", file=sys.stderr)
 
     # certificates and kubeconfig files
-    print('[certificates] Generated ca certificate and key.')
+    print("[certificates] Generated ca certificate and key.")
     os.makedirs(PKI + "/etcd", exist_ok=True)
     ca = pem("CERTIFICATE", "ca-" + node)
-    for name, content, mode in (("ca.crt", ca, 0o644), ("ca.key", pem("RSA PRIVATE KEY", "ca"), 0o600),
-                                ("apiserver.crt", pem("CERTIFICATE", "apiserver"), 0o644),
-                                ("apiserver.key", pem("RSA PRIVATE KEY", "apiserver"), 0o600),
-                                ("sa.key", pem("RSA PRIVATE KEY", "sa"), 0o600),
-                                ("sa.pub", pem("PUBLIC KEY", "sa"), 0o644),
-                                ("front-proxy-ca.crt", pem("CERTIFICATE", "fp"), 0o644),
-                                ("etcd/ca.crt", pem("CERTIFICATE", "etcd"), 0o644)):
+    for name, content, mode in (
+        ("ca.crt", ca, 0o644),
+        ("ca.key", pem("RSA PRIVATE KEY", "ca"), 0o600),
+        ("apiserver.crt", pem("CERTIFICATE", "apiserver"), 0o644),
+        ("apiserver.key", pem("RSA PRIVATE KEY", "apiserver"), 0o600),
+        ("sa.key", pem("RSA PRIVATE KEY", "sa"), 0o600),
+        ("sa.pub", pem("PUBLIC KEY", "sa"), 0o644),
+        ("front-proxy-ca.crt", pem("CERTIFICATE", "fp"), 0o644),
+        ("etcd/ca.crt", pem("CERTIFICATE", "etcd"), 0o644),
+    ):
         atomic_write(os.path.join(PKI, name), content, mode)
-    print('[certificates] valid certificates and keys now exist in "%s"' % PKI)
-    server = "https://%s:%d" % (advertise, port)
-    for name, user in (("admin.conf", "kubernetes-admin"), ("kubelet.conf", "system:node:" + node),
-                       ("controller-manager.conf", "system:kube-controller-manager"),
-                       ("scheduler.conf", "system:kube-scheduler")):
+    print(f'[certificates] valid certificates and keys now exist in "{PKI}"')
+    server = f"https://{advertise}:{port}"
+    for name, user in (
+        ("admin.conf", "kubernetes-admin"),
+        ("kubelet.conf", "system:node:" + node),
+        ("controller-manager.conf", "system:kube-controller-manager"),
+        ("scheduler.conf", "system:kube-scheduler"),
+    ):
         atomic_write(os.path.join(K8S_DIR, name), kubeconfig(server, user, ca), 0o600)
-        print('[kubeconfig] Wrote KubeConfig file to disk: "%s/%s"' % (K8S_DIR, name))
+        print(f'[kubeconfig] Wrote KubeConfig file to disk: "{K8S_DIR}/{name}"')
 
     # static pod manifests
     os.makedirs(MANIFESTS, exist_ok=True)
-    apiserver = ["kube-apiserver", "--authorization-mode=Node,RBAC", "--advertise-address=%s" % advertise,
-                 "--allow-privileged=true", "--client-ca-file=%s/ca.crt" % PKI,
-                 "--enable-admission-plugins=NodeRestriction", "--enable-bootstrap-token-auth=true",
-                 "--etcd-servers=https://127.0.0.1:2379", "--insecure-port=0", "--secure-port=%d" % port,
-                 "--service-cluster-ip-range=%s" % service_cidr,
-                 "--tls-cert-file=%s/apiserver.crt" % PKI, "--tls-private-key-file=%s/apiserver.key" % PKI]
-    cm = ["kube-controller-manager", "--address=127.0.0.1",
-          "--kubeconfig=%s/controller-manager.conf" % K8S_DIR, "--leader-elect=true",
-          "--root-ca-file=%s/ca.crt" % PKI, "--use-service-account-credentials=true"]
+    apiserver = [
+        "kube-apiserver",
+        "--authorization-mode=Node,RBAC",
+        f"--advertise-address={advertise}",
+        "--allow-privileged=true",
+        f"--client-ca-file={PKI}/ca.crt",
+        "--enable-admission-plugins=NodeRestriction",
+        "--enable-bootstrap-token-auth=true",
+        "--etcd-servers=https://127.0.0.1:2379",
+        "--insecure-port=0",
+        f"--secure-port={port}",
+        f"--service-cluster-ip-range={service_cidr}",
+        f"--tls-cert-file={PKI}/apiserver.crt",
+        f"--tls-private-key-file={PKI}/apiserver.key",
+    ]
+    cm = [
+        "kube-controller-manager",
+        "--address=127.0.0.1",
+        f"--kubeconfig={K8S_DIR}/controller-manager.conf",
+        "--leader-elect=true",
+        f"--root-ca-file={PKI}/ca.crt",
+        "--use-service-account-credentials=true",
+    ]
     if pod_cidr:
-        cm += ["--allocate-node-cidrs=true", "--cluster-cidr=%s" % pod_cidr, "--node-cidr-mask-size=24"]
-    scheduler = ["kube-scheduler", "--address=127.0.0.1", "--kubeconfig=%s/scheduler.conf" % K8S_DIR,
-                 "--leader-elect=true"]
-    etcd = ["etcd", "--advertise-client-urls=https://127.0.0.1:2379", "--data-dir=%s" % ETCD_DIR,
-            "--listen-client-urls=https://127.0.0.1:2379", "--name=%s" % node]
-    for name, command in (("kube-apiserver", apiserver), ("kube-controller-manager", cm),
-                          ("kube-scheduler", scheduler), ("etcd", etcd)):
+        cm += [
+            "--allocate-node-cidrs=true",
+            f"--cluster-cidr={pod_cidr}",
+            "--node-cidr-mask-size=24",
+        ]
+    scheduler = [
+        "kube-scheduler",
+        "--address=127.0.0.1",
+        f"--kubeconfig={K8S_DIR}/scheduler.conf",
+        "--leader-elect=true",
+    ]
+    etcd = [
+        "etcd",
+        "--advertise-client-urls=https://127.0.0.1:2379",
+        f"--data-dir={ETCD_DIR}",
+        "--listen-client-urls=https://127.0.0.1:2379",
+        f"--name={node}",
+    ]
+    for name, command in (
+        ("kube-apiserver", apiserver),
+        ("kube-controller-manager", cm),
+        ("kube-scheduler", scheduler),
+        ("etcd", etcd),
+    ):
         atomic_write(os.path.join(MANIFESTS, name + ".yaml"), static_pod(name, command))
-        print('[controlplane] wrote Static Pod manifest for component %s to "%s/%s.yaml"'
-              % (name, MANIFESTS, name))
+        print(
+            f'[controlplane] wrote Static Pod manifest for component {name} to "{MANIFESTS}/{name}.yaml"'
+        )
 
     # wait for the control plane, i.e. for the kubelet to run the static pods
     timeout = float(os.environ.get("STANDIN_KUBEADM_TIMEOUT", "60"))
-    print('[init] waiting for the kubelet to boot up the control plane as Static Pods from directory "%s"'
-          % MANIFESTS)
+    print(
+        f'[init] waiting for the kubelet to boot up the control plane as Static Pods from directory "{MANIFESTS}"'
+    )
     print("[init] this might take a minute or longer if the control plane images have to be pulled")
     started = time.time()
     warned = False
@@ -439,23 +661,38 @@ def kubeadm_init(args):
         if not warned and time.time() - started > timeout / 3:
             warned = True
             print("[kubelet-check] It seems like the kubelet isn't running or healthy.")
-            print("[kubelet-check] The HTTP call equal to 'curl -sSL http://localhost:10248/healthz' failed "
-                  "with error: Get http://localhost:10248/healthz: dial tcp 127.0.0.1:10248: connect: "
-                  "connection refused.")
+            print(
+                "[kubelet-check] The HTTP call equal to 'curl -sSL http://localhost:10248/healthz' failed "
+                "with error: Get http://localhost:10248/healthz: dial tcp 127.0.0.1:10248: connect: "
+                "connection refused."
+            )
         if time.time() - started > timeout:
             raise KubeadmExit(1, CONTROL_PLANE_TIMEOUT)
         time.sleep(0.5)
-    print("[apiclient] All control plane components are healthy after %f seconds" % (time.time() - started))
+    print(
+        "[apiclient] All control plane components are healthy after %f seconds"
+        % (time.time() - started)
+    )
     with State() as state:
         state["configmaps"]["kubeadm-config"] = {
-            "kubernetesVersion": k8s_version, "podSubnet": pod_cidr, "serviceSubnet": service_cidr,
-            "controlPlaneEndpoint": "%s:%d" % (advertise, port), "criSocket": crisocket}
-    print('[uploadconfig] storing the configuration used in ConfigMap "kubeadm-config" in the '
-          '"kube-system" Namespace')
-    print('[markmaster] Marking the node %s as master by adding the label '
-          '"node-role.kubernetes.io/master=\'\'"' % node)
-    print("[markmaster] Marking the node %s as master by adding the taints "
-          "[node-role.kubernetes.io/master:NoSchedule]" % node)
+            "kubernetesVersion": k8s_version,
+            "podSubnet": pod_cidr,
+            "serviceSubnet": service_cidr,
+            "controlPlaneEndpoint": f"{advertise}:{port}",
+            "criSocket": crisocket,
+        }
+    print(
+        '[uploadconfig] storing the configuration used in ConfigMap "kubeadm-config" in the '
+        '"kube-system" Namespace'
+    )
+    print(
+        f"[markmaster] Marking the node {node} as master by adding the label "
+        "\"node-role.kubernetes.io/master=''\""
+    )
+    print(
+        f"[markmaster] Marking the node {node} as master by adding the taints "
+        "[node-role.kubernetes.io/master:NoSchedule]"
+    )
     while True:  # the kubelet registers the node; kubeadm then marks it
         with State() as state:
             obj = state["nodes"].get(node)
@@ -466,25 +703,32 @@ def kubeadm_init(args):
                     taints.append(dict(MASTER_TAINT))
                 break
         if time.time() - started > timeout:
-            raise KubeadmExit(1, 'error marking master: timed out waiting for the condition '
-                                 '(node "%s" never registered)' % node)
+            raise KubeadmExit(
+                1,
+                "error marking master: timed out waiting for the condition "
+                f'(node "{node}" never registered)',
+            )
         time.sleep(0.5)
-    token = opts.get("token") or "%s.%s" % (hashlib.sha1(node.encode()).hexdigest()[:6],
-                                            hashlib.sha1(os.urandom(8)).hexdigest()[:16])
+    token = (
+        opts.get("token")
+        or f"{hashlib.sha1(node.encode()).hexdigest()[:6]}.{hashlib.sha1(os.urandom(8)).hexdigest()[:16]}"
+    )
     with State() as state:
         state["configmaps"].setdefault("bootstrap-tokens", []).append(token)
-    print("[bootstraptoken] using token: %s" % token)
+    print(f"[bootstraptoken] using token: {token}")
     print("[addons] Applied essential addon: CoreDNS")
     print("[addons] Applied essential addon: kube-proxy")
     print("\nYour Kubernetes master has initialized successfully!\n")
-    print("To start using your cluster, you need to run the following as a regular user:\n\n"
-          "  mkdir -p $HOME/.kube\n  sudo cp -i /etc/kubernetes/admin.conf $HOME/.kube/config\n"
-          "  sudo chown $(id -u):$(id -g) $HOME/.kube/config\n\n"
-          "You should now deploy a pod network to the cluster.\n"
-          "Run \"kubectl apply -f [podnetwork].yaml\" with one of the options listed at:\n"
-          "  https://kubernetes.io/docs/concepts/cluster-administration/addons/\n\n"
-          "You can now join any number of machines by running the following on each node\nas root:\n")
-    print("  %s\n" % join_command(advertise, port, token, ca))
+    print(
+        "To start using your cluster, you need to run the following as a regular user:\n\n"
+        "  mkdir -p $HOME/.kube\n  sudo cp -i /etc/kubernetes/admin.conf $HOME/.kube/config\n"
+        "  sudo chown $(id -u):$(id -g) $HOME/.kube/config\n\n"
+        "You should now deploy a pod network to the cluster.\n"
+        'Run "kubectl apply -f [podnetwork].yaml" with one of the options listed at:\n'
+        "  https://kubernetes.io/docs/concepts/cluster-administration/addons/\n\n"
+        "You can now join any number of machines by running the following on each node\nas root:\n"
+    )
+    print(f"  {join_command(advertise, port, token, ca)}\n")
     return 0
 
 
@@ -504,11 +748,13 @@ couldn't initialize a Kubernetes cluster"""
 
 def join_command(host, port, token, ca):
     digest = hashlib.sha256(ca.encode()).hexdigest()
-    return "kubeadm join %s:%d --token %s --discovery-token-ca-cert-hash sha256:%s" % (host, port, token, digest)
+    return (
+        f"kubeadm join {host}:{port} --token {token} --discovery-token-ca-cert-hash sha256:{digest}"
+    )
 
 
 def kubelet_config_yaml(service_cidr):
-    return """address: 0.0.0.0
+    return f"""address: 0.0.0.0
 apiVersion: kubelet.config.k8s.io/v1beta1
 authentication:
   anonymous:
@@ -523,7 +769,7 @@ authorization:
 cgroupDriver: cgroupfs
 cgroupsPerQOS: true
 clusterDNS:
-- %s
+- {nth_ip(service_cidr, 10)}
 clusterDomain: cluster.local
 failSwapOn: true
 healthzBindAddress: 127.0.0.1
@@ -532,12 +778,14 @@ kind: KubeletConfiguration
 port: 10250
 rotateCertificates: true
 staticPodPath: /etc/kubernetes/manifests
-""" % nth_ip(service_cidr, 10)
+"""
 
 
 def kubeadm_reset(args):
     opts, _ = parse_flags(args, RESET_FLAGS, shorthands={"f": "force"})
-    print("[reset] WARNING: changes made to this host by 'kubeadm init' or 'kubeadm join' will be reverted.")
+    print(
+        "[reset] WARNING: changes made to this host by 'kubeadm init' or 'kubeadm join' will be reverted."
+    )
     if not opts.get("force"):
         sys.stdout.write("[reset] are you sure you want to proceed? [y/N]: ")
         sys.stdout.flush()
@@ -547,19 +795,27 @@ def kubeadm_reset(args):
     print("[preflight] running pre-flight checks")
     print("[reset] stopping the kubelet service")
     subprocess.run(["systemctl", "stop", "kubelet"])
-    print('[reset] unmounting mounted directories in "%s"' % KUBELET_DIR)
+    print(f'[reset] unmounting mounted directories in "{KUBELET_DIR}"')
     print("[reset] removing kubernetes-managed containers")
     dirs = [KUBELET_DIR, "/etc/cni/net.d", "/var/lib/dockershim", "/var/run/kubernetes", ETCD_DIR]
-    print("[reset] deleting contents of stateful directories: [%s]" % " ".join(dirs))
+    print("[reset] deleting contents of stateful directories: [{}]".format(" ".join(dirs)))
     for d in dirs:
         clear_dir(d)
     config_dirs = [MANIFESTS, PKI]
-    print("[reset] deleting contents of config directories: [%s]" % " ".join(config_dirs))
+    print("[reset] deleting contents of config directories: [{}]".format(" ".join(config_dirs)))
     for d in config_dirs:
         clear_dir(d)
-    files = [os.path.join(K8S_DIR, f) for f in ("admin.conf", "kubelet.conf", "bootstrap-kubelet.conf",
-                                               "controller-manager.conf", "scheduler.conf")]
-    print("[reset] deleting files: [%s]" % " ".join(files))
+    files = [
+        os.path.join(K8S_DIR, f)
+        for f in (
+            "admin.conf",
+            "kubelet.conf",
+            "bootstrap-kubelet.conf",
+            "controller-manager.conf",
+            "scheduler.conf",
+        )
+    ]
+    print("[reset] deleting files: [{}]".format(" ".join(files)))
     for f in files:
         if os.path.lexists(f):
             os.unlink(f)
@@ -584,23 +840,38 @@ def clear_dir(path):
 def kubeadm_token(args):
     opts, positionals = parse_flags(args, TOKEN_FLAGS)
     if not positionals or positionals[0] not in ("create", "list"):
-        raise KubeadmExit(1, "kubeadm stand-in: only `token create` and `token list` are implemented")
+        raise KubeadmExit(
+            1, "kubeadm stand-in: only `token create` and `token list` are implemented"
+        )
     admin = opts.get("kubeconfig", K8S_DIR + "/admin.conf")
     if not os.path.exists(admin):
-        raise KubeadmExit(1, "failed to load admin kubeconfig [open %s: no such file or directory]" % admin)
+        raise KubeadmExit(
+            1, f"failed to load admin kubeconfig [open {admin}: no such file or directory]"
+        )
     host, port = server_hostport(kubeconfig_server(admin) or "")
     if not apiserver_up(host, port):
-        raise KubeadmExit(1, "timed out waiting for the condition" if positionals[0] == "create" else
-                          "failed to list bootstrap tokens [Get https://%s:%d/api/v1/namespaces/kube-system/"
-                          "secrets: dial tcp %s:%d: connect: connection refused]" % (host, port, host, port))
+        raise KubeadmExit(
+            1,
+            "timed out waiting for the condition"
+            if positionals[0] == "create"
+            else f"failed to list bootstrap tokens [Get https://{host}:{port}/api/v1/namespaces/"
+            f"kube-system/secrets: dial tcp {host}:{port}: connect: connection refused]",
+        )
     if positionals[0] == "list":
-        print("TOKEN                     TTL       EXPIRES   USAGES                   DESCRIPTION   EXTRA GROUPS")
+        print(
+            "TOKEN                     TTL       EXPIRES   USAGES                   DESCRIPTION   EXTRA GROUPS"
+        )
         for token in read_state()["configmaps"].get("bootstrap-tokens", []):
-            print("%s   23h       -         authentication,signing   <none>        "
-                  "system:bootstrappers:kubeadm:default-node-token" % token)
+            print(
+                f"{token}   23h       -         authentication,signing   <none>        "
+                "system:bootstrappers:kubeadm:default-node-token"
+            )
         return 0
-    token = positionals[1] if len(positionals) > 1 else "%s.%s" % (
-        hashlib.sha1(os.urandom(8)).hexdigest()[:6], hashlib.sha1(os.urandom(8)).hexdigest()[:16])
+    token = (
+        positionals[1]
+        if len(positionals) > 1
+        else f"{hashlib.sha1(os.urandom(8)).hexdigest()[:6]}.{hashlib.sha1(os.urandom(8)).hexdigest()[:16]}"
+    )
     with State() as state:
         state["configmaps"].setdefault("bootstrap-tokens", []).append(token)
     if opts.get("print-join-command"):
@@ -614,23 +885,100 @@ def kubeadm_token(args):
 # ==========================================================================
 # kubelet
 
-KUBELET_BOOL = """allow-privileged anonymous-auth authentication-token-webhook cgroups-per-qos containerized
-enable-controller-attach-detach enable-debugging-handlers enable-server exit-on-lock-contention
-fail-swap-on keep-terminated-pod-volumes make-iptables-util-chains register-node register-schedulable
-rotate-certificates serialize-image-pulls logtostderr alsologtostderr skip-headers version
-experimental-check-node-capabilities-before-mount experimental-kernel-memcg-notification
-redirect-container-streaming protect-kernel-defaults""".split()
-KUBELET_STR = """address authorization-mode bootstrap-kubeconfig cert-dir cgroup-driver cgroup-root
-client-ca-file cloud-config cloud-provider cluster-dns cluster-domain cni-bin-dir cni-conf-dir config
-container-runtime container-runtime-endpoint docker-endpoint dynamic-config-dir enforce-node-allocatable
-eviction-hard eviction-soft feature-gates hairpin-mode healthz-bind-address healthz-port hostname-override
-image-gc-high-threshold image-gc-low-threshold image-pull-progress-deadline image-service-endpoint
-kube-reserved kubeconfig kubelet-cgroups lock-file log-dir log-file max-pods network-plugin
-network-plugin-mtu node-ip node-labels node-status-update-frequency pod-cidr pod-infra-container-image
-pod-manifest-path port read-only-port register-with-taints resolv-conf root-dir runtime-cgroups
-runtime-request-timeout streaming-connection-idle-timeout system-reserved tls-cert-file
-tls-private-key-file v vmodule stderrthreshold volume-plugin-dir cpu-manager-policy
-max-open-files pods-per-core system-cgroups kube-reserved-cgroup system-reserved-cgroup""".split()
+KUBELET_BOOL = [
+    "allow-privileged",
+    "anonymous-auth",
+    "authentication-token-webhook",
+    "cgroups-per-qos",
+    "containerized",
+    "enable-controller-attach-detach",
+    "enable-debugging-handlers",
+    "enable-server",
+    "exit-on-lock-contention",
+    "fail-swap-on",
+    "keep-terminated-pod-volumes",
+    "make-iptables-util-chains",
+    "register-node",
+    "register-schedulable",
+    "rotate-certificates",
+    "serialize-image-pulls",
+    "logtostderr",
+    "alsologtostderr",
+    "skip-headers",
+    "version",
+    "experimental-check-node-capabilities-before-mount",
+    "experimental-kernel-memcg-notification",
+    "redirect-container-streaming",
+    "protect-kernel-defaults",
+]
+KUBELET_STR = [
+    "address",
+    "authorization-mode",
+    "bootstrap-kubeconfig",
+    "cert-dir",
+    "cgroup-driver",
+    "cgroup-root",
+    "client-ca-file",
+    "cloud-config",
+    "cloud-provider",
+    "cluster-dns",
+    "cluster-domain",
+    "cni-bin-dir",
+    "cni-conf-dir",
+    "config",
+    "container-runtime",
+    "container-runtime-endpoint",
+    "docker-endpoint",
+    "dynamic-config-dir",
+    "enforce-node-allocatable",
+    "eviction-hard",
+    "eviction-soft",
+    "feature-gates",
+    "hairpin-mode",
+    "healthz-bind-address",
+    "healthz-port",
+    "hostname-override",
+    "image-gc-high-threshold",
+    "image-gc-low-threshold",
+    "image-pull-progress-deadline",
+    "image-service-endpoint",
+    "kube-reserved",
+    "kubeconfig",
+    "kubelet-cgroups",
+    "lock-file",
+    "log-dir",
+    "log-file",
+    "max-pods",
+    "network-plugin",
+    "network-plugin-mtu",
+    "node-ip",
+    "node-labels",
+    "node-status-update-frequency",
+    "pod-cidr",
+    "pod-infra-container-image",
+    "pod-manifest-path",
+    "port",
+    "read-only-port",
+    "register-with-taints",
+    "resolv-conf",
+    "root-dir",
+    "runtime-cgroups",
+    "runtime-request-timeout",
+    "streaming-connection-idle-timeout",
+    "system-reserved",
+    "tls-cert-file",
+    "tls-private-key-file",
+    "v",
+    "vmodule",
+    "stderrthreshold",
+    "volume-plugin-dir",
+    "cpu-manager-policy",
+    "max-open-files",
+    "pods-per-core",
+    "system-cgroups",
+    "kube-reserved-cgroup",
+    "system-reserved-cgroup",
+]
 KUBELET_FLAGS = dict([(f, "bool") for f in KUBELET_BOOL] + [(f, "str") for f in KUBELET_STR])
 
 
@@ -649,64 +997,105 @@ class Kubelet:
         if "config" in flags:
             path = flags["config"]
             if not os.path.exists(path):
-                fatal("failed to load Kubelet config file %s, error failed to read kubelet config file "
-                      '"%s", error: open %s: no such file or directory' % (path, path, path))
+                fatal(
+                    f"failed to load Kubelet config file {path}, error failed to read kubelet config file "
+                    f'"{path}", error: open {path}: no such file or directory'
+                )
             config = read_simple_yaml(path)
         self.config = config
         self.static_pod_path = flags.get("pod-manifest-path") or config.get("staticPodPath", "")
         for gate in [g for g in flags.get("feature-gates", "").split(",") if g]:
             key, _, value = gate.partition("=")
             if value.lower() not in ("true", "false"):
-                fatal("failed to set feature gates from initial flags-based config: invalid value of %s: %s, "
-                      "err: strconv.ParseBool: parsing %r: invalid syntax" % (key, value, value))
+                fatal(
+                    f"failed to set feature gates from initial flags-based config: invalid value of {key}: {value}, "
+                    f"err: strconv.ParseBool: parsing {value!r}: invalid syntax"
+                )
         if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-            fatal("failed to run Kubelet: failed to get the kubelet's cgroup: cpu and memory cgroup hierarchy "
-                  "not unified (cgroup v2 is not supported by this kubelet)")
+            fatal(
+                "failed to run Kubelet: failed to get the kubelet's cgroup: cpu and memory cgroup hierarchy "
+                "not unified (cgroup v2 is not supported by this kubelet)"
+            )
         fail_swap_on = flags.get("fail-swap-on", config.get("failSwapOn", "true") != "false")
         if fail_swap_on and swap_devices():
-            fatal("failed to run Kubelet: Running with swap on is not supported, please disable swap! or set "
-                  "--fail-swap-on flag to false. /proc/swaps contained: %s" % open("/proc/swaps").read().split("\n"))
+            fatal(
+                "failed to run Kubelet: Running with swap on is not supported, please disable swap! or set "
+                "--fail-swap-on flag to false. /proc/swaps contained: {}".format(
+                    read_text("/proc/swaps").split("\n")
+                )
+            )
         kubeconfig_path = flags.get("kubeconfig", "")
         bootstrap = flags.get("bootstrap-kubeconfig", "")
-        if kubeconfig_path and not os.path.exists(kubeconfig_path) and bootstrap and not os.path.exists(bootstrap):
-            fatal("failed to run Kubelet: unable to load bootstrap kubeconfig: stat %s: no such file or "
-                  "directory" % bootstrap)
+        if (
+            kubeconfig_path
+            and not os.path.exists(kubeconfig_path)
+            and bootstrap
+            and not os.path.exists(bootstrap)
+        ):
+            fatal(
+                f"failed to run Kubelet: unable to load bootstrap kubeconfig: stat {bootstrap}: no such file or "
+                "directory"
+            )
         self.kubeconfig = kubeconfig_path
         if self.runtime not in ("docker", "remote", "rkt"):
-            fatal('failed to run Kubelet: unsupported container runtime "%s"' % self.runtime)
+            fatal(f'failed to run Kubelet: unsupported container runtime "{self.runtime}"')
         if self.runtime == "docker":
             docker = unix_path(flags.get("docker-endpoint", "unix:///var/run/docker.sock"))
             if unix_request(docker, b"GET /_ping HTTP/1.0\r\n\r\n") is None:
-                fatal("failed to run Kubelet: failed to create kubelet: failed to get docker version: Cannot "
-                      "connect to the Docker daemon at unix://%s. Is the docker daemon running?" % docker)
+                fatal(
+                    "failed to run Kubelet: failed to create kubelet: failed to get docker version: Cannot "
+                    f"connect to the Docker daemon at unix://{docker}. Is the docker daemon running?"
+                )
         else:
             if runtime_status(self.endpoint) is None:
-                glog("W", 'connection error: desc = "transport: Error while dialing dial unix %s: connect: '
-                     'no such file or directory"' % unix_path(self.endpoint))
-                fatal("failed to run Kubelet: failed to create kubelet: rpc error: code = Unavailable desc = "
-                      "all SubConns are in TransientFailure")
+                glog(
+                    "W",
+                    f'connection error: desc = "transport: Error while dialing dial unix {unix_path(self.endpoint)}: connect: '
+                    'no such file or directory"',
+                )
+                fatal(
+                    "failed to run Kubelet: failed to create kubelet: rpc error: code = Unavailable desc = "
+                    "all SubConns are in TransientFailure"
+                )
             mine = flags.get("cgroup-driver") or config.get("cgroupDriver") or "cgroupfs"
             theirs = runtime_cgroup_driver()
             if theirs is not None and theirs != mine:
-                fatal('failed to run Kubelet: misconfiguration: kubelet cgroup driver: "%s" is different '
-                      'from runtime cgroup driver: "%s"' % (mine, theirs))
+                fatal(
+                    f'failed to run Kubelet: misconfiguration: kubelet cgroup driver: "{mine}" is different '
+                    f'from runtime cgroup driver: "{theirs}"'
+                )
         port = int(flags.get("port", config.get("port", 10250)))
         try:
             self.listeners["kubelet"] = listen_tcp(flags.get("address", "0.0.0.0"), port)
         except OSError as exc:
-            fatal("failed to run Kubelet: listen tcp 0.0.0.0:%d: bind: %s" % (port, exc.strerror.lower()))
+            fatal(f"failed to run Kubelet: listen tcp 0.0.0.0:{port}: bind: {exc.strerror.lower()}")
         healthz = int(flags.get("healthz-port", config.get("healthzPort", 10248)))
         try:
             self.listeners["healthz"] = listen_tcp("127.0.0.1", healthz)
         except OSError as exc:
-            fatal("failed to run Kubelet: listen tcp 127.0.0.1:%d: bind: %s" % (healthz, exc.strerror.lower()))
+            fatal(
+                f"failed to run Kubelet: listen tcp 127.0.0.1:{healthz}: bind: "
+                f"{exc.strerror.lower()}"
+            )
 
     def serve_forever(self):
-        threading.Thread(target=self._accept, args=(self.listeners["kubelet"], b""), daemon=True).start()
-        threading.Thread(target=self._accept, args=(
-            self.listeners["healthz"], b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", True), daemon=True).start()
-        glog("I", "Version: %s" % VERSION)
-        glog("I", "Started kubelet; node %s, runtime %s %s" % (self.node, self.runtime, self.endpoint))
+        threading.Thread(
+            target=self._accept, args=(self.listeners["kubelet"], b""), daemon=True
+        ).start()
+        threading.Thread(
+            target=self._accept,
+            args=(
+                self.listeners["healthz"],
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                True,
+            ),
+            daemon=True,
+        ).start()
+        glog("I", f"Version: {VERSION}")
+        glog(
+            "I",
+            f"Started kubelet; node {self.node}, runtime {self.runtime} {self.endpoint}",
+        )
         while True:
             self.sync_static_pods()
             self.sync_node()
@@ -719,10 +1108,8 @@ class Kubelet:
             try:
                 if read_request:
                     conn.settimeout(1)
-                    try:
+                    with contextlib.suppress(OSError):
                         conn.recv(4096)
-                    except OSError:
-                        pass
                 if reply:
                     conn.sendall(reply)
             except OSError:
@@ -736,7 +1123,7 @@ class Kubelet:
             for name in os.listdir(self.static_pod_path):
                 if name in STATIC_PODS:
                     host, port = STATIC_PODS[name]
-                    text = open(os.path.join(self.static_pod_path, name)).read()
+                    text = read_text(os.path.join(self.static_pod_path, name))
                     m = re.search(r"--secure-port=(\d+)", text)
                     if m:
                         port = int(m.group(1))
@@ -744,29 +1131,35 @@ class Kubelet:
         for name in list(self.listeners):
             if name in STATIC_PODS and name not in wanted:
                 self.listeners.pop(name).close()
-                glog("I", "static pod %s removed" % name)
+                glog("I", f"static pod {name} removed")
         for name, (host, port) in wanted.items():
             if name in self.listeners:
                 continue
             try:
                 sock = listen_tcp(host, port)
             except OSError as exc:
-                glog("E", "static pod %s: listen tcp %s:%d: bind: %s (container restarting)"
-                     % (name, host, port, exc.strerror.lower()))
+                glog(
+                    "E",
+                    f"static pod {name}: listen tcp {host}:{port}: bind: "
+                    f"{exc.strerror.lower()} (container restarting)",
+                )
                 continue
             self.listeners[name] = sock
             banner = APISERVER_BANNER + b"\n" if name == "kube-apiserver.yaml" else b""
             threading.Thread(target=self._accept, args=(sock, banner), daemon=True).start()
             if name == "etcd.yaml":
                 os.makedirs(ETCD_DIR + "/member/snap", exist_ok=True)
-            glog("I", "static pod %s running, listening on %s:%d" % (name, host, port))
+            glog("I", f"static pod {name} running, listening on {host}:{port}")
 
     def sync_node(self):
         if not self.kubeconfig or not os.path.exists(self.kubeconfig):
             return
         server = kubeconfig_server(self.kubeconfig)
         if not server or not apiserver_up(*server_hostport(server)):
-            glog("E", 'Unable to register node "%s" with API server: connection refused' % self.node)
+            glog(
+                "E",
+                f'Unable to register node "{self.node}" with API server: connection refused',
+            )
             return
         status = runtime_status(self.endpoint) if self.runtime == "remote" else {}
         if status is None:
@@ -775,8 +1168,13 @@ class Kubelet:
             conditions = {c.get("type"): c for c in status.get("status", {}).get("conditions", [])}
             net = conditions.get("NetworkReady", {"status": True})
             if not net.get("status"):
-                ready = ("False", "KubeletNotReady", "runtime network not ready: NetworkReady=false reason:%s "
-                         "message:%s" % (net.get("reason", ""), net.get("message", "")))
+                ready = (
+                    "False",
+                    "KubeletNotReady",
+                    "runtime network not ready: NetworkReady=false reason:{} message:{}".format(
+                        net.get("reason", ""), net.get("message", "")
+                    ),
+                )
             else:
                 ready = ("True", "KubeletReady", "kubelet is posting ready status")
         now = now_iso()
@@ -784,7 +1182,7 @@ class Kubelet:
             node = state["nodes"].get(self.node)
             if node is None:
                 node = state["nodes"][self.node] = self.new_node(now)
-                glog("I", "Successfully registered node %s" % self.node)
+                glog("I", f"Successfully registered node {self.node}")
             old = node["status"]["conditions"][0]
             if old["status"] != ready[0]:
                 old["lastTransitionTime"] = now
@@ -796,28 +1194,53 @@ class Kubelet:
         route = default_route()
         addresses = [{"type": "Hostname", "address": self.node}]
         if route:
-            addresses.insert(0, {"type": "InternalIP", "address": self.flags.get("node-ip", route[1])})
+            addresses.insert(
+                0, {"type": "InternalIP", "address": self.flags.get("node-ip", route[1])}
+            )
         spec = {}
         cm = os.path.join(self.static_pod_path or MANIFESTS, "kube-controller-manager.yaml")
         if os.path.exists(cm):
-            text = open(cm).read()
+            text = read_text(cm)
             cidr = re.search(r"--cluster-cidr=(\S+)", text)
             mask = re.search(r"--node-cidr-mask-size=(\d+)", text)
             if "--allocate-node-cidrs=true" in text and cidr:
                 net = ipaddress.ip_network(cidr.group(1), strict=False)
-                spec["podCIDR"] = str(next(net.subnets(new_prefix=int(mask.group(1) if mask else 24))))
+                spec["podCIDR"] = str(
+                    next(net.subnets(new_prefix=int(mask.group(1) if mask else 24)))
+                )
         return {
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": self.node, "creationTimestamp": now,
-                         "labels": {"beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
-                                    "kubernetes.io/hostname": self.node}},
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.node,
+                "creationTimestamp": now,
+                "labels": {
+                    "beta.kubernetes.io/arch": "amd64",
+                    "beta.kubernetes.io/os": "linux",
+                    "kubernetes.io/hostname": self.node,
+                },
+            },
             "spec": spec,
-            "status": {"addresses": addresses,
-                       "conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady",
-                                       "message": "", "lastHeartbeatTime": now, "lastTransitionTime": now}],
-                       "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux",
-                                    "kubeletVersion": VERSION, "kubeProxyVersion": VERSION,
-                                    "containerRuntimeVersion": ""}},
+            "status": {
+                "addresses": addresses,
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "False",
+                        "reason": "KubeletNotReady",
+                        "message": "",
+                        "lastHeartbeatTime": now,
+                        "lastTransitionTime": now,
+                    }
+                ],
+                "nodeInfo": {
+                    "architecture": "amd64",
+                    "operatingSystem": "linux",
+                    "kubeletVersion": VERSION,
+                    "kubeProxyVersion": VERSION,
+                    "containerRuntimeVersion": "",
+                },
+            },
         }
 
 
@@ -825,20 +1248,22 @@ def runtime_version(status, kubelet):
     if kubelet.runtime != "remote":
         return "docker://unknown"
     version = (status or {}).get("version", {})
-    return "%s://%s" % (version.get("runtimeName", "unknown"), version.get("runtimeVersion", "unknown"))
+    return "{}://{}".format(
+        version.get("runtimeName", "unknown"), version.get("runtimeVersion", "unknown")
+    )
 
 
 def kubelet_main(args):
     try:
         flags, positionals = parse_flags(args, KUBELET_FLAGS)
     except FlagError as exc:
-        print("F0101 00:00:00.000000 %7d server.go:153] %s" % (os.getpid(), exc), file=sys.stderr)
+        print(f"F0101 00:00:00.000000 {os.getpid():7d} server.go:153] {exc}", file=sys.stderr)
         return 255
     if flags.get("version"):
-        print("Kubernetes %s" % VERSION)
+        print(f"Kubernetes {VERSION}")
         return 0
     if positionals:
-        fatal("unknown command: %s" % positionals[0])
+        fatal(f"unknown command: {positionals[0]}")
     set_process_name("kubelet")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     kubelet = Kubelet(flags)
@@ -851,10 +1276,23 @@ def kubelet_main(args):
 # kubectl
 
 KUBECTL_FLAGS = {
-    "kubeconfig": "str", "namespace": "str", "output": "str", "server": "str", "v": "str",
-    "request-timeout": "str", "context": "str", "cluster": "str", "user": "str",
-    "insecure-skip-tls-verify": "bool", "all": "bool", "overwrite": "bool", "selector": "str",
-    "client": "bool", "short": "bool", "no-headers": "bool", "show-labels": "bool",
+    "kubeconfig": "str",
+    "namespace": "str",
+    "output": "str",
+    "server": "str",
+    "v": "str",
+    "request-timeout": "str",
+    "context": "str",
+    "cluster": "str",
+    "user": "str",
+    "insecure-skip-tls-verify": "bool",
+    "all": "bool",
+    "overwrite": "bool",
+    "selector": "str",
+    "client": "bool",
+    "short": "bool",
+    "no-headers": "bool",
+    "show-labels": "bool",
     "all-namespaces": "bool",
 }
 KUBECTL_SHORT = {"n": "namespace", "o": "output", "s": "server", "l": "selector", "v": "v"}
@@ -867,22 +1305,37 @@ class KubectlExit(Exception):
         self.message = message
 
 
+NODE_WORDS = ("nodes", "node", "no")
+
+
 def kubectl_main(args):
     try:
         flags, words = parse_flags(args, KUBECTL_FLAGS, normalize=False, shorthands=KUBECTL_SHORT)
+        if len(words) >= 2 and "/" in words[1]:  # kubectl get node/NAME
+            words[1:2] = words[1].split("/", 1)
         if not words:
-            raise KubectlExit("kubectl controls the Kubernetes cluster manager (TEST STAND-IN).\n"
-                              "Implemented: get nodes [NAME] [-o json|name|wide], taint nodes, version")
+            raise KubectlExit(
+                "kubectl controls the Kubernetes cluster manager (TEST STAND-IN).\n"
+                "Implemented: get nodes [NAME] [-o json|name|wide], taint/annotate/label nodes, "
+                "version"
+            )
         if words[0] == "version":
             return kubectl_version(flags)
-        connect(flags)
-        if words[0] == "get" and len(words) >= 2 and words[1] in ("nodes", "node", "no"):
-            return kubectl_get_nodes(flags, words[2:])
-        if words[0] == "taint" and len(words) >= 2 and words[1] in ("nodes", "node", "no"):
-            return kubectl_taint(flags, words[2:])
-        raise KubectlExit("kubectl stand-in: not implemented: %s" % " ".join(words))
+        if len(words) >= 2 and words[1] in NODE_WORDS:
+            command = {
+                "get": kubectl_get_nodes,
+                "taint": kubectl_taint,
+                "annotate": kubectl_set_metadata,
+                "label": kubectl_set_metadata,
+            }.get(words[0])
+            if command is not None:
+                connect(flags)
+                if command is kubectl_set_metadata:
+                    return command(flags, words[2:], words[0])
+                return command(flags, words[2:])
+        raise KubectlExit("kubectl stand-in: not implemented: {}".format(" ".join(words)))
     except FlagError as exc:
-        print("Error: %s\nSee 'kubectl --help' for usage." % exc, file=sys.stderr)
+        print(f"Error: {exc}\nSee 'kubectl --help' for usage.", file=sys.stderr)
         return 1
     except KubectlExit as exc:
         print(exc.message, file=sys.stderr)
@@ -891,9 +1344,9 @@ def kubectl_main(args):
 
 def kubectl_version(flags):
     if flags.get("short"):
-        print("Client Version: %s" % VERSION)
+        print(f"Client Version: {VERSION}")
     else:
-        print('Client Version: %s' % version_info())
+        print(f"Client Version: {version_info()}")
     if not flags.get("client"):
         connect(flags)
         print("Server Version: %s" % (VERSION if flags.get("short") else version_info()))
@@ -902,19 +1355,25 @@ def kubectl_version(flags):
 
 def connect(flags):
     """Find the API server like kubectl does, and fail like it when it cannot be reached."""
-    path = flags.get("kubeconfig") or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    path = (
+        flags.get("kubeconfig")
+        or os.environ.get("KUBECONFIG")
+        or os.path.expanduser("~/.kube/config")
+    )
     server = flags.get("server")
     if not server:
         if os.path.exists(path):
             server = kubeconfig_server(path) or "localhost:8080"
         elif flags.get("kubeconfig"):
-            raise KubectlExit("error: stat %s: no such file or directory" % path)
+            raise KubectlExit(f"error: stat {path}: no such file or directory")
         else:
             server = "localhost:8080"
     host, port = server_hostport(server)
     if not tcp_accepts(host, port):
-        raise KubectlExit("The connection to the server %s:%d was refused - did you specify the right host "
-                          "or port?" % (host, port))
+        raise KubectlExit(
+            f"The connection to the server {host}:{port} was refused - did you specify the right "
+            "host or port?"
+        )
     if not apiserver_up(host, port):
         raise KubectlExit('error: the server doesn\'t have a resource type "nodes"')
 
@@ -925,7 +1384,11 @@ def node_view(node, heartbeats):
     cond = node["status"]["conditions"][0]
     beat = heartbeats.get(node["metadata"]["name"], 0)
     if time.time() - beat > 10 or not tcp_accepts("127.0.0.1", 10250):
-        cond.update(status="Unknown", reason="NodeStatusUnknown", message="Kubelet stopped posting node status.")
+        cond.update(
+            status="Unknown",
+            reason="NodeStatusUnknown",
+            message="Kubelet stopped posting node status.",
+        )
     return node
 
 
@@ -935,34 +1398,59 @@ def kubectl_get_nodes(flags, names):
     if names:
         missing = [n for n in names if n not in state["nodes"]]
         if missing:
-            raise KubectlExit('Error from server (NotFound): nodes "%s" not found' % missing[0])
+            raise KubectlExit(f'Error from server (NotFound): nodes "{missing[0]}" not found')
         nodes = [n for n in nodes if n["metadata"]["name"] in names]
     output = flags.get("output", "")
     if output == "json":
         if len(names) == 1:
             print(json.dumps(nodes[0], indent=4))
         else:
-            print(json.dumps({"apiVersion": "v1", "items": nodes, "kind": "List",
-                              "metadata": {"resourceVersion": "", "selfLink": ""}}, indent=4))
+            print(
+                json.dumps(
+                    {
+                        "apiVersion": "v1",
+                        "items": nodes,
+                        "kind": "List",
+                        "metadata": {"resourceVersion": "", "selfLink": ""},
+                    },
+                    indent=4,
+                )
+            )
     elif output == "name":
         for n in nodes:
-            print("node/%s" % n["metadata"]["name"])
+            print("node/{}".format(n["metadata"]["name"]))
     elif output in ("", "wide"):
         if not nodes:
             print("No resources found.", file=sys.stderr)
             return 0
         rows = [("NAME", "STATUS", "ROLES", "AGE", "VERSION")]
         for n in nodes:
-            status = {"True": "Ready", "False": "NotReady"}.get(n["status"]["conditions"][0]["status"], "NotReady")
-            roles = ",".join(k.split("/", 1)[1] for k in n["metadata"]["labels"]
-                             if k.startswith("node-role.kubernetes.io/")) or "<none>"
-            rows.append((n["metadata"]["name"], status, roles, "1m", n["status"]["nodeInfo"]["kubeletVersion"]))
+            status = {"True": "Ready", "False": "NotReady"}.get(
+                n["status"]["conditions"][0]["status"], "NotReady"
+            )
+            roles = (
+                ",".join(
+                    k.split("/", 1)[1]
+                    for k in n["metadata"]["labels"]
+                    if k.startswith("node-role.kubernetes.io/")
+                )
+                or "<none>"
+            )
+            rows.append(
+                (
+                    n["metadata"]["name"],
+                    status,
+                    roles,
+                    "1m",
+                    n["status"]["nodeInfo"]["kubeletVersion"],
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         start = 1 if flags.get("no-headers") else 0
         for r in rows[start:]:
             print("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     else:
-        raise KubectlExit("error: kubectl stand-in: output format %r not implemented" % output)
+        raise KubectlExit(f"error: kubectl stand-in: output format {output!r} not implemented")
     return 0
 
 
@@ -980,36 +1468,85 @@ def kubectl_taint(flags, words):
         for name in names:
             node = state["nodes"].get(name)
             if node is None:
-                raise KubectlExit('Error from server (NotFound): nodes "%s" not found' % name)
+                raise KubectlExit(f'Error from server (NotFound): nodes "{name}" not found')
             taints = node["spec"].setdefault("taints", [])
             for spec in specs:
                 if spec.endswith("-"):
                     key, _, effect = spec[:-1].partition(":")
                     key = key.split("=", 1)[0]
-                    keep = [t for t in taints if not (t["key"] == key and (not effect or t["effect"] == effect))]
+                    keep = [
+                        t
+                        for t in taints
+                        if not (t["key"] == key and (not effect or t["effect"] == effect))
+                    ]
                     if len(keep) == len(taints):
-                        raise KubectlExit('error: taint "%s" not found' % spec[:-1])
+                        raise KubectlExit(f'error: taint "{spec[:-1]}" not found')
                     taints[:] = keep
                 else:
-                    m = re.match(r"^([^=:]+)(?:=([^:]*))?:(NoSchedule|PreferNoSchedule|NoExecute)$", spec)
+                    m = re.match(
+                        r"^([^=:]+)(?:=([^:]*))?:(NoSchedule|PreferNoSchedule|NoExecute)$", spec
+                    )
                     if not m:
-                        raise KubectlExit('error: invalid taint spec: %s' % spec)
+                        raise KubectlExit(f"error: invalid taint spec: {spec}")
                     new = {"key": m.group(1), "effect": m.group(3)}
                     if m.group(2):
                         new["value"] = m.group(2)
                     if any(t["key"] == new["key"] and t["effect"] == new["effect"] for t in taints):
                         if not flags.get("overwrite"):
-                            raise KubectlExit("error: Node %s already has %s taint(s) with same effect(s) and "
-                                              "--overwrite is false" % (name, new["key"]))
-                        taints[:] = [t for t in taints if not (t["key"] == new["key"] and t["effect"] == new["effect"])]
+                            raise KubectlExit(
+                                "error: Node {} already has {} taint(s) with same effect(s) and "
+                                "--overwrite is false".format(name, new["key"])
+                            )
+                        taints[:] = [
+                            t
+                            for t in taints
+                            if not (t["key"] == new["key"] and t["effect"] == new["effect"])
+                        ]
                     taints.append(new)
             if not taints:
                 node["spec"].pop("taints")
-            print("node/%s %s" % (name, "untainted" if all(s.endswith("-") for s in specs) else "tainted"))
+            print(
+                "node/{} {}".format(
+                    name, "untainted" if all(s.endswith("-") for s in specs) else "tainted"
+                )
+            )
     return 0
 
 
-MAINS = {"kubeadm": kubeadm_main, "kubelet": kubelet_main, "kubectl": kubectl_main}
+def kubectl_set_metadata(flags, words, verb):
+    """kubectl annotate|label nodes (NAME | --all) KEY=VALUE... KEY-..."""
+    field = "annotations" if verb == "annotate" else "labels"
+    targets, specs = (None, words) if flags.get("all") else (words[:1], words[1:])
+    if not specs or targets == []:
+        raise KubectlExit(f"error: at least one {field[:-1]} update is required")
+    with State() as state:
+        for name in targets if targets is not None else sorted(state["nodes"]):
+            node = state["nodes"].get(name)
+            if node is None:
+                raise KubectlExit(f'Error from server (NotFound): nodes "{name}" not found')
+            meta = node["metadata"].setdefault(field, {})
+            for spec in specs:
+                if spec.endswith("-") and "=" not in spec:
+                    meta.pop(spec[:-1], None)
+                    continue
+                key, equals, value = spec.partition("=")
+                if not equals or not key:
+                    raise KubectlExit(f"error: invalid {field[:-1]} format: {spec}")
+                if key in meta and not flags.get("overwrite"):
+                    if verb == "annotate":
+                        raise KubectlExit(
+                            "error: --overwrite is false but found the following declared "
+                            f"annotation(s): '{key}' already has a value ({meta[key]})"
+                        )
+                    raise KubectlExit(
+                        f"error: '{key}' already has a value ({meta[key]}), and --overwrite is false"
+                    )
+                meta[key] = value
+            print(f"node/{name} {'annotated' if verb == 'annotate' else 'labeled'}")
+    return 0
+
 
 if __name__ == "__main__":
-    sys.exit(MAINS[PROGRAM](sys.argv[1:]))
+    # looked up here, so that code appended above this line can replace them
+    mains = {"kubeadm": kubeadm_main, "kubelet": kubelet_main, "kubectl": kubectl_main}
+    sys.exit(mains[PROGRAM](sys.argv[1:]))
