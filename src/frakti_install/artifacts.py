@@ -60,11 +60,16 @@ class Artifacts:
         self._downloader: Optional[Downloader] = None
         self._sums: Dict[str, str] = {}
 
+    TABLE = "artifacts"  # the data file listing the artifacts
+
+    def _table(self) -> Dict[str, Any]:
+        return datafiles.load(self.TABLE)
+
     def names(self) -> List[str]:
-        return list(datafiles.load("artifacts")["artifacts"])
+        return list(self._table()["artifacts"])
 
     def get(self, name: str) -> Artifact:
-        table = datafiles.load("artifacts")
+        table = self._table()
         entry = table["artifacts"][name]
         template = entry["url"][self._format] if isinstance(entry["url"], dict) else entry["url"]
         base = self._settings.mirrors.get(entry["kind"], table["bases"][entry["kind"]]).rstrip("/")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 from frakti_install import datafiles
-from frakti_install.artifacts import Artifact, Artifacts
+from frakti_install.artifacts import Artifacts
 from frakti_install.config import Settings
 from frakti_install.errors import ConfigError, UnsupportedOS
 from frakti_install.versions import VersionSet
@@ -124,6 +124,8 @@ class KataArtifacts(Artifacts):
     cache) over kata.yaml's table. One extra kind of check: "fingerprint",
     a signing key whose OpenPGP fingerprint is compared before installing."""
 
+    TABLE = DATA
+
     def __init__(
         self,
         settings: Settings,
@@ -135,31 +137,6 @@ class KataArtifacts(Artifacts):
         # Artifacts only asks its versions for as_dict() (the URL placeholders).
         super().__init__(
             settings, cast(VersionSet, versions), arch, package_format, downloader_factory
-        )
-
-    def _table(self) -> Dict[str, Any]:
-        return datafiles.load(DATA)
-
-    def names(self) -> List[str]:
-        return list(self._table()["artifacts"])
-
-    def get(self, name: str) -> Artifact:
-        table = self._table()
-        entry = table["artifacts"][name]
-        template = entry["url"][self._format] if isinstance(entry["url"], dict) else entry["url"]
-        base = self._settings.mirrors.get(entry["kind"], table["bases"][entry["kind"]]).rstrip("/")
-        identity = template.format(base="", **self._values)
-        url = base + identity
-        sha256_url = entry.get("sha256_url")
-        return Artifact(
-            name=name,
-            kind=entry["kind"],
-            url=url,
-            identity=identity,
-            checksum=entry["sha256"],
-            sha256_url=sha256_url.format(url=url) if sha256_url else None,
-            given_sha256=self._settings.checksums.get(name),
-            unverified_ok=name in self._settings.allow_unverified,
         )
 
     def fingerprints(self, name: str) -> Tuple[str, ...]:

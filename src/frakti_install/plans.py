@@ -31,9 +31,9 @@ from frakti_install.steps.selinux import Selinux
 from frakti_install.steps.swap import Swap
 
 
-def allinone() -> List[Step]:
+def node_stack() -> List[Step]:
+    """What every node runs: the host prepared, hyperd, docker, frakti and kubelet."""
     return [
-        Preflight(),
         Swap(),
         Kernel(),
         Selinux(),
@@ -45,6 +45,13 @@ def allinone() -> List[Step]:
         CniPlugins(),
         Kubernetes(),
         Kubelet(),
+    ]
+
+
+def allinone() -> List[Step]:
+    return [
+        Preflight(),
+        *node_stack(),
         KubeadmInitStep(),
         PodNetwork(),
         Untaint(),
@@ -57,17 +64,7 @@ def node() -> List[Step]:
     """A worker: the same stack, joined to a master instead of initialised."""
     return [
         Preflight.for_worker(),
-        Swap(),
-        Kernel(),
-        Selinux(),
-        Repos(),
-        Proxy(),
-        Hyperd(),
-        Docker(),
-        Frakti(),
-        CniPlugins(),
-        Kubernetes(),
-        Kubelet(),
+        *node_stack(),
         KubeadmJoinStep(),
         PodNetwork(),
         Routes(),

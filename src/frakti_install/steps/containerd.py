@@ -32,13 +32,13 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
-from frakti_install.actions import RemoveFile, Systemctl, WriteFile, run
+from frakti_install.actions import Systemctl, WriteFile
 from frakti_install.engine import Action, Check, Step
 from frakti_install.errors import ConfigError, VerifyFailed
 from frakti_install.kata_profile import Kata, cgroup_driver, kata
 from frakti_install.render import render
 from frakti_install.steps.common import file_actions, package_actions, wait_for
-from frakti_install.steps.proxy import MARKER, drop_in, proxy_environment
+from frakti_install.steps.proxy import Proxy
 
 if TYPE_CHECKING:
     from frakti_install.context import Context
@@ -653,37 +653,8 @@ class Containerd(Step):
         super().verify(ctx)
 
 
-class ContainerdProxy(Step):
-    """HTTP(S)_PROXY for containerd (image pulls) and kubelet, as proxy.py
-    does for the frakti profile's daemons."""
+class ContainerdProxy(Proxy):
+    """HTTP(S)_PROXY for containerd (image pulls) and kubelet."""
 
-    name = "proxy"
     title = "Proxy settings for containerd and kubelet"
     units = ("containerd.service", "kubelet.service")
-
-    def check(self, ctx: Context) -> Check:
-        environment = proxy_environment(ctx.settings)
-        actions: List[Action] = []
-        changed: List[str] = []
-        for unit in self.units:
-            path = drop_in(unit)
-            if environment:
-                content = render("http-proxy.conf.j2", environment=environment)
-                unit_actions = file_actions(ctx, path, content, 0o640)
-            elif (ctx.host.read_text(path) or "").startswith(MARKER):
-                unit_actions = [RemoveFile(path)]
-            else:
-                unit_actions = []
-            actions += unit_actions
-            changed += [unit] if unit_actions else []
-        if not actions:
-            if environment:
-                return Check.ok("containerd and kubelet have the proxy settings")
-            return Check.skipped("no proxy configured")
-        actions.append(run("systemctl", "daemon-reload", why="reload unit files"))
-        for unit, state in ctx.facts.units(changed).items():
-            if state.active:
-                actions.append(
-                    run("systemctl", "restart", unit, why=f"restart {unit} (proxy changed)")
-                )
-        return Check(actions)

@@ -37,12 +37,13 @@ def proxy_environment(settings: Settings) -> List[Tuple[str, str]]:
 class Proxy(Step):
     name = "proxy"
     title = "Proxy settings for the daemons"
+    units: Tuple[str, ...] = UNITS
 
     def check(self, ctx: Context) -> Check:
         environment = proxy_environment(ctx.settings)
         actions: List[Action] = []
         changed_units = []
-        for unit in UNITS:
+        for unit in self.units:
             path = drop_in(unit)
             if environment:
                 content = render("http-proxy.conf.j2", environment=environment)
@@ -57,7 +58,8 @@ class Proxy(Step):
                 changed_units.append(unit)
         if not actions:
             if environment:
-                return Check.ok("docker, hyperd and kubelet have the proxy settings")
+                names = ", ".join(unit.split(".")[0] for unit in self.units)
+                return Check.ok(f"{names} have the proxy settings")
             return Check.skipped("no proxy configured")
         actions.append(run("systemctl", "daemon-reload", why="reload unit files"))
         for unit, state in ctx.facts.units(changed_units).items():
