@@ -91,6 +91,11 @@ MirrorOpt = typer.Option(
     "--mirror",
     help="KIND=URL: download KIND (kubernetes, github, hyper, kubernetes-pkgs) from URL.",
 )
+KeyFingerprintOpt = typer.Option(
+    None,
+    "--key-fingerprint",
+    help="NAME=FINGERPRINT: trust this key for NAME (a mirror signing with its own key).",
+)
 RuntimeOpt = typer.Option(
     None,
     "--runtime",
@@ -131,7 +136,7 @@ def _settings(config: Optional[Path], flags: Dict[str, Any]) -> Any:
     from frakti_install import config as config_module
 
     flags = dict(flags)
-    for key in ("mirrors", "checksums"):
+    for key in ("mirrors", "checksums", "key_fingerprints"):
         if flags.get(key):
             flags[key] = config_module.parse_pairs(flags[key], key.rstrip("s"))
     return config_module.load(config, flags)
@@ -187,6 +192,7 @@ def _run_plan(
 def allinone(
     config: Optional[Path] = ConfigOpt,
     runtime: Optional[str] = RuntimeOpt,
+    key_fingerprint: Optional[List[str]] = KeyFingerprintOpt,
     pod_cidr: Optional[str] = PodCidrOpt,
     node_subnet: Optional[str] = NodeSubnetOpt,
     service_cidr: Optional[str] = ServiceCidrOpt,
@@ -216,7 +222,7 @@ def allinone(
         cgroup_driver=cgroup_driver, mirrors=mirror, checksums=checksum,
         allow_unverified=allow_unverified, ignore_preflight_errors=ignore_preflight_errors,
         disable_swap=disable_swap, advertise_address=advertise_address, node_ip=node_ip,
-        runtime=runtime,
+        runtime=runtime, key_fingerprints=key_fingerprint,
     )  # fmt: skip
 
     def _allinone() -> None:

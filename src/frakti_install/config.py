@@ -16,6 +16,7 @@ from frakti_install import datafiles, versions
 from frakti_install.errors import ConfigError
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+FINGERPRINT_RE = re.compile(r"^[0-9A-F]{40}$")
 CGROUP_DRIVERS = ("auto", "cgroupfs", "systemd")
 RUNTIMES = ("frakti", "kata")
 ENV_PREFIX = "FRAKTI_INSTALL_"
@@ -40,6 +41,8 @@ class Settings:
     node_ready_timeout: int = 300
     mirrors: Dict[str, str] = field(default_factory=dict)
     checksums: Dict[str, str] = field(default_factory=dict)
+    # OpenPGP fingerprints to trust for a signing key (a mirror that signs with its own key)
+    key_fingerprints: Dict[str, str] = field(default_factory=dict)
     allow_unverified: Tuple[str, ...] = ()
     ignore_preflight_errors: Tuple[str, ...] = ()
     http_proxy: str = ""
@@ -124,6 +127,22 @@ def validate(settings: Settings) -> Settings:
             )
         if value != "-" and not SHA256_RE.match(value):
             raise ConfigError(f"checksum for {name} is not 64 lowercase hex digits: {value!r}")
+    signing_keys = {
+        name
+        for name, entry in datafiles.load("kata")["artifacts"].items()
+        if entry.get("sha256") == "fingerprint"
+    }
+    for name, value in settings.key_fingerprints.items():
+        if name not in signing_keys:
+            raise ConfigError(
+                f"key_fingerprints: {name!r} is not a signing key",
+                hint="Signing keys: " + ", ".join(sorted(signing_keys)),
+            )
+        for fingerprint in split_fingerprints(value):
+            if not FINGERPRINT_RE.match(fingerprint):
+                raise ConfigError(
+                    f"key_fingerprints: {fingerprint!r} for {name} is not 40 hex digits"
+                )
     if not 0 < settings.streaming_port < 65536:
         raise ConfigError(f"streaming_port {settings.streaming_port} is not a TCP port")
     if settings.runtime == "kata":
@@ -137,7 +156,7 @@ def validate(settings: Settings) -> Settings:
 
 def _coerce(name: str, value: Any) -> Any:
     default = FIELDS[name].default
-    if name in ("mirrors", "checksums"):
+    if name in ("mirrors", "checksums", "key_fingerprints"):
         if isinstance(value, str):
             value = parse_pairs([value], name)
         if not isinstance(value, Mapping):
@@ -162,15 +181,24 @@ def _coerce(name: str, value: Any) -> Any:
     return None if value is None else str(value)
 
 
+def split_fingerprints(value: str) -> List[str]:
+    """'DE15 B144 ..., AB12...' -> ['DE15B144...', 'AB12...']"""
+    return [f.replace(" ", "").upper() for f in value.split(",") if f.strip()]
+
+
 def parse_pairs(items: List[str], what: str) -> Dict[str, str]:
-    """['kubernetes=http://m/k8s', ...] -> {'kubernetes': 'http://m/k8s'}; comma lists allowed."""
+    """['kubernetes=http://m/k8s', ...] -> {'kubernetes': 'http://m/k8s'}.
+
+    Comma lists are allowed (a=1,b=2); a name given twice collects its values
+    comma-separated (for several fingerprints of one key)."""
     pairs: Dict[str, str] = {}
     for item in items:
         for part in filter(None, (p.strip() for p in item.split(","))):
             key, sep, value = part.partition("=")
             if not sep or not key or not value:
                 raise ConfigError(f"{what}: expected NAME=VALUE, got {part!r}")
-            pairs[key.strip()] = value.strip()
+            key = key.strip()
+            pairs[key] = f"{pairs[key]},{value.strip()}" if key in pairs else value.strip()
     return pairs
 
 

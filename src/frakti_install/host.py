@@ -192,6 +192,21 @@ class Host:
         self._notify({"action": "remove", "path": target, "backup": backup})
         return backup
 
+    def remove_tree(self, target: str) -> None:
+        """Delete a directory of runtime data (no backup). A mount point is emptied."""
+        path = self.path(target)
+        if not path.is_dir() or path.is_symlink():
+            return
+        if os.path.ismount(path):
+            for child in path.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        else:
+            shutil.rmtree(path)
+        self._notify({"action": "remove-tree", "path": target})
+
     def _parent(self, target: str) -> Path:
         parent = self.path(target).parent
         parent.mkdir(parents=True, exist_ok=True)

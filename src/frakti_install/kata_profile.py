@@ -11,13 +11,14 @@ The frakti profile stays the default wherever it can work.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 from frakti_install import datafiles
-from frakti_install.artifacts import Artifacts
-from frakti_install.config import Settings
+from frakti_install.artifacts import Artifact, Artifacts
+from frakti_install.config import Settings, split_fingerprints
 from frakti_install.errors import ConfigError, UnsupportedOS
 from frakti_install.versions import VersionSet
 
@@ -140,8 +141,20 @@ class KataArtifacts(Artifacts):
         )
 
     def fingerprints(self, name: str) -> Tuple[str, ...]:
+        """The keys to trust: the user's (key_fingerprints) replace the table's."""
+        given = self._settings.key_fingerprints.get(name)
+        if given:
+            return tuple(split_fingerprints(given))
         entry = self._table()["artifacts"][name]
         return tuple(str(f).upper() for f in entry.get("fingerprints", ()))
+
+    def get(self, name: str) -> Artifact:
+        artifact = super().get(name)
+        if artifact.checksum != "fingerprint":
+            return artifact
+        # Trusting other keys makes it another artifact: the keyring is installed again.
+        trust = ",".join(sorted(self.fingerprints(name)))
+        return dataclasses.replace(artifact, identity=f"{artifact.identity}#trust={trust}")
 
     def sha256(self, name: str) -> Optional[str]:
         artifact = self.get(name)

@@ -65,7 +65,7 @@ class Apt(PackageManager):
         return ["apt-get", "install", "-y", "--no-install-recommends", *self._dpkg_opts, *paths]
 
     def remove_argv(self, names: Sequence[str]) -> List[str]:
-        return ["apt-get", "purge", "-y", *names]
+        return ["apt-get", "purge", "-y", "--autoremove", *names]
 
     def missing_candidates(self, host: Host, names: Sequence[str]) -> List[str]:
         if not names:

@@ -254,7 +254,7 @@ class SimRunner:
         if argv[1] == "update":
             return self.ok(argv)
         if argv[1] == "purge":
-            return self._remove(argv[3:])
+            return self._remove([a for a in argv[2:] if not a.startswith("-")])
         return self._install([a for a in argv[2:] if not a.startswith("-") and "Dpkg::" not in a])
 
     def cmd_yum(self, argv: List[str]) -> CommandResult:

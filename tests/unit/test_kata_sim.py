@@ -456,6 +456,28 @@ def test_signing_key_with_another_fingerprint_is_not_installed(machine):
     assert not m.p("/etc/apt/keyrings/kubernetes-apt-keyring.gpg").exists()
 
 
+def test_a_mirror_signing_with_its_own_key_is_trusted_when_told(machine):
+    mirror_key = "0123456789ABCDEF0123456789ABCDEF01234567"
+    m = machine()
+    m.downloader.replace[KEY_URL] = signing_key(mirror_key)
+    spaced = " ".join(mirror_key[i : i + 4] for i in range(0, 40, 4)).lower()
+    apply(m, key_fingerprints={"kubernetes-apt-key": spaced})
+    assert m.p("/etc/apt/keyrings/kubernetes-apt-keyring.gpg").exists()
+    # trusting another key is another keyring: installed again
+    m.downloader.replace[KEY_URL] = signing_key()
+    report = run_once(m)
+    repo = next(r for r in report.steps if r.name == "kubernetes-repo")
+    assert any("check its fingerprint" in change for change in repo.changes), repo
+
+
+def test_key_fingerprints_setting_is_validated(machine):
+    m = machine()
+    with pytest.raises(ConfigError, match="is not a signing key"):
+        m.settings(key_fingerprints={"kata": "A" * 40})
+    with pytest.raises(ConfigError, match="is not 40 hex digits"):
+        m.settings(key_fingerprints={"kubernetes-apt-key": "XYZ"})
+
+
 def test_node_ip_and_advertise_address_reach_kubelet_and_kubeadm(machine):
     m = machine()
     apply(m, node_ip="10.0.0.1", advertise_address="10.0.0.1")

@@ -87,3 +87,21 @@ def test_iptables_filter_keeps_foreign_rules():
         "*nat\n:KUBE-X - [0:0]\n:MINE - [0:0]\n-A PREROUTING -j KUBE-X\n-A MINE -j ACCEPT\nCOMMIT\n"
     )
     assert without_our_rules(rules) == "*nat\n:MINE - [0:0]\n-A MINE -j ACCEPT\nCOMMIT\n"
+
+
+def test_purge_deletes_runtime_data_of_our_packages_only(machine):
+    m = machine()
+    run(m, plans.allinone())
+    for path in (
+        "/var/lib/docker/image/x",
+        "/var/lib/hyper/vm/y",
+        "/var/lib/cni/networks/z",
+        "/home/user/keep",
+    ):
+        m.runner.write(path, "data\n")
+    report = run(m, plans.reset(purge=True))
+    packages = next(r for r in report.steps if r.name == "packages")
+    assert "delete /var/lib/docker (runtime data)" in packages.changes
+    for gone in ("/var/lib/docker", "/var/lib/hyper", "/var/lib/cni"):
+        assert not m.p(gone).exists(), gone
+    assert m.p("/home/user/keep").exists()

@@ -68,8 +68,9 @@ class InstallKeyring(Action):
                 raise KeyMismatch(
                     f"{artifacts.get(self.artifact).url} holds key(s) "
                     f"{', '.join(found) or 'none'}, not {', '.join(sorted(wanted))}",
-                    hint="The key was not installed. Check --mirror kubernetes-pkgs; if "
-                    "Kubernetes rotated its key, update the fingerprint in kata.yaml.",
+                    hint="The key was not installed. Check --mirror kubernetes-pkgs; a mirror "
+                    "that signs with its own key needs --key-fingerprint "
+                    f"{self.artifact}=<its fingerprint> (key_fingerprints: in the config).",
                 )
             keyring = Path(home) / "keyring.gpg"
             ctx.host.run(

@@ -5,6 +5,7 @@ it installed."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, List
@@ -148,6 +149,30 @@ class RestoreFiles(Step):
         return Check(actions)
 
 
+@dataclass(frozen=True)
+class RemoveTree(Action):
+    path: str
+
+    def describe(self) -> str:
+        return f"delete {self.path} (runtime data)"
+
+    def apply(self, ctx: Context) -> None:
+        ctx.host.remove_tree(self.path)
+
+
+def data_dirs(ctx: Context, packages: List[str]) -> List[str]:
+    """Runtime data of the packages we installed and of what we ran ourselves."""
+    tables = datafiles.load("profiles")
+    dirs = [d for name in packages for d in tables["package_data_dirs"].get(name, [])]
+    dirs += tables["runtime_dirs"]
+    return [d for i, d in enumerate(dirs) if d not in dirs[:i] and has_data(ctx, d)]
+
+
+def has_data(ctx: Context, target: str) -> bool:
+    path = ctx.host.path(target)
+    return path.is_dir() and (bool(ctx.host.listdir(target)) or not os.path.ismount(path))
+
+
 class PurgePackages(Step):
     name = "packages"
     title = "Remove the packages frakti-install installed"
@@ -163,14 +188,17 @@ class PurgePackages(Step):
             return Check.skipped(
                 "packages stay installed (--purge removes " + (", ".join(present) or "none") + ")"
             )
-        if not present:
-            return Check.ok("no package of ours is installed")
+        dirs = data_dirs(ctx, wanted)
+        if not (present or dirs):
+            return Check.ok("no package of ours is installed, and no runtime data is left")
         pm = ctx.packages
         actions: List[Action] = []
         held = [name for name in present if name in ("kubelet", "kubeadm", "kubectl")]
         if held and ctx.profile.package_manager == "apt":
             actions.append(run("apt-mark", "unhold", *held, why="release the version hold"))
-        actions.append(run(*pm.remove_argv(present), why="remove packages", env=pm.env))
+        if present:
+            actions.append(run(*pm.remove_argv(present), why="remove packages", env=pm.env))
+        actions += [RemoveTree(d) for d in dirs]
         return Check(actions)
 
 
