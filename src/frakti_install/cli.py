@@ -392,6 +392,32 @@ def info(config: Optional[Path] = ConfigOpt, as_json: bool = JsonOpt) -> None:
     _guard(_info, as_json=as_json)
 
 
+@app.command()
+def cluster(
+    file: Path = typer.Option(
+        ..., "--file", "-f", dir_okay=False, help="Cluster inventory (kind: Cluster)."
+    ),
+    dry_run: bool = DryRunOpt,
+    yes: bool = YesOpt,
+) -> None:
+    """Install a whole cluster from one inventory over SSH (Ansible: the cluster extra)."""
+
+    def _cluster() -> int:
+        from frakti_install import cluster as clusters
+        from frakti_install import console
+
+        def ask(text: str) -> bool:
+            console.out.print(text, markup=False, highlight=False)
+            return console.confirm("Install the cluster on these hosts?")
+
+        inventory = clusters.load_inventory(file)
+        return clusters.run_cluster(inventory, dry_run=dry_run, yes=yes, confirm=ask)
+
+    code = _guard(_cluster)
+    if code:
+        raise typer.Exit(code)
+
+
 @bundle_app.command("create")
 def bundle_create(
     family: str = typer.Option(..., "--family", help="deb or rpm: the hosts' package family."),
