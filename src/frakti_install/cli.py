@@ -159,8 +159,9 @@ def _run_plan(
     console.configure_logging(verbose, quiet=as_json)
     if not dry_run:
         session.log_to_file(Path(settings.log_file))
+    observer = None if as_json else console.StepProgress(dry_run)
     with tempfile.TemporaryDirectory(prefix="frakti-install-") as workdir:
-        downloader_factory = console.downloader_factory(settings, quiet=as_json)
+        downloader_factory = console.downloader_factory(settings, observer)
         if bundle is not None:
             settings, downloader_factory = session.use_bundle(settings, bundle, Path(workdir))
         ctx = session.new_context(settings, downloader_factory=downloader_factory)
@@ -176,9 +177,9 @@ def _run_plan(
                     raise Aborted("nothing was changed", hint="Run with --yes not to be asked.")
             ctx.facts.invalidate()
 
-        observer = console.null_observer if as_json else console.StepProgress(dry_run)
-        with observer:
-            report = session.execute(steps, ctx, dry_run=dry_run, observer=observer)
+        display = observer or console.null_observer
+        with display:
+            report = session.execute(steps, ctx, dry_run=dry_run, observer=display)
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -338,9 +339,7 @@ def status(config: Optional[Path] = ConfigOpt, as_json: bool = JsonOpt) -> None:
 
         settings = _settings(config, {})
         make_steps = (
-            plans.node
-            if session.is_worker(settings)
-            else (lambda: plans.allinone_for(settings.runtime))
+            plans.node if session.is_worker() else (lambda: plans.allinone_for(settings.runtime))
         )
         report = _run_plan(make_steps, settings, dry_run=True, yes=True, as_json=as_json, verbose=0)
         drifted = [step.name for step in report.steps if step.status.value in ("change", "fail")]
@@ -447,15 +446,17 @@ def bundle_create(
 
         settings = _settings(config, flags)
         target = output or Path(f"frakti-bundle-{family}-{arch}-{settings.versions.frakti}.tar.gz")
-        artifacts = Artifacts(
-            settings, settings.versions, arch, family,
-            console.downloader_factory(settings, quiet=False),
-        )  # fmt: skip
-        written = bundle.create_bundle(
-            target, artifacts, family=family, arch=arch, versions=settings.versions,
-            os_packages=bundle.os_packages_for(family),
-            wheels=sorted(wheels.glob("*.whl")) if wheels else (),
-        )  # fmt: skip
+        display = console.StepProgress(dry_run=False)
+        with display:
+            artifacts = Artifacts(
+                settings, settings.versions, arch, family,
+                console.downloader_factory(settings, display),
+            )  # fmt: skip
+            written = bundle.create_bundle(
+                target, artifacts, family=family, arch=arch, versions=settings.versions,
+                os_packages=bundle.os_packages_for(family),
+                wheels=sorted(wheels.glob("*.whl")) if wheels else (),
+            )  # fmt: skip
         typer.echo(f"wrote {written}")
 
     _guard(_create)

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from frakti_install.engine import Event, Status, StepResult
@@ -207,36 +198,27 @@ def show_info(data: Dict[str, Any]) -> None:
     out.print(table)
 
 
-def downloader_factory(settings: Any, quiet: bool) -> Callable[[], Any]:
-    """A Downloader whose progress events drive one rich bar per file."""
+def downloader_factory(settings: Any, progress: Optional[StepProgress]) -> Callable[[], Any]:
+    """A Downloader whose progress shows as a line per file in the step display
+    (one live display: rich allows no second one beside it)."""
 
     def make() -> Any:
         from frakti_install.download import Downloader
         from frakti_install.download import Progress as DownloadProgress
 
-        bars = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=out,
-            transient=True,
-        )
         tasks: Dict[str, Any] = {}
-        finished: Dict[str, float] = {}
 
         def on_progress(event: DownloadProgress) -> None:
-            if quiet:
+            if progress is None:
                 return
+            bar = progress.progress
+            size = f"{event.total / 1e6:.1f} MB" if event.total else "?"
+            text = f"    download {event.name}: {event.done / 1e6:.1f} of {size}"
             if event.url not in tasks:
-                bars.start()
-                tasks[event.url] = bars.add_task(f"  {event.name}", total=event.total)
-            bars.update(tasks[event.url], completed=event.done, total=event.total)
+                tasks[event.url] = bar.add_task(text)
+            bar.update(tasks[event.url], description=text)
             if event.total is not None and event.done >= event.total:
-                finished[event.url] = time.monotonic()
-                bars.remove_task(tasks.pop(event.url))
-                if not tasks:
-                    bars.stop()
+                bar.remove_task(tasks.pop(event.url))
 
         return Downloader(Path(settings.cache_dir), on_progress=on_progress)
 

@@ -63,7 +63,7 @@ def new_context(
     return Context(host=host, settings=settings, downloader_factory=downloader_factory)
 
 
-def is_worker(settings: Settings) -> bool:
+def is_worker() -> bool:
     """A host that joined a cluster (kubelet.conf) without being its master (admin.conf)."""
     host = Host()
     return host.exists("/etc/kubernetes/kubelet.conf") and not host.exists(ADMIN_CONF)

@@ -184,3 +184,19 @@ def test_kata_dry_run_on_a_cgroup_v2_host(tmp_path, monkeypatch):
     frakti = invoke("allinone", "--dry-run", "--json", "-c", str(config))
     assert frakti.exit_code == ExitCode.PREFLIGHT  # frakti's kubelets need cgroup v1
     assert "CgroupV1" in frakti.stdout
+
+
+def test_download_progress_shares_the_step_display(tmp_path):
+    from frakti_install import console
+    from frakti_install.config import Settings
+    from frakti_install.download import Progress
+
+    display = console.StepProgress(dry_run=False)
+    with display:
+        downloader = console.downloader_factory(Settings(cache_dir=str(tmp_path)), display)()
+        downloader.on_progress(Progress("http://m/kubelet", "kubelet", 0, 2_000_000))
+        assert [t.description for t in display.progress.tasks] == [
+            "    download kubelet: 0.0 of 2.0 MB"
+        ]
+        downloader.on_progress(Progress("http://m/kubelet", "kubelet", 2_000_000, 2_000_000))
+        assert display.progress.tasks == []
