@@ -237,10 +237,21 @@ def allinone(
             lambda: plans.allinone_for(settings.runtime), settings, dry_run=dry_run, yes=yes,
             as_json=as_json, verbose=verbose, bundle=bundle,
         )  # fmt: skip
-        if not (dry_run or as_json):
-            console.next_steps(report)
+        if not (dry_run or as_json) and settings.runtime == "frakti":
+            console.next_steps(_join_line_after_init(report, settings))
 
     _guard(_allinone, as_json=as_json)
+
+
+def _join_line_after_init(report: Any, settings: Any) -> Optional[str]:
+    """The join line, made only by the run that initialised the cluster (a
+    re-run changes nothing, so it creates no token either)."""
+    from frakti_install import joining, session
+
+    initialised = any(s.name == "kubeadm-init" and s.status.value == "change" for s in report.steps)
+    if not (report.ok and initialised):
+        return None
+    return joining.create_join_line(session.new_context(settings)).command()
 
 
 @app.command()

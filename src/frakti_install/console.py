@@ -46,15 +46,18 @@ def internal_error(exc: BaseException) -> None:
     )
 
 
-def next_steps(report: Any) -> None:
-    """After allinone: how to add workers (the token is made on demand, not stored)."""
-    if not report.ok:
-        return
-    out.print(
-        "Add a worker: run [bold]frakti-install join-command[/] here and the line it "
-        "prints on the worker.",
-        highlight=False,
-    )
+def next_steps(join_line: Optional[str]) -> None:
+    """After allinone: how to add workers. The line holds a secret token: shown
+    here once, for the operator, and never logged."""
+    if join_line:
+        out.print("Add a worker: run this on it (the token is valid for 24 h):", highlight=False)
+        out.print(join_line, markup=False, highlight=False, soft_wrap=True)
+    else:
+        out.print(
+            "Add a worker: run [bold]frakti-install join-command[/] here and the line it "
+            "prints on the worker.",
+            highlight=False,
+        )
 
 
 def confirm(question: str) -> bool:

@@ -200,3 +200,17 @@ def test_download_progress_shares_the_step_display(tmp_path):
         ]
         downloader.on_progress(Progress("http://m/kubelet", "kubelet", 2_000_000, 2_000_000))
         assert display.progress.tasks == []
+
+
+def test_first_allinone_prints_the_join_line_and_reruns_do_not(sim):
+    m, config = sim()
+    first = invoke("allinone", "--yes", "-c", config)
+    assert first.exit_code == 0, first.output
+    line = next(x for x in first.output.splitlines() if x.startswith("frakti-install node"))
+    assert "--join 10.0.0.1:6443 --token " in line and "sha256:" in line
+    token = line.split("--token ")[1].split()[0]
+    assert token in m.state.cluster.tokens
+    log = Path(yaml.safe_load(Path(config).read_text())["log_file"]).read_text()
+    assert token not in log
+    again = invoke("allinone", "--yes", "-c", config)
+    assert "frakti-install join-command" in again.output and "--token" not in again.output
