@@ -9,6 +9,7 @@ journals, and reports results as data.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -136,14 +137,7 @@ def run_plan(
             result = _run_step(step, ctx, dry_run, observer)
         except FraktiInstallError as error:
             result = StepResult(step.name, Status.FAIL, error.message, error=error)
-        result = StepResult(
-            result.name,
-            result.status,
-            result.detail,
-            result.changes,
-            time.monotonic() - started,
-            result.error,
-        )
+        result = dataclasses.replace(result, seconds=time.monotonic() - started)
         ctx.journal.record(
             step=step.name, event=result.status.value, detail=result.detail, changes=result.changes
         )
