@@ -54,7 +54,8 @@ class Apt(PackageManager):
             name, _, rest = line.partition("\t")
             status, _, version = rest.partition("\t")
             name = name.split(":")[0]
-            if name in found and status.startswith("ii"):
+            # "ii" installed, "hi" installed and held: the second letter is the state
+            if name in found and status[1:2] == "i":
                 found[name] = version.strip()
         return found
 

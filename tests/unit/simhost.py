@@ -225,7 +225,12 @@ class SimRunner:
 
     def cmd_dpkg_query(self, argv: List[str]) -> CommandResult:
         names = [a for a in argv[3:]]
-        lines = [f"{n}\tii \t{self.state.packages[n]}" for n in names if n in self.state.packages]
+        holds = getattr(self, "holds", ())  # dpkg's want flag: h(old) or i(nstall)
+        lines = [
+            f"{n}\t{'h' if n in holds else 'i'}i \t{self.state.packages[n]}"
+            for n in names
+            if n in self.state.packages
+        ]
         missing = [n for n in names if n not in self.state.packages]
         return CommandResult(
             argv,

@@ -232,3 +232,12 @@ def test_advertise_address_and_node_ip_reach_kubeadm_and_kubelet(machine):
     apply(m, advertise_address="192.168.56.10", node_ip="192.168.56.10")
     assert "--apiserver-advertise-address=192.168.56.10" in m.state.inits[0]
     assert "--node-ip=192.168.56.10" in m.p("/etc/default/kubelet").read_text()
+
+
+def test_cluster_made_without_pod_cidr_is_refused_at_once(machine):
+    m = machine()
+    apply(m)
+    m.runner.write("/etc/kubernetes/manifests/kube-controller-manager.yaml", "    - --v=2\n")
+    with pytest.raises(ConfigError, match="initialised without --pod-network-cidr"):
+        apply(m)
+    apply(m, node_subnet="10.244.0.0/24")  # a hand-picked subnet works

@@ -81,6 +81,13 @@ class KubeadmInitStep(Step):
                     hint="Keep pod_cidr as it was, or run 'kubeadm reset -f' first to "
                     "build a new cluster (this deletes the current one).",
                 )
+            if cidr is None and ctx.settings.node_subnet == "auto":
+                raise ConfigError(
+                    "this cluster was initialised without --pod-network-cidr: the controller "
+                    "manager allocates no pod subnets, so node_subnet auto cannot work",
+                    hint="Give node_subnet by hand (a /24 of pod_cidr), or run 'kubeadm reset "
+                    "-f' so that frakti-install initialises the cluster itself.",
+                )
             return Check.ok(f"cluster already initialised (pod CIDR {cidr or 'unknown'})")
         actions: List[Action] = []
         if partial_init(ctx):
