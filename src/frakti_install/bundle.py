@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 from frakti_install import __version__, datafiles
 from frakti_install.artifacts import Artifacts
 from frakti_install.config import Settings
-from frakti_install.download import CHUNK_SIZE, Downloader, sha256_of
+from frakti_install.download import CHUNK_SIZE, Downloader, fsync_dir, sha256_of
 from frakti_install.errors import ChecksumMismatch, ConfigError, DownloadError
 from frakti_install.profiles import identify, profile_for
 from frakti_install.versions import VersionSet, known_sets
@@ -251,7 +251,7 @@ def _write_tarball(output: Path, manifest: Dict[str, Any], files: Dict[str, Path
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(parent)
+    fsync_dir(parent)
 
 
 class _BytesReader:
@@ -266,19 +266,6 @@ class _BytesReader:
         chunk = self._data[self._pos : end]
         self._pos += len(chunk)
         return chunk
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- open

@@ -249,7 +249,7 @@ def _ensure_dir(path: Path) -> None:
         os.chmod(path, DIR_MODE)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(str(path), os.O_RDONLY)
     except OSError:
@@ -558,8 +558,8 @@ class Downloader:
             os.fsync(fh.fileno())
         os.chmod(part, FILE_MODE)
         os.replace(part, final)
-        _fsync_dir(final.parent)
-        _fsync_dir(part.parent)
+        fsync_dir(final.parent)
+        fsync_dir(part.parent)
 
     def _get_text(self, url: str, safe: str, max_bytes: int) -> str:
         resp = self._request(url, {})

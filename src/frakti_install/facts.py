@@ -118,6 +118,14 @@ class Facts:
     def hardware_virtualization(self) -> bool:
         return bool(self.cpu_flags() & {"vmx", "svm"})
 
+    def kvm_problem(self) -> Optional[str]:
+        """Why KVM cannot be used here, or None when it can."""
+        if self.kvm_usable():
+            return None
+        if not self.hardware_virtualization():
+            return "the CPU shows no vmx/svm flag"
+        return "/dev/kvm is missing or not usable"
+
     @cached
     def kvm_usable(self) -> bool:
         return self.hardware_virtualization() and os.access(

@@ -61,13 +61,9 @@ def _ports(ctx: Context) -> Optional[str]:
 
 
 def _kvm(ctx: Context) -> Optional[str]:
-    if ctx.facts.kvm_usable():
+    why = ctx.facts.kvm_problem()
+    if why is None:
         return None
-    why = (
-        "the CPU shows no vmx/svm flag"
-        if not ctx.facts.hardware_virtualization()
-        else "/dev/kvm is missing or not usable"
-    )
     return (
         f"{why}: Kata pods cannot start on this host (each runs in a KVM virtual "
         "machine); the cluster and its runc pods would work"

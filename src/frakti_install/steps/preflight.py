@@ -96,13 +96,9 @@ def _binaries(ctx: Context) -> Optional[str]:
 
 
 def _kvm(ctx: Context) -> Optional[str]:
-    if ctx.facts.kvm_usable():
+    why = ctx.facts.kvm_problem()
+    if why is None:
         return None
-    why = (
-        "the CPU shows no vmx/svm flag"
-        if not ctx.facts.hardware_virtualization()
-        else "/dev/kvm is missing or not usable"
-    )
     return f"{why}: hyperd will fall back to software emulation, pods start very slowly"
 
 
