@@ -49,7 +49,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 HERE = Path(__file__).resolve().parent
 STANDINS = HERE / "standins"
@@ -433,6 +433,41 @@ def _remove_unused_images(keep: Path) -> None:
         if old != keep and ".tmp-" not in old.name and old.is_dir() and str(old) not in in_use:
             remove_tree(old)
             (CACHE_ROOT / f"build-{old.name[len('image-') :]}.log").unlink(missing_ok=True)
+
+
+def derived_image(
+    prefix: str, base: Path, recipe: dict, customize: Callable[[Path, Path], None]
+) -> Path:
+    """A cached copy of `base` changed by customize(root, log), rebuilt when the
+    recipe (which should hold customize's source) changes. Built into a temp
+    dir and renamed, so a killed build is never reused; older copies that no
+    running host uses are dropped."""
+    recipe = {"base": base.name, **recipe}
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    image = CACHE_ROOT / f"{prefix}-{key}"
+    if image.is_dir():
+        return image
+    with _flock(CACHE_ROOT / ".build.lock"):
+        if image.is_dir():
+            return image
+        for stale in CACHE_ROOT.glob(f"{prefix}-*.tmp-*"):  # a killed build
+            remove_tree(stale)
+        tmp = CACHE_ROOT / f"{prefix}-{key}.tmp-{os.getpid()}"
+        log = CACHE_ROOT / f"build-{prefix}-{key}.log"
+        log.write_text("")
+        try:
+            _run_host(["cp", "-a", "--reflink=auto", str(base), str(tmp)], log=log)
+            customize(tmp, log)
+            (tmp / f"etc/frakti-e2e-{prefix}-image.json").write_text(json.dumps(recipe, indent=1))
+            os.rename(tmp, image)
+        except BaseException:
+            remove_tree(tmp)
+            raise
+        in_use = " ".join(opts for _, fstype, opts in _mountinfo() if fstype == "overlay")
+        for old in CACHE_ROOT.glob(f"{prefix}-*"):
+            if old != image and ".tmp-" not in old.name and str(old) not in in_use:
+                remove_tree(old)
+    return image
 
 
 # --------------------------------------------------------------------------

@@ -37,7 +37,6 @@ import gzip
 import hashlib
 import inspect
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -125,36 +124,10 @@ def _customize_kata_image(root: Path, packages: Tuple[str, ...], log: Path) -> N
 def ensure_kata_image(base: Path) -> Path:
     """The base image plus the kata profile's packages in apt's cache (~30 s, once)."""
     packages = offline_packages()
-    recipe = {
-        "base": base.name,
-        "packages": packages,
-        "customize": inspect.getsource(_customize_kata_image),
-    }
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-    image = testbed.CACHE_ROOT / f"kata-{key}"
-    if image.is_dir():
-        return image
-    with testbed._flock(testbed.CACHE_ROOT / ".build.lock"):
-        if image.is_dir():
-            return image
-        for stale in testbed.CACHE_ROOT.glob("kata-*.tmp-*"):  # a killed build
-            testbed.remove_tree(stale)
-        tmp = testbed.CACHE_ROOT / f"kata-{key}.tmp-{os.getpid()}"
-        log = testbed.CACHE_ROOT / f"build-kata-{key}.log"
-        log.write_text("")
-        try:
-            testbed._run_host(["cp", "-a", "--reflink=auto", str(base), str(tmp)], log=log)
-            _customize_kata_image(tmp, packages, log)
-            (tmp / "etc/frakti-e2e-kata-image.json").write_text(json.dumps(recipe, indent=1))
-            os.rename(tmp, image)
-        except BaseException:
-            testbed.remove_tree(tmp)
-            raise
-        in_use = " ".join(opts for _, fstype, opts in testbed._mountinfo() if fstype == "overlay")
-        for old in testbed.CACHE_ROOT.glob("kata-*"):
-            if old != image and ".tmp-" not in old.name and str(old) not in in_use:
-                testbed.remove_tree(old)
-    return image
+    recipe = {"packages": packages, "customize": inspect.getsource(_customize_kata_image)}
+    return testbed.derived_image(
+        "kata", base, recipe, lambda root, log: _customize_kata_image(root, packages, log)
+    )
 
 
 # --------------------------------------------------------------------------- the stand-ins

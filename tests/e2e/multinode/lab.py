@@ -121,36 +121,8 @@ def _customize_lab_image(root: Path, log: Path) -> None:
 
 def ensure_lab_image(base: Path) -> Path:
     """The base image plus EXTRA_PACKAGES, built once per base image (~30 s)."""
-    recipe = {
-        "base": base.name,
-        "packages": EXTRA_PACKAGES,
-        "customize": inspect.getsource(_customize_lab_image),
-    }
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-    image = testbed.CACHE_ROOT / f"multinode-{key}"
-    if image.is_dir():
-        return image
-    with testbed._flock(testbed.CACHE_ROOT / ".build.lock"):
-        if image.is_dir():
-            return image
-        for stale in testbed.CACHE_ROOT.glob("multinode-*.tmp-*"):  # a killed build
-            testbed.remove_tree(stale)
-        tmp = testbed.CACHE_ROOT / f"multinode-{key}.tmp-{os.getpid()}"
-        log = testbed.CACHE_ROOT / f"build-multinode-{key}.log"
-        log.write_text("")
-        try:
-            testbed._run_host(["cp", "-a", "--reflink=auto", str(base), str(tmp)], log=log)
-            _customize_lab_image(tmp, log)
-            (tmp / "etc/frakti-e2e-multinode-image.json").write_text(json.dumps(recipe, indent=1))
-            os.rename(tmp, image)
-        except BaseException:
-            testbed.remove_tree(tmp)
-            raise
-        in_use = " ".join(opts for _, fstype, opts in testbed._mountinfo() if fstype == "overlay")
-        for old in testbed.CACHE_ROOT.glob("multinode-*"):
-            if old != image and ".tmp-" not in old.name and str(old) not in in_use:
-                testbed.remove_tree(old)
-    return image
+    recipe = {"packages": EXTRA_PACKAGES, "customize": inspect.getsource(_customize_lab_image)}
+    return testbed.derived_image("multinode", base, recipe, _customize_lab_image)
 
 
 # --------------------------------------------------------------------------- the mirror
