@@ -9,6 +9,7 @@ tests fail.
 from __future__ import annotations
 
 import json
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -40,8 +41,9 @@ def test_boot_run_and_teardown(image: Path, run_dir: Path) -> None:
         }
         assert "default via 10.0.2.2 dev eth0" in machine.run(["ip", "route"]).stdout
         # No way out: the Debian archive cannot be reached from inside.
+        archive = urllib.parse.urlsplit(testbed.debian_mirror()).hostname
         probe = machine.run(
-            ["python3", "-c", "import socket; socket.create_connection(('deb.debian.org', 80), 3)"],
+            ["python3", "-c", f"import socket; socket.create_connection(({archive!r}, 80), 3)"],
             check=False,
         )
         assert probe.returncode != 0
