@@ -226,7 +226,7 @@ def toml_text(table: Dict[str, Any], path: Tuple[str, ...] = ()) -> str:
 
 
 class KataSimRunner(SimRunner):
-    READ_ONLY = SimRunner.READ_ONLY | {"ctr", "containerd-shim-kata-v2"}
+    READ_ONLY = SimRunner.READ_ONLY | {"ctr", "containerd-shim-kata-v2", "modinfo"}
 
     def __init__(self, root: Path, state: Any, ip: str = "10.0.0.1", *, deb: bool) -> None:
         super().__init__(root, state, ip)
@@ -235,6 +235,18 @@ class KataSimRunner(SimRunner):
         self.holds: List[str] = []
         self.runtime_classes: Dict[str, Dict[str, Any]] = {}
         self.containerd_loaded: Optional[Dict[str, Any]] = None  # as it last (re)started
+        # modules the kernel can load (a kernel without vhost support drops two)
+        self.kernel_modules = {"overlay", "br_netfilter", "vhost_vsock", "vhost_net"}
+
+    def cmd_modinfo(self, argv: List[str]) -> CommandResult:
+        if argv[-1] in self.kernel_modules:
+            return self.ok(argv, f"/lib/modules/6.1.0/kernel/{argv[-1]}.ko\n")
+        return self.fail(argv, f"modinfo: ERROR: Module {argv[-1]} not found.")
+
+    def cmd_modprobe(self, argv: List[str]) -> CommandResult:
+        if argv[-1] not in self.kernel_modules:
+            return self.fail(argv, f"modprobe: FATAL: Module {argv[-1]} not found", 1)
+        return super().cmd_modprobe(argv)
 
     # --- dispatch: like SimRunner's, and absolute paths run their base name ---
     def mutating(self, argv: Sequence[str]) -> bool:

@@ -538,6 +538,15 @@ def test_a_rejected_kata_pod_fails_the_run(machine, monkeypatch):
 
 
 # --- preflight and profile fit --------------------------------------------------
+def test_kernel_without_vhost_modules_is_refused_unless_ignored(machine):
+    m = machine()
+    m.runner.kernel_modules -= {"vhost_vsock", "vhost_net"}
+    with pytest.raises(PreflightFailed, match=r"\[VhostModules\] the kernel has no vhost_vsock"):
+        KataPreflight().check(m.context())
+    apply(m, ignore_preflight_errors=("VhostModules",))  # the cluster, without kata VMs
+    assert not any(call[0] == "modprobe" and "vhost" in call[-1] for call in m.runner.calls)
+
+
 def test_no_kvm_is_fatal_and_says_kata_pods_cannot_start(machine):
     m = machine(cpu_flags="fpu sse")
     with pytest.raises(PreflightFailed) as info:
@@ -552,7 +561,7 @@ def test_no_kvm_is_fatal_and_says_kata_pods_cannot_start(machine):
 
 def test_cgroup_v2_passes_and_frakti_checks_do_not_apply(machine):
     check = KataPreflight().check(machine("debian", "12", cgroup=2).context())
-    assert check.reason == "13 checks passed"
+    assert check.reason == "14 checks passed"
     names = {c.name for c in kata_step.KATA_CHECKS}
     assert "CgroupV1" not in names and "CgroupDriver" not in names
 
