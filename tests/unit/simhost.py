@@ -210,7 +210,9 @@ class SimRunner:
             if self.kill_at is not None and self.mutations == self.kill_at:
                 raise Killed(" ".join(argv))
             self.mutations += 1
-        handler = getattr(self, "cmd_" + argv[0].replace("-", "_"), None)
+        # an absolute path runs the command of its base name
+        name = os.path.basename(argv[0]).replace("-", "_").replace(".", "_")
+        handler = getattr(self, "cmd_" + name, None)
         if handler is None:
             return self.fail(argv, f"{argv[0]}: command not found", 127)
         result: CommandResult = handler(argv)
