@@ -63,8 +63,9 @@ class Step:
     name = "step"
     title = "a step"
     # A step whose desired state is only known once its first actions ran
-    # (the pod subnet the cluster allocates after the node registers) checks
-    # and applies again, up to this many rounds, before verifying.
+    # (the pod subnet the cluster allocates after the node registers), or
+    # moves while it runs (other nodes joining), checks and applies again,
+    # up to this many rounds, before verifying.
     rounds = 1
 
     def check(self, ctx: Context) -> Check:

@@ -93,6 +93,27 @@ def test_routes_follow_a_departing_node(cluster):
     assert "10.244.2.0/24" not in unit
 
 
+def test_routes_absorb_a_node_joining_while_they_are_set(cluster):
+    # cluster -f joins workers in parallel: another node can register between
+    # this node's check of the routes and the verification after applying.
+    shared, machines, _ = cluster
+    master = machines["master"]
+    set_route = master.runner.cmd_ip
+
+    def ip_while_a_node_joins(argv):
+        if argv[1:3] == ["route", "replace"] and "late" not in shared.nodes:
+            shared.add_node("late", "10.0.0.4", master=False)
+        return set_route(argv)
+
+    master.runner.cmd_ip = ip_while_a_node_joins
+    steps = run(master, plans.routes())
+    assert steps["routes"].status is Status.CHANGE
+    late_subnet = shared.node("late")["spec"]["podCIDR"]
+    assert master.state.routes[late_subnet] == "10.0.0.4"
+    unit = master.p("/etc/systemd/system/frakti-routes.service").read_text()
+    assert f"route replace {late_subnet} via 10.0.0.4" in unit
+
+
 def test_hand_picked_subnet_overlapping_another_node_is_refused(cluster, tmp_path):
     shared, machines, join = cluster
     late = SimMachine(

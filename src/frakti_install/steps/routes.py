@@ -51,6 +51,10 @@ def kernel_routes(ctx: Context) -> Dict[str, str]:
 class Routes(Step):
     name = "routes"
     title = "Routes to the other nodes' pod subnets"
+    # The target moves while we work: `cluster -f` joins workers in parallel,
+    # so a node can register between our check and our verification. Each
+    # round re-reads the members; a join is absorbed by the next round.
+    rounds = 3
 
     def check(self, ctx: Context) -> Check:
         if nodes(ctx) is None:
