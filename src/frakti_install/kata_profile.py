@@ -43,10 +43,11 @@ def allinone_kata() -> List[Step]:
     from frakti_install.steps.kube_packages import (
         KataKubeadmInit,
         KataKubelet,
+        KataUntaint,
         KubePackages,
         KubernetesRepo,
     )
-    from frakti_install.steps.node import NodeReady, Untaint
+    from frakti_install.steps.node import NodeReady
     from frakti_install.steps.repos import Repos
     from frakti_install.steps.routes import Routes
     from frakti_install.steps.selinux import Selinux
@@ -67,7 +68,7 @@ def allinone_kata() -> List[Step]:
         KataKubelet(),
         KataKubeadmInit(),
         PodNetwork(),
-        Untaint(),
+        KataUntaint(),
         Routes(),
         NodeReady(),
         RuntimeClass(),

@@ -6,6 +6,7 @@ import pytest
 
 from frakti_install import config, profiles, versions
 from frakti_install.errors import ConfigError, IncompatibleVersions, UnsupportedOS
+from frakti_install.steps.node import taints_kubeadm_sets
 
 
 def load(tmp_path: Path, yaml_text: str = "", env=None, **flags):
@@ -101,6 +102,26 @@ def test_old_frakti_needs_old_hyperd():
     with pytest.raises(IncompatibleVersions):
         versions.resolve("1.9", hyperd="1.1.0")
 
+
+
+@pytest.mark.parametrize(
+    ("kubernetes", "taints"),
+    [
+        ("v1.12.10", ["node-role.kubernetes.io/master:NoSchedule"]),
+        ("v1.23.17", ["node-role.kubernetes.io/master:NoSchedule"]),
+        (
+            "v1.24.0",
+            [
+                "node-role.kubernetes.io/master:NoSchedule",
+                "node-role.kubernetes.io/control-plane:NoSchedule",
+            ],
+        ),
+        ("v1.25.0", ["node-role.kubernetes.io/control-plane:NoSchedule"]),
+        ("v1.31.13", ["node-role.kubernetes.io/control-plane:NoSchedule"]),
+    ],
+)
+def test_the_taints_kubeadm_sets_follow_its_release(kubernetes, taints):
+    assert taints_kubeadm_sets(kubernetes) == taints
 
 @pytest.mark.parametrize(
     "os_id,version,family",

@@ -16,6 +16,7 @@ from frakti_install.kata_profile import cgroup_driver, kata
 from frakti_install.steps.cluster import KUBELET_CONF
 from frakti_install.steps.common import package_actions, template_actions
 from frakti_install.steps.kubeadm_init import KubeadmInitStep
+from frakti_install.steps.node import Untaint
 
 if TYPE_CHECKING:
     from frakti_install.context import Context
@@ -240,3 +241,10 @@ class KataKubeadmInit(KubeadmInitStep):
             if ctx.settings.advertise_address
             else ()
         )
+
+
+class KataUntaint(Untaint):
+    """The master taint goes; kubeadm's taint names follow the profile's release."""
+
+    def kubernetes_version(self, ctx: Context) -> str:
+        return kata(ctx).versions.kubernetes

@@ -9,6 +9,7 @@ from frakti_install.actions import run
 from frakti_install.context import ADMIN_CONF
 from frakti_install.engine import Action, Check, Step
 from frakti_install.steps.cluster import WaitForNode, is_ready, node_name, this_node
+from frakti_install.versions import parse
 
 if TYPE_CHECKING:
     from frakti_install.context import Context
@@ -16,17 +17,29 @@ if TYPE_CHECKING:
 MASTER_TAINTS = ("node-role.kubernetes.io/master", "node-role.kubernetes.io/control-plane")
 
 
+def taints_kubeadm_sets(kubernetes_version: str) -> List[str]:
+    """The NoSchedule taints `kubeadm init` puts on its node: `master` before
+    1.24, both in 1.24, only `control-plane` from 1.25 on."""
+    minor = parse(kubernetes_version)[:2]
+    keys = [key for key, used in zip(MASTER_TAINTS, (minor < (1, 25), minor >= (1, 24))) if used]
+    return [f"{key}:NoSchedule" for key in keys]
+
+
 class Untaint(Step):
     name = "untaint"
     title = "Let pods schedule on the master"
+
+    def kubernetes_version(self, ctx: Context) -> str:
+        return ctx.versions.kubernetes
 
     def check(self, ctx: Context) -> Check:
         name = node_name(ctx)
         node = this_node(ctx)
         actions: List[Action] = []
         if node is None:
+            # Not registered yet (a dry run before init): predict kubeadm's taints.
             actions.append(WaitForNode(name, ctx.settings.node_ready_timeout))
-            taints = [f"{MASTER_TAINTS[0]}:NoSchedule"]
+            taints = taints_kubeadm_sets(self.kubernetes_version(ctx))
         else:
             taints = [
                 f"{t['key']}:{t['effect']}"
