@@ -137,7 +137,7 @@ def show_plan(report: Any) -> None:
     table = Table(title="Plan", show_lines=False)
     table.add_column("step")
     table.add_column("status")
-    table.add_column("what")
+    table.add_column("what", overflow="fold")
     for step in report.steps:
         word = "would change" if step.status is Status.CHANGE else WORD[step.status]
         table.add_row(step.name, f"[{STYLE[step.status]}]{word}[/]", _what(step))
@@ -149,7 +149,7 @@ def recap(report: Any, log_file: str) -> None:
     table.add_column("step")
     table.add_column("status")
     table.add_column("time", justify="right")
-    table.add_column("what")
+    table.add_column("what", overflow="fold")
     for step in report.steps:
         word = (
             "would change" if report.dry_run and step.status is Status.CHANGE else WORD[step.status]
