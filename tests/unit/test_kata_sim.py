@@ -16,8 +16,9 @@ from frakti_install import kata_profile, session
 from frakti_install.engine import Status
 from frakti_install.errors import ConfigError, PreflightFailed, UnsupportedOS
 from frakti_install.steps import kata as kata_step
-from frakti_install.steps.containerd import edit_main_config, flatten, scalar
+from frakti_install.steps.containerd import edit_main_config
 from frakti_install.steps.kata import KataPreflight
+from frakti_install.toml_text import flatten, scalar
 from tests.unit.simhost import Killed
 from tests.unit.simkata import (
     CONFIG,
