@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import tempfile
@@ -152,15 +154,24 @@ def _run_plan(
     verbose: int,
     bundle: Optional[Path] = None,
     question: str = "Apply these changes?",
+    trace_only_changes: bool = False,
 ) -> Any:
-    """Plan, ask (unless --yes or nothing to do), apply, render; shared by the commands."""
+    """Plan, ask (unless --yes or nothing to do), apply, render; shared by the commands.
+
+    trace_only_changes: check first, and write the log file and the journal
+    only when something is to change (runs on a timer leave no trace).
+    """
     from frakti_install import console, session
 
     console.configure_logging(verbose, quiet=as_json)
-    if not dry_run:
-        session.log_to_file(Path(settings.log_file))
     observer = None if as_json else console.StepProgress(dry_run)
-    with tempfile.TemporaryDirectory(prefix="frakti-install-") as workdir:
+    with contextlib.ExitStack() as stack:
+        def log_to_file() -> None:
+            stack.enter_context(session.logging_to_file(Path(settings.log_file)))
+
+        if not (dry_run or trace_only_changes):
+            log_to_file()
+        workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="frakti-install-"))
         downloader_factory = console.downloader_factory(settings, observer)
         if bundle is not None:
             settings, downloader_factory = session.use_bundle(settings, bundle, Path(workdir))
@@ -168,18 +179,25 @@ def _run_plan(
         ctx.profile  # noqa: B018  an unsupported OS stops here, before any step
         steps = make_steps()
 
-        if not dry_run and not yes:
+        report = None
+        check_first = trace_only_changes or not yes
+        if check_first and not dry_run:
             plan = session.execute(steps, ctx, dry_run=True)
             session.raise_for(plan)
-            if plan.changed:
+            if not plan.changed and trace_only_changes:
+                report = dataclasses.replace(plan, dry_run=False)  # checked: nothing to do
+            elif trace_only_changes:
+                log_to_file()
+            elif plan.changed:
                 console.show_plan(plan)
                 if not console.confirm(question):
                     raise Aborted("nothing was changed", hint="Run with --yes not to be asked.")
             ctx.facts.invalidate()
 
-        display = observer or console.null_observer
-        with display:
-            report = session.execute(steps, ctx, dry_run=dry_run, observer=display)
+        if report is None:
+            display = observer or console.null_observer
+            with display:
+                report = session.execute(steps, ctx, dry_run=dry_run, observer=display)
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -334,7 +352,7 @@ def routes(
 
         _run_plan(
             plans.routes, _settings(config, {}), dry_run=dry_run, yes=True,
-            as_json=as_json, verbose=verbose,
+            as_json=as_json, verbose=verbose, trace_only_changes=True,
         )  # fmt: skip
 
     _guard(_routes, as_json=as_json)

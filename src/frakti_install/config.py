@@ -8,7 +8,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Collection, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
@@ -17,6 +17,7 @@ from frakti_install.errors import ConfigError
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 FINGERPRINT_RE = re.compile(r"^[0-9A-F]{40}$")
+TIME_SPAN_RE = re.compile(r"^(off|[1-9][0-9]*(s|min|h))$")
 CGROUP_DRIVERS = ("auto", "cgroupfs", "systemd")
 RUNTIMES = ("frakti", "kata")
 ENV_PREFIX = "FRAKTI_INSTALL_"
@@ -39,6 +40,10 @@ class Settings:
     # kubelet flags upstream's all-in-one script set (AllAlpha for the CRI alpha features).
     kubelet_feature_gates: str = "AllAlpha=true"
     node_ready_timeout: int = 300
+    # How often a timer re-runs `frakti-install routes` as nodes join and
+    # leave (a systemd time span: 30s, 5min, 1h), or "off".
+    routes_sync_interval: str = "5min"
+    lock_wait: int = 60  # seconds a run waits for another one to finish
     mirrors: Dict[str, str] = field(default_factory=dict)
     checksums: Dict[str, str] = field(default_factory=dict)
     # OpenPGP fingerprints to trust for a signing key (a mirror that signs with its own key)
@@ -145,6 +150,13 @@ def validate(settings: Settings) -> Settings:
                 )
     if not 0 < settings.streaming_port < 65536:
         raise ConfigError(f"streaming_port {settings.streaming_port} is not a TCP port")
+    if settings.lock_wait < 0:
+        raise ConfigError(f"lock_wait {settings.lock_wait} must be 0 or more seconds")
+    if not TIME_SPAN_RE.match(settings.routes_sync_interval):
+        raise ConfigError(
+            f"routes_sync_interval {settings.routes_sync_interval!r} is not a time span",
+            hint="Write a number and a unit (30s, 5min, 1h), or off to keep no timer.",
+        )
     if settings.runtime == "kata":
         from frakti_install.kata_profile import kata_versions  # kata_profile imports config
 
@@ -220,6 +232,17 @@ def from_file(path: Path) -> Dict[str, Any]:
             hint="Known settings: " + ", ".join(sorted(FIELDS)) + ".",
         )
     return data
+
+
+def as_config_file(settings: Settings, leave_out: Collection[str] = ()) -> str:
+    """The settings that differ from the defaults, as a config file `load` reads back."""
+    defaults = Settings()
+    values = {}
+    for name in FIELDS:
+        value = getattr(settings, name)
+        if name not in leave_out and value != getattr(defaults, name):
+            values[name] = list(value) if isinstance(value, tuple) else value
+    return yaml.safe_dump(values, sort_keys=True) if values else ""
 
 
 def from_env(environ: Mapping[str, str]) -> Dict[str, Any]:

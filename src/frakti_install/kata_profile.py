@@ -50,6 +50,7 @@ def allinone_kata() -> List[Step]:
     from frakti_install.steps.node import NodeReady
     from frakti_install.steps.repos import Repos
     from frakti_install.steps.routes import Routes
+    from frakti_install.steps.routes_sync import RoutesSync
     from frakti_install.steps.selinux import Selinux
     from frakti_install.steps.swap import Swap
 
@@ -70,6 +71,7 @@ def allinone_kata() -> List[Step]:
         PodNetwork(),
         KataUntaint(),
         Routes(),
+        RoutesSync(),
         NodeReady(),
         RuntimeClass(),
         KataPodAdmitted(),

@@ -27,6 +27,7 @@ from frakti_install.steps.reset import (
     StopServices,
 )
 from frakti_install.steps.routes import Routes
+from frakti_install.steps.routes_sync import RoutesSync
 from frakti_install.steps.selinux import Selinux
 from frakti_install.steps.swap import Swap
 
@@ -56,6 +57,7 @@ def allinone() -> List[Step]:
         PodNetwork(),
         Untaint(),
         Routes(),
+        RoutesSync(),
         NodeReady(),
     ]
 
@@ -68,6 +70,7 @@ def node() -> List[Step]:
         KubeadmJoinStep(),
         PodNetwork(),
         Routes(),
+        RoutesSync(),
         NodeReady(),
     ]
 

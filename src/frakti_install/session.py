@@ -3,12 +3,13 @@ lock and the log together. No CLI here: the CLI calls these and renders."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from frakti_install.config import Settings
 from frakti_install.context import ADMIN_CONF, Context
@@ -79,20 +80,27 @@ def use_bundle(settings: Settings, path: Path, workdir: Path) -> Tuple[Settings,
     return apply_to_settings(settings, bundle), bundle.downloader
 
 
-def log_to_file(path: Path) -> Optional[logging.Handler]:
-    """Send the full debug log (commands and their output, redacted) to a 0600 file."""
+@contextlib.contextmanager
+def logging_to_file(path: Path) -> Iterator[None]:
+    """Send the full debug log (commands and their output, redacted) to a 0600
+    file while the block runs; without the file if it cannot be opened."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     except OSError:
-        return None
+        yield
+        return
     handler = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.DEBUG)
     root_logger = logging.getLogger("frakti_install")
     root_logger.addHandler(handler)
     root_logger.setLevel(logging.DEBUG)
-    return handler
+    try:
+        yield
+    finally:
+        root_logger.removeHandler(handler)
+        handler.close()
 
 
 def execute(
@@ -107,7 +115,7 @@ def execute(
     state_dir = Path(ctx.host.path(ctx.settings.state_dir))
     with ExitStack() as stack:
         if not dry_run:
-            stack.enter_context(RunLock(state_dir / "lock"))
+            stack.enter_context(RunLock(state_dir / "lock", ctx.settings.lock_wait))
             ctx.journal = Journal(state_dir / "journal.jsonl")
             stack.callback(ctx.journal.close)
             ctx.host.backup_dir = f"{ctx.settings.state_dir}/backups/{ctx.journal.run_id}"

@@ -7,13 +7,17 @@ import datetime
 import errno
 import fcntl
 import json
+import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional
 
 from frakti_install.errors import Locked
+
+log = logging.getLogger(__name__)
 
 
 class Journal:
@@ -86,31 +90,45 @@ def undo_log(path: Path) -> UndoLog:
 
 
 class RunLock:
-    """An exclusive flock on state_dir/lock, held for the whole run."""
+    """An exclusive flock on state_dir/lock, held for the whole run. A run
+    that finds it taken waits up to `wait` seconds (the routes timer's runs
+    are short), then gives up."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, wait: float = 0) -> None:
         self.path = path
+        self.wait = wait
         self._fd: Optional[int] = None
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+        deadline = time.monotonic() + self.wait
+        while not self._try_lock(fd):
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
+            if time.monotonic() >= deadline:
+                os.close(fd)
                 raise Locked(
                     f"another frakti-install run (pid {holder}) holds {self.path}",
                     hint="Wait for it to finish. The lock goes away with its process, "
                     "so a killed run never leaves it behind.",
-                ) from None
-            raise
+                )
+            log.info("waiting for another frakti-install run (pid %s) to finish", holder)
+            time.sleep(0.25)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
         return self
+
+    @staticmethod
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            os.close(fd)
+            raise
+        return True
 
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:

@@ -49,8 +49,9 @@ APT_PACKAGES = (
     "ebtables",
     "ethtool",
 )
-SERVICES = ("hyperd", "docker", "frakti", "kubelet")
+SERVICES = ("hyperd", "docker", "frakti", "kubelet", "frakti-routes-sync.timer")
 MASTER_TAINT = "node-role.kubernetes.io/master"
+ROUTES_SYNC_SETTINGS = "/var/lib/frakti-install/routes-sync.yaml"  # what the routes timer runs with
 # Files the installer owns (or kubeadm writes): a no-op run must leave them alone.
 TRACKED_FILES = (
     "/etc/hyper/config",
@@ -68,6 +69,9 @@ TRACKED_FILES = (
     "/etc/kubernetes/admin.conf",
     "/var/lib/kubelet/config.yaml",
     "/var/lib/kubelet/kubeadm-flags.env",
+    "/etc/systemd/system/frakti-routes-sync.service",
+    "/etc/systemd/system/frakti-routes-sync.timer",
+    ROUTES_SYNC_SETTINGS,
 )
 EXIT = {
     "ok": 0,
@@ -512,8 +516,12 @@ def test_changed_node_subnet_changes_only_cni(installed: dict, mirror: dict) -> 
     result = run_installer(machine, "--json")
     assert result.returncode == EXIT["ok"], describe(result)
     steps = parse_json(result)["steps"]
-    # The step(s) that acted must be about the CNI config, whatever they are called.
+    # The step(s) that acted must be about the CNI config, whatever they are
+    # called, besides the routes timer's copy of the settings following along.
     acted = [s for s in steps if s["status"] not in ("ok", "skip")]
+    timer_settings = [s for s in acted if ROUTES_SYNC_SETTINGS in json.dumps(s)]
+    assert [s["changes"] for s in timer_settings] == [[f"update {ROUTES_SYNC_SETTINGS}"]], acted
+    acted = [s for s in acted if s not in timer_settings]
     about_cni = [s for s in acted if re.search(r"cni|10-mynet|subnet", json.dumps(s), re.I)]
     assert acted and acted == about_cni and all(s["status"] == "change" for s in acted), (
         f"only the CNI config should change: {acted}"
@@ -521,7 +529,7 @@ def test_changed_node_subnet_changes_only_cni(installed: dict, mirror: dict) -> 
     assert any("10-mynet.conf" in json.dumps(s) for s in acted), acted
     after = fingerprint(machine)
     changed_files = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
-    assert changed_files == ["/etc/cni/net.d/10-mynet.conf"], changed_files
+    assert changed_files == ["/etc/cni/net.d/10-mynet.conf", ROUTES_SYNC_SETTINGS], changed_files
     assert (
         json.loads(machine.read("/etc/cni/net.d/10-mynet.conf"))["ipam"]["subnet"]
         == "10.244.7.0/24"

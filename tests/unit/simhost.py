@@ -104,6 +104,7 @@ UNIT_INPUTS = {
         "/etc/sysconfig/kubelet",
         "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
     ),
+    "frakti-routes-sync.timer": ("/etc/systemd/system/frakti-routes-sync.timer",),
 }
 
 
@@ -334,7 +335,7 @@ class SimRunner:
     def cmd_systemctl(self, argv: List[str]) -> CommandResult:
         verb = argv[1]
         if verb == "show":
-            units = [a for a in argv[2:] if a.endswith(".service")]
+            units = [a for a in argv[2:] if a.endswith((".service", ".timer"))]
             blocks = []
             for unit in units:
                 st = self.state.units.get(unit, UnitState())
@@ -625,6 +626,7 @@ class SimMachine:
         )
         for binary in ("ip", "mount", "nsenter", "tc", "touch", "iptables-save"):
             w(f"/usr/bin/{binary}", "#!/bin/sh\n", 0o755)
+        w("/usr/local/bin/frakti-install", "#!/bin/sh\n", 0o755)  # bootstrap.py's link
         w(
             "/proc/cpuinfo",
             "".join(f"processor\t: {i}\nflags\t\t: {cpu_flags}\n\n" for i in range(4)),

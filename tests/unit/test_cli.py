@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,11 @@ def sim(tmp_path, monkeypatch):
         config = tmp_path / "frakti.yaml"
         config.write_text(
             yaml.safe_dump(
-                {"checksums": given_checksums(os_id), "log_file": str(tmp_path / "install.log")}
+                {
+                    "checksums": given_checksums(os_id),
+                    "log_file": str(tmp_path / "install.log"),
+                    "lock_wait": 0,
+                }
             )
         )
         holder.update(machine=m, config=str(config))
@@ -40,8 +45,8 @@ def sim(tmp_path, monkeypatch):
     return use
 
 
-def invoke(*args: str):
-    return runner.invoke(cli.app, list(args))
+def invoke(*args: str, env=None):
+    return runner.invoke(cli.app, list(args), env=env)
 
 
 def test_help_lists_commands():
@@ -129,9 +134,16 @@ def test_concurrent_run_is_locked_out(sim):
     from frakti_install.state import RunLock
 
     with RunLock(m.p("/var/lib/frakti-install/lock")):
+        started = time.monotonic()
         result = invoke("allinone", "--yes", "-c", config)
-    assert result.exit_code == ExitCode.LOCKED, result.output
-    assert "another frakti-install run" in result.output
+        assert result.exit_code == ExitCode.LOCKED, result.output
+        assert "another frakti-install run" in result.output
+        waited = time.monotonic() - started
+        with_wait = invoke("allinone", "--yes", "-c", config, env={"FRAKTI_INSTALL_LOCK_WAIT": "1"})
+        assert with_wait.exit_code == ExitCode.LOCKED, with_wait.output
+        assert time.monotonic() - started - waited >= 1, "it did not wait for the lock"
+    # free again: the next run goes ahead
+    assert invoke("allinone", "--yes", "-c", config).exit_code == 0
 
 
 def test_checksum_mismatch_exits_8(sim):
@@ -214,3 +226,28 @@ def test_first_allinone_prints_the_join_line_and_reruns_do_not(sim):
     assert token not in log
     again = invoke("allinone", "--yes", "-c", config)
     assert "frakti-install join-command" in again.output and "--token" not in again.output
+
+
+def test_routes_on_a_converged_host_leaves_no_trace_and_a_repair_is_recorded(sim, tmp_path):
+    # `routes` runs from a timer every few minutes: a run with nothing to do
+    # must not grow the journal or the log file; one that repairs must.
+    m, config = sim()
+    assert invoke("allinone", "--yes", "-c", config).exit_code == 0
+    journal = m.p("/var/lib/frakti-install/journal.jsonl")
+    log = tmp_path / "install.log"
+    before = (journal.read_text(), log.read_text())
+
+    quiet = invoke("routes", "--json", "-c", config)
+    assert quiet.exit_code == 0, quiet.output
+    report = json.loads(quiet.output)
+    assert report["changed"] is False and report["dry_run"] is False
+    assert (journal.read_text(), log.read_text()) == before
+
+    m.p("/etc/cni/net.d/10-mynet.conf").unlink()  # what kubeadm reset does (upstream #154)
+    repair = invoke("routes", "--json", "-c", config)
+    assert repair.exit_code == 0, repair.output
+    assert json.loads(repair.output)["changed"] is True
+    assert m.p("/etc/cni/net.d/10-mynet.conf").exists()
+    added = journal.read_text()[len(before[0]) :]
+    assert '"event": "run-start"' in added and "10-mynet.conf" in added
+    assert len(log.read_text()) > len(before[1])

@@ -29,6 +29,8 @@ RENDERED = [
     "etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
     "etc/modules-load.d/frakti-install.conf",
     "etc/sysctl.d/90-frakti-install.conf",
+    "etc/systemd/system/frakti-routes-sync.service",
+    "etc/systemd/system/frakti-routes-sync.timer",
 ]
 UNIT_DIRS = {"debian": "lib/systemd/system", "rhel": "usr/lib/systemd/system"}
 ENV_FILES = {"debian": "etc/default/kubelet", "rhel": "etc/sysconfig/kubelet"}
@@ -129,12 +131,15 @@ def test_units_pass_systemd_analyze_verify(installed, name, tmp_path):
     # verify resolves ExecStart binaries: point them at stand-in executables
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    for binary in ("frakti", "kubelet"):
+    for binary in ("frakti", "kubelet", "frakti-install"):
         (bindir / binary).write_text("#!/bin/sh\n")
         (bindir / binary).chmod(0o755)
     for unit in ("frakti.service", "kubelet.service"):
         text = m.p(f"{UNIT_DIRS[family]}/{unit}").read_text().replace("/usr/bin/", f"{bindir}/")
         (unit_dir / unit).write_text(text)
+    for unit in ("frakti-routes-sync.service", "frakti-routes-sync.timer"):
+        text = m.p(f"etc/systemd/system/{unit}").read_text()
+        (unit_dir / unit).write_text(text.replace("/usr/local/bin/", f"{bindir}/"))
     dropin_dir = unit_dir / "kubelet.service.d"
     dropin_dir.mkdir()
     (dropin_dir / "10-kubeadm.conf").write_text(
@@ -149,6 +154,8 @@ def test_units_pass_systemd_analyze_verify(installed, name, tmp_path):
             "--man=no",
             str(unit_dir / "frakti.service"),
             str(unit_dir / "kubelet.service"),
+            str(unit_dir / "frakti-routes-sync.service"),
+            str(unit_dir / "frakti-routes-sync.timer"),
         ],
         capture_output=True,
         text=True,
@@ -157,6 +164,9 @@ def test_units_pass_systemd_analyze_verify(installed, name, tmp_path):
     problems = [
         line
         for line in result.stderr.splitlines()
-        if "frakti.service" in line or "kubelet.service" in line or "10-kubeadm" in line
+        if any(
+            name in line
+            for name in ("frakti.service", "kubelet.service", "10-kubeadm", "frakti-routes-sync")
+        )
     ]
     assert result.returncode == 0 and not problems, result.stderr

@@ -201,6 +201,10 @@ def check_nodes(nodes: List[lab.Node]) -> Dict[str, str]:
     return cidrs
 
 
+SYNC_SERVICE = "frakti-routes-sync.service"
+SYNC_TIMER = "frakti-routes-sync.timer"
+
+
 def check_routes(nodes: List[lab.Node], cidrs: Dict[str, str]) -> None:
     for node in nodes:
         found = lab.routes(node.machine)
@@ -293,8 +297,9 @@ def hand_cluster(
         with concurrent.futures.ThreadPoolExecutor(len(workers)) as pool:
             list(pool.map(lambda n: run(n.machine, [*join, "--json", "-c", CONFIG]), workers))
         record_timing("by hand: node on both workers (parallel)", time.monotonic() - started)
+        # What the timer does every few minutes, started now instead of waited for.
         for node in nodes:
-            run(node.machine, ["frakti-install", "routes", "--json", "-c", CONFIG])
+            run(node.machine, ["systemctl", "start", SYNC_SERVICE])
         yield {"nodes": nodes}
 
 
@@ -324,6 +329,26 @@ class TestByHand:
         assert lab.ping(source, target.address).returncode == 0
         again = run(master.machine, ["frakti-install", "routes", "--json", "-c", CONFIG])
         assert json.loads(again.stdout)["changed"] is False
+
+    def test_the_timer_keeps_the_routes_and_a_quiet_run_leaves_no_trace(
+        self, hand_cluster: Dict[str, Any]
+    ) -> None:
+        nodes = hand_cluster["nodes"]
+        cidrs = check_nodes(nodes)
+        master, worker = nodes[0], nodes[2]
+        for node in nodes:
+            timer = node.machine.run(["systemctl", "is-active", SYNC_TIMER], check=False)
+            assert timer.stdout.strip() == "active", f"{node.name}: {SYNC_TIMER} {timer.stdout}"
+            enabled = node.machine.run(["systemctl", "is-enabled", SYNC_TIMER], check=False)
+            assert enabled.stdout.strip() == "enabled", f"{node.name}: {enabled.stdout}"
+        trace = ["wc", "-c", "/var/lib/frakti-install/journal.jsonl", "/var/log/frakti-install.log"]
+        before = master.machine.run(trace).stdout
+        run(master.machine, ["systemctl", "start", SYNC_SERVICE])
+        assert master.machine.run(trace).stdout == before, "a run with nothing to do was logged"
+        master.machine.run(["ip", "route", "del", cidrs[worker.name]])
+        run(master.machine, ["systemctl", "start", SYNC_SERVICE])
+        assert lab.routes(master.machine).get(cidrs[worker.name]) == worker.address
+        assert master.machine.run(trace).stdout != before, "the repair left no record"
 
 
 # --------------------------------------------------------------------------- the cluster command
