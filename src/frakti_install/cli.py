@@ -155,16 +155,18 @@ def _run_plan(
     bundle: Optional[Path] = None,
     question: str = "Apply these changes?",
     trace_only_changes: bool = False,
+    quiet: bool = False,
 ) -> Any:
     """Plan, ask (unless --yes or nothing to do), apply, render; shared by the commands.
 
     trace_only_changes: check first, and write the log file and the journal
     only when something is to change (runs on a timer leave no trace).
+    quiet: print nothing when nothing changed (errors still go to stderr).
     """
     from frakti_install import console, session
 
     console.configure_logging(verbose, quiet=as_json)
-    observer = None if as_json else console.StepProgress(dry_run)
+    observer = None if as_json or quiet else console.StepProgress(dry_run)
     with contextlib.ExitStack() as stack:
         def log_to_file() -> None:
             stack.enter_context(session.logging_to_file(Path(settings.log_file)))
@@ -201,7 +203,8 @@ def _run_plan(
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:
-        console.recap(report, settings.log_file)
+        if report.changed or not quiet:
+            console.recap(report, settings.log_file, changes_shown=observer is not None)
     session.raise_for(report)
     return report
 
@@ -343,6 +346,9 @@ def routes(
     config: Optional[Path] = ConfigOpt,
     dry_run: bool = DryRunOpt,
     as_json: bool = JsonOpt,
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Print nothing when nothing changes (for timers)."
+    ),
     verbose: int = VerboseOpt,
 ) -> None:
     """Bring the routes to the other nodes' pod subnets (and the CNI config) in sync."""
@@ -352,7 +358,7 @@ def routes(
 
         _run_plan(
             plans.routes, _settings(config, {}), dry_run=dry_run, yes=True,
-            as_json=as_json, verbose=verbose, trace_only_changes=True,
+            as_json=as_json, verbose=verbose, trace_only_changes=True, quiet=quiet,
         )  # fmt: skip
 
     _guard(_routes, as_json=as_json)

@@ -144,7 +144,9 @@ def show_plan(report: Any) -> None:
     out.print(table)
 
 
-def recap(report: Any, log_file: str) -> None:
+def recap(report: Any, log_file: str, changes_shown: bool = True) -> None:
+    """The end-of-run table; changes are listed in it unless the progress
+    display has already shown them."""
     table = Table(title="Dry run: nothing was changed" if report.dry_run else "Recap")
     table.add_column("step")
     table.add_column("status")
@@ -158,7 +160,7 @@ def recap(report: Any, log_file: str) -> None:
             step.name,
             f"[{STYLE[step.status]}]{word}[/]",
             f"{step.seconds:.1f}s",
-            _what(step, listed_above=not report.dry_run),
+            _what(step, listed_above=changes_shown and not report.dry_run),
         )
     out.print(table)
     if not report.dry_run:

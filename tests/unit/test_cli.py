@@ -243,6 +243,9 @@ def test_routes_on_a_converged_host_leaves_no_trace_and_a_repair_is_recorded(sim
     assert report["changed"] is False and report["dry_run"] is False
     assert (journal.read_text(), log.read_text()) == before
 
+    silent = invoke("routes", "--quiet", "-c", config)  # as the timer runs it
+    assert silent.exit_code == 0 and silent.output == "", silent.output
+
     m.p("/etc/cni/net.d/10-mynet.conf").unlink()  # what kubeadm reset does (upstream #154)
     repair = invoke("routes", "--json", "-c", config)
     assert repair.exit_code == 0, repair.output
@@ -251,3 +254,6 @@ def test_routes_on_a_converged_host_leaves_no_trace_and_a_repair_is_recorded(sim
     added = journal.read_text()[len(before[0]) :]
     assert '"event": "run-start"' in added and "10-mynet.conf" in added
     assert len(log.read_text()) > len(before[1])
+    m.p("/etc/cni/net.d/10-mynet.conf").unlink()
+    told = invoke("routes", "--quiet", "-c", config)  # a repair is reported, even when quiet
+    assert told.exit_code == 0 and "10-mynet.conf" in told.output, told.output

@@ -32,7 +32,7 @@ def master(tmp_path):
 
 def test_allinone_starts_a_timer_that_runs_routes_with_the_install_settings(master):
     service = master.p("/etc/systemd/system/frakti-routes-sync.service").read_text()
-    assert f"ExecStart=/usr/local/bin/frakti-install routes --config {SETTINGS}" in service
+    assert f"ExecStart=/usr/local/bin/frakti-install routes --quiet --config {SETTINGS}" in service
     timer = master.p(f"/etc/systemd/system/{TIMER}").read_text()
     assert "OnUnitActiveSec=5min" in timer and "WantedBy=timers.target" in timer
     assert master.state.units[TIMER].enabled and master.state.units[TIMER].active
