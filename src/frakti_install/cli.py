@@ -182,14 +182,14 @@ def _run_plan(
         steps = make_steps()
 
         report = None
-        check_first = trace_only_changes or not yes
-        if check_first and not dry_run:
+        if not dry_run and (trace_only_changes or not yes):
             plan = session.execute(steps, ctx, dry_run=True)
             session.raise_for(plan)
-            if not plan.changed and trace_only_changes:
-                report = dataclasses.replace(plan, dry_run=False)  # checked: nothing to do
-            elif trace_only_changes:
-                log_to_file()
+            if trace_only_changes:
+                if plan.changed:
+                    log_to_file()
+                else:
+                    report = dataclasses.replace(plan, dry_run=False)  # checked: nothing to do
             elif plan.changed:
                 console.show_plan(plan)
                 if not console.confirm(question):

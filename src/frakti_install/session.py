@@ -3,10 +3,9 @@ lock and the log together. No CLI here: the CLI calls these and renders."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -80,7 +79,7 @@ def use_bundle(settings: Settings, path: Path, workdir: Path) -> Tuple[Settings,
     return apply_to_settings(settings, bundle), bundle.downloader
 
 
-@contextlib.contextmanager
+@contextmanager
 def logging_to_file(path: Path) -> Iterator[None]:
     """Send the full debug log (commands and their output, redacted) to a 0600
     file while the block runs; without the file if it cannot be opened."""

@@ -103,6 +103,7 @@ class RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + self.wait
+        waiting = False
         while not self._try_lock(fd):
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             if time.monotonic() >= deadline:
@@ -112,7 +113,9 @@ class RunLock:
                     hint="Wait for it to finish. The lock goes away with its process, "
                     "so a killed run never leaves it behind.",
                 )
-            log.info("waiting for another frakti-install run (pid %s) to finish", holder)
+            if not waiting:
+                log.warning("waiting for another frakti-install run (pid %s) to finish", holder)
+                waiting = True
             time.sleep(0.25)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
