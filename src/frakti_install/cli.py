@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import tempfile
@@ -249,19 +250,24 @@ def allinone(
 
     def _allinone() -> None:
         from frakti_install import console, plans
-        from frakti_install.errors import ConfigError
 
         settings = _settings(config, flags)
-        if bundle is not None and settings.runtime == "kata":
-            raise ConfigError("offline bundles carry the frakti profile's artifacts only")
+        _refuse_kata_bundle(settings, bundle)
         report = _run_plan(
             lambda: plans.allinone_for(settings.runtime), settings, dry_run=dry_run, yes=yes,
             as_json=as_json, verbose=verbose, bundle=bundle,
         )  # fmt: skip
-        if not (dry_run or as_json) and settings.runtime == "frakti":
+        if not (dry_run or as_json):
             console.next_steps(_join_line_after_init(report, settings))
 
     _guard(_allinone, as_json=as_json)
+
+
+def _refuse_kata_bundle(settings: Any, bundle: Optional[Path]) -> None:
+    from frakti_install.errors import ConfigError
+
+    if bundle is not None and settings.runtime == "kata":
+        raise ConfigError("offline bundles carry the frakti profile's artifacts only")
 
 
 def _join_line_after_init(report: Any, settings: Any) -> Optional[str]:
@@ -285,6 +291,7 @@ def node(
         ..., "--discovery-token-ca-cert-hash", help="sha256:<hash> of the cluster CA."
     ),
     config: Optional[Path] = ConfigOpt,
+    runtime: Optional[str] = RuntimeOpt,
     pod_cidr: Optional[str] = PodCidrOpt,
     node_subnet: Optional[str] = NodeSubnetOpt,
     service_cidr: Optional[str] = ServiceCidrOpt,
@@ -307,18 +314,16 @@ def node(
         node_subnet=node_subnet, service_cidr=service_cidr, version_set=version_set,
         cgroup_driver=cgroup_driver, mirrors=mirror, checksums=checksum,
         ignore_preflight_errors=ignore_preflight_errors, disable_swap=disable_swap,
-        node_ip=node_ip,
+        node_ip=node_ip, runtime=runtime,
     )  # fmt: skip
 
     def _node() -> None:
         from frakti_install import plans
-        from frakti_install.errors import ConfigError
 
         settings = _settings(config, flags)
-        if settings.runtime == "kata":
-            raise ConfigError("the kata profile has no worker (node) plan yet")
+        _refuse_kata_bundle(settings, bundle)
         _run_plan(
-            plans.node, settings, dry_run=dry_run, yes=yes,
+            lambda: plans.node_for(settings.runtime), settings, dry_run=dry_run, yes=yes,
             as_json=as_json, verbose=verbose, bundle=bundle,
         )  # fmt: skip
 
@@ -373,9 +378,8 @@ def status(config: Optional[Path] = ConfigOpt, as_json: bool = JsonOpt) -> None:
         from frakti_install.errors import Drift
 
         settings = _settings(config, {})
-        make_steps = (
-            plans.node if session.is_worker() else (lambda: plans.allinone_for(settings.runtime))
-        )
+        plan_for = plans.node_for if session.is_worker() else plans.allinone_for
+        make_steps = functools.partial(plan_for, settings.runtime)
         report = _run_plan(make_steps, settings, dry_run=True, yes=True, as_json=as_json, verbose=0)
         drifted = [step.name for step in report.steps if step.status.value in ("change", "fail")]
         if drifted:

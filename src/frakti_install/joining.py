@@ -21,10 +21,12 @@ class JoinLine:
     endpoint: str
     token: str
     ca_hash: str
+    runtime: str = "frakti"  # the master's profile: a worker must run the same
 
     def command(self) -> str:
+        runtime = "" if self.runtime == "frakti" else f" --runtime {self.runtime}"
         return (
-            f"frakti-install node --yes --join {self.endpoint} --token {self.token} "
+            f"frakti-install node --yes{runtime} --join {self.endpoint} --token {self.token} "
             f"--discovery-token-ca-cert-hash {self.ca_hash}"
         )
 
@@ -45,4 +47,4 @@ def create_join_line(ctx: Context, ttl: str = "24h") -> JoinLine:
         raise FraktiInstallError(
             "kubeadm printed no join command: " + ctx.host.redact(result.stdout)
         )
-    return JoinLine(match["endpoint"], token, match["ca_hash"])
+    return JoinLine(match["endpoint"], token, match["ca_hash"], ctx.settings.runtime)

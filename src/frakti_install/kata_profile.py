@@ -1,7 +1,7 @@
 """The kata runtime profile: containerd + Kata Containers on current Kubernetes,
 frakti's successor stack, for today's hosts (cgroup v2, EL9, Debian 12, ...).
 
-    allinone_kata()     the plan, read top to bottom
+    allinone_kata()     the plan, read top to bottom (node_kata(): a worker's)
     kata(ctx)           the profile's data for this host: versions, the
                         family's values (data/kata.yaml), its artifacts
     profile_fit(facts)  which runtime profile suits a host, and why (for `info`)
@@ -34,28 +34,18 @@ OLDEST_REPO_MINOR = (1, 24)  # pkgs.k8s.io starts at v1.24
 _VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
 
 
-def allinone_kata() -> List[Step]:
-    """`allinone --runtime kata`: a one-node cluster whose pods may run in Kata VMs."""
-    from frakti_install.steps.cni import PodNetwork
+def kata_node_stack() -> List[Step]:
+    """What every kata node runs: the host prepared, containerd with the kata
+    handler, and a pinned kubelet pointed at containerd."""
     from frakti_install.steps.containerd import Containerd, ContainerdPackage, ContainerdProxy
-    from frakti_install.steps.kata import KataPodAdmitted, KataPreflight, KataRuntime, RuntimeClass
+    from frakti_install.steps.kata import KataRuntime
     from frakti_install.steps.kernel import Kernel
-    from frakti_install.steps.kube_packages import (
-        KataKubeadmInit,
-        KataKubelet,
-        KataUntaint,
-        KubePackages,
-        KubernetesRepo,
-    )
-    from frakti_install.steps.node import NodeReady
+    from frakti_install.steps.kube_packages import KataKubelet, KubePackages, KubernetesRepo
     from frakti_install.steps.repos import Repos
-    from frakti_install.steps.routes import Routes
-    from frakti_install.steps.routes_sync import RoutesSync
     from frakti_install.steps.selinux import Selinux
     from frakti_install.steps.swap import Swap
 
     return [
-        KataPreflight(),
         Swap(),
         Kernel(),
         Selinux(),
@@ -67,6 +57,21 @@ def allinone_kata() -> List[Step]:
         KataRuntime(),
         KubePackages(),
         KataKubelet(),
+    ]
+
+
+def allinone_kata() -> List[Step]:
+    """`allinone --runtime kata`: a one-node cluster whose pods may run in Kata VMs."""
+    from frakti_install.steps.cni import PodNetwork
+    from frakti_install.steps.kata import KataPodAdmitted, KataPreflight, RuntimeClass
+    from frakti_install.steps.kube_packages import KataKubeadmInit, KataUntaint
+    from frakti_install.steps.node import NodeReady
+    from frakti_install.steps.routes import Routes
+    from frakti_install.steps.routes_sync import RoutesSync
+
+    return [
+        KataPreflight(),
+        *kata_node_stack(),
         KataKubeadmInit(),
         PodNetwork(),
         KataUntaint(),
@@ -75,6 +80,27 @@ def allinone_kata() -> List[Step]:
         NodeReady(),
         RuntimeClass(),
         KataPodAdmitted(),
+    ]
+
+
+def node_kata() -> List[Step]:
+    """`node --runtime kata`: a worker joined to a kata master (the RuntimeClass
+    is the cluster's, applied by the master)."""
+    from frakti_install.steps.cni import PodNetwork
+    from frakti_install.steps.kata import KataPreflight
+    from frakti_install.steps.kube_packages import KataKubeadmJoin
+    from frakti_install.steps.node import NodeReady
+    from frakti_install.steps.routes import Routes
+    from frakti_install.steps.routes_sync import RoutesSync
+
+    return [
+        KataPreflight.for_worker(),
+        *kata_node_stack(),
+        KataKubeadmJoin(),
+        PodNetwork(),
+        Routes(),
+        RoutesSync(),
+        NodeReady(),
     ]
 
 

@@ -97,3 +97,12 @@ def allinone_for(runtime: str) -> List[Step]:
 
         return allinone_kata()
     return allinone()
+
+
+def node_for(runtime: str) -> List[Step]:
+    """node (a worker) for a runtime profile (settings.runtime)."""
+    if runtime == "kata":
+        from frakti_install.kata_profile import node_kata
+
+        return node_kata()
+    return node()

@@ -471,12 +471,12 @@ class KataSimRunner(SimRunner):
     # --- Kubernetes -------------------------------------------------------------
     def cmd_kubeadm(self, argv: List[str]) -> CommandResult:
         argv = [a.replace("--cri-socket=unix://", "--cri-socket=") for a in argv]
+        if argv[1] in ("init", "join") and not self.cri_enabled():
+            return self.fail(
+                argv, "[ERROR CRI]: unknown service runtime.v1.RuntimeService (CRI disabled)"
+            )
         if argv[1] == "init":
             flags = dict(a[2:].split("=", 1) for a in argv[2:] if a.startswith("--") and "=" in a)
-            if not self.cri_enabled():
-                return self.fail(
-                    argv, "[ERROR CRI]: unknown service runtime.v1.RuntimeService (CRI disabled)"
-                )
             kubeadm = self.state.packages.get("kubeadm", "")
             wanted = flags.get("kubernetes-version", "").lstrip("v")
             if not kubeadm.startswith(wanted.rsplit(".", 1)[0] + "."):

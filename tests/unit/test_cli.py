@@ -196,6 +196,14 @@ def test_kata_dry_run_on_a_cgroup_v2_host(tmp_path, monkeypatch):
     frakti = invoke("allinone", "--dry-run", "--json", "-c", str(config))
     assert frakti.exit_code == ExitCode.PREFLIGHT  # frakti's kubelets need cgroup v1
     assert "CgroupV1" in frakti.stdout
+    join = ["--join", "10.0.0.9:6443", "--token", "abcdef.0123456789abcdef"]
+    join += ["--discovery-token-ca-cert-hash", "sha256:" + "ab" * 32]
+    worker = invoke("node", "--runtime", "kata", *join, "--dry-run", "--json", "-c", str(config))
+    assert worker.exit_code == 0, worker.output
+    names = [s["name"] for s in json.loads(worker.output)["steps"]]
+    assert "kubeadm-join" in names and "containerd" in names
+    assert "kubeadm-init" not in names and "runtimeclass" not in names
+    assert "abcdef.0123456789abcdef" not in worker.output
 
 
 def test_download_progress_shares_the_step_display(tmp_path):

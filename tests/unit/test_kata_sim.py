@@ -12,14 +12,14 @@ from typing import Any, Callable
 
 import pytest
 
-from frakti_install import kata_profile, session
+from frakti_install import joining, kata_profile, session
 from frakti_install.engine import Status
 from frakti_install.errors import ConfigError, PreflightFailed, UnsupportedOS
 from frakti_install.steps import kata as kata_step
 from frakti_install.steps.containerd import edit_main_config
 from frakti_install.steps.kata import KataPreflight
 from frakti_install.toml_text import flatten, scalar
-from tests.unit.simhost import Killed
+from tests.unit.simhost import Killed, SimCluster
 from tests.unit.simkata import (
     CONFIG,
     KATA_SYSTEMS,
@@ -613,3 +613,51 @@ def test_profile_fit(machine, kwargs, recommended, why):
 def test_profile_fit_names_kata_unsupported_systems(machine):
     fit = kata_profile.profile_fit(machine("centos", "7").context().facts)
     assert "CentOS Linux 7 (Core) is not a kata system" in fit["kata"]
+
+
+def test_a_kata_worker_joins_a_kata_master_on_containerd(tmp_path: Path) -> None:
+    shared = SimCluster()
+    master = KataSimMachine(
+        tmp_path / "master", "debian", "12", hostname="master", ip="10.0.0.1", cluster=shared
+    )
+    apply(master, runtime="kata")
+    line = joining.create_join_line(master.context(master.settings(runtime="kata")))
+    assert " --runtime kata " in line.command()
+
+    worker = KataSimMachine(
+        tmp_path / "worker", "ubuntu", "24.04", hostname="worker", ip="10.0.0.2", cluster=shared
+    )
+    join = dict(
+        runtime="kata", join_endpoint=line.endpoint, join_token=line.token,
+        join_ca_hash=line.ca_hash,
+    )  # fmt: skip
+    report = session.execute(
+        kata_profile.node_kata(), worker.context(worker.settings(**join)), dry_run=False
+    )
+    session.raise_for(report)
+    ran = {r.name for r in report.steps}
+    assert {"kubeadm-join", "containerd", "kata"} <= ran
+    assert not {"kubeadm-init", "untaint", "runtimeclass", "kata-pod"} & ran
+    [joined] = worker.state.inits
+    assert joined[:2] == ["kubeadm", "join"]
+    assert "--cri-socket=/run/containerd/containerd.sock" in joined  # the sim drops unix://
+    assert not worker.p("/etc/kubernetes/admin.conf").exists()
+    assert shared.node("worker")["spec"]["podCIDR"] == "10.244.1.0/24"
+    mynet = json.loads(worker.p("/etc/cni/net.d/10-mynet.conf").read_text())
+    assert mynet["ipam"]["subnet"] == "10.244.1.0/24"
+    assert worker.state.routes == {"10.244.0.0/24": "10.0.0.1"}
+
+    again = session.execute(
+        kata_profile.node_kata(), worker.context(worker.settings(**join)), dry_run=False
+    )
+    assert {r.status for r in again.steps} <= {Status.OK, Status.SKIP}, render_plan(again.steps)
+
+
+def test_a_kata_workers_preflight_leaves_the_control_plane_ports_alone(machine) -> None:
+    m = machine()
+    m.state.other_listeners.add(6443)  # say, another API server's port on this host
+    m.kata._refresh_ports()
+    worker = KataPreflight.for_worker().check(m.context(m.settings()))
+    assert "6443" not in worker.reason
+    with pytest.raises(PreflightFailed, match="6443"):
+        KataPreflight().check(m.context(m.settings()))

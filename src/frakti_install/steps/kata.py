@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from frakti_install.actions import RemoveFile, run
 from frakti_install.context import ADMIN_CONF
@@ -29,7 +29,13 @@ from frakti_install.kata_profile import Kata, kata
 from frakti_install.render import render
 from frakti_install.steps.cluster import KUBELET_CONF
 from frakti_install.steps.common import template_actions
-from frakti_install.steps.preflight import CHECKS, CONTROL_PLANE_PORTS, Preflight, PreflightCheck
+from frakti_install.steps.preflight import (
+    CHECKS,
+    CONTROL_PLANE_PORTS,
+    WORKER_PORTS,
+    Preflight,
+    PreflightCheck,
+)
 
 if TYPE_CHECKING:
     from frakti_install.context import Context
@@ -53,10 +59,10 @@ def _arch(ctx: Context) -> Optional[str]:
     return f"architecture {arch}: kata's static release is built for {', '.join(arches)}"
 
 
-def _ports(ctx: Context) -> Optional[str]:
+def _ports(ctx: Context, wanted: Sequence[int] = CONTROL_PLANE_PORTS) -> Optional[str]:
     if ctx.host.exists(ADMIN_CONF) or ctx.host.exists(KUBELET_CONF):
         return None  # our own cluster holds them
-    taken = sorted(set(CONTROL_PLANE_PORTS) & ctx.facts.listening_ports())
+    taken = sorted(set(wanted) & ctx.facts.listening_ports())
     return f"port(s) {', '.join(map(str, taken))} already in use" if taken else None
 
 
@@ -159,12 +165,25 @@ def skip_unloadable_modules(ctx: Context) -> bool:
     return bool({"vhostmodules", "all"} & {n.lower() for n in ctx.settings.ignore_preflight_errors})
 
 
+# A worker runs no control plane: only the kubelet's port must be free.
+KATA_WORKER_CHECKS = tuple(
+    PreflightCheck("Port", lambda ctx: _ports(ctx, WORKER_PORTS), check.hint)
+    if check.name == "Port"
+    else check
+    for check in KATA_CHECKS
+)
+
+
 class KataPreflight(Preflight):
     """The frakti profile's generic checks, kata's own, and no CgroupV1: kata
     and current kubelets are at home on cgroup v2."""
 
-    def __init__(self) -> None:
-        super().__init__(KATA_CHECKS)
+    def __init__(self, checks: Sequence[PreflightCheck] = KATA_CHECKS) -> None:
+        super().__init__(checks)
+
+    @classmethod
+    def for_worker(cls) -> KataPreflight:
+        return cls(KATA_WORKER_CHECKS)
 
     def check(self, ctx: Context) -> Check:
         kata(ctx)  # an OS the kata profile does not know stops here (exit 4)

@@ -16,6 +16,7 @@ from frakti_install.kata_profile import cgroup_driver, kata
 from frakti_install.steps.cluster import KUBELET_CONF
 from frakti_install.steps.common import package_actions, template_actions
 from frakti_install.steps.kubeadm_init import KubeadmInitStep
+from frakti_install.steps.kubeadm_join import KubeadmJoinStep
 from frakti_install.steps.node import Untaint
 
 if TYPE_CHECKING:
@@ -241,6 +242,14 @@ class KataKubeadmInit(KubeadmInitStep):
             if ctx.settings.advertise_address
             else ()
         )
+
+
+class KataKubeadmJoin(KubeadmJoinStep):
+    """frakti's join step (once; an unfinished join is reset and redone) on
+    containerd's socket."""
+
+    def cri_socket(self, ctx: Context) -> str:
+        return "unix://" + kata(ctx).containerd["socket"]
 
 
 class KataUntaint(Untaint):

@@ -71,6 +71,9 @@ class KubeadmJoinStep(Step):
     name = "kubeadm-join"
     title = "kubeadm join"
 
+    def cri_socket(self, ctx: Context) -> str:
+        return ctx.settings.frakti_socket
+
     def check(self, ctx: Context) -> Check:
         if ctx.host.exists(KUBELET_CONF):
             return Check.ok("this node has joined a cluster (kubelet.conf present)")
@@ -84,7 +87,7 @@ class KubeadmJoinStep(Step):
                 settings.join_endpoint,
                 settings.join_token,
                 settings.join_ca_hash,
-                settings.frakti_socket,
+                self.cri_socket(ctx),
                 node_name(ctx),
             )
         )
