@@ -73,6 +73,13 @@ def _guard(func: Callable[[], T], *, as_json: bool = False) -> T:
 ConfigOpt = typer.Option(
     None, "--config", "-c", help="YAML file with any of the settings.", dir_okay=False
 )
+InstalledConfigOpt = typer.Option(
+    None,
+    "--config",
+    "-c",
+    help="YAML file with any of the settings (default: those the last install recorded).",
+    dir_okay=False,
+)
 PodCidrOpt = typer.Option(None, "--pod-cidr", help="Cluster pod CIDR (default 10.244.0.0/16).")
 NodeSubnetOpt = typer.Option(
     None,
@@ -143,6 +150,22 @@ def _settings(config: Optional[Path], flags: Dict[str, Any]) -> Any:
         if flags.get(key):
             flags[key] = config_module.parse_pairs(flags[key], key.rstrip("s"))
     return config_module.load(config, flags)
+
+
+def _installed_settings(config: Optional[Path]) -> Any:
+    """Settings for a command about what is installed: the -c file, else the
+    ones the last install recorded on this host, else the defaults."""
+    from frakti_install import config as config_module
+    from frakti_install import session
+
+    if config is None:
+        defaults = _settings(None, {})
+        recorded = session.new_context(defaults).host.path(
+            config_module.recorded_file(defaults.state_dir)
+        )
+        if recorded.exists():
+            config = recorded
+    return _settings(config, {})
 
 
 def _run_plan(
@@ -332,7 +355,7 @@ def node(
 
 @app.command("join-command")
 def join_command(
-    config: Optional[Path] = ConfigOpt,
+    config: Optional[Path] = InstalledConfigOpt,
     ttl: str = typer.Option("24h", "--ttl", help="How long the bootstrap token is valid."),
 ) -> None:
     """Print the line that joins a worker to this master (it holds a fresh token)."""
@@ -340,7 +363,7 @@ def join_command(
     def _join() -> None:
         from frakti_install import joining, session
 
-        ctx = session.new_context(_settings(config, {}))
+        ctx = session.new_context(_installed_settings(config))
         typer.echo(joining.create_join_line(ctx, ttl).command())
 
     _guard(_join)
@@ -348,7 +371,7 @@ def join_command(
 
 @app.command()
 def routes(
-    config: Optional[Path] = ConfigOpt,
+    config: Optional[Path] = InstalledConfigOpt,
     dry_run: bool = DryRunOpt,
     as_json: bool = JsonOpt,
     quiet: bool = typer.Option(
@@ -362,7 +385,7 @@ def routes(
         from frakti_install import plans
 
         _run_plan(
-            plans.routes, _settings(config, {}), dry_run=dry_run, yes=True,
+            plans.routes, _installed_settings(config), dry_run=dry_run, yes=True,
             as_json=as_json, verbose=verbose, trace_only_changes=True, quiet=quiet,
         )  # fmt: skip
 
@@ -370,14 +393,14 @@ def routes(
 
 
 @app.command()
-def status(config: Optional[Path] = ConfigOpt, as_json: bool = JsonOpt) -> None:
+def status(config: Optional[Path] = InstalledConfigOpt, as_json: bool = JsonOpt) -> None:
     """Check every step without changing anything; exit 11 when something drifted."""
 
     def _status() -> None:
         from frakti_install import plans, session
         from frakti_install.errors import Drift
 
-        settings = _settings(config, {})
+        settings = _installed_settings(config)
         plan_for = plans.node_for if session.is_worker() else plans.allinone_for
         make_steps = functools.partial(plan_for, settings.runtime)
         report = _run_plan(make_steps, settings, dry_run=True, yes=True, as_json=as_json, verbose=0)
@@ -393,7 +416,7 @@ def status(config: Optional[Path] = ConfigOpt, as_json: bool = JsonOpt) -> None:
 
 @app.command()
 def reset(
-    config: Optional[Path] = ConfigOpt,
+    config: Optional[Path] = InstalledConfigOpt,
     purge: bool = typer.Option(False, "--purge", help="Also remove the packages it installed."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be removed."),
     yes: bool = YesOpt,
@@ -406,7 +429,7 @@ def reset(
         from frakti_install import plans
 
         _run_plan(
-            lambda: plans.reset(purge), _settings(config, {}), dry_run=dry_run, yes=yes,
+            lambda: plans.reset(purge), _installed_settings(config), dry_run=dry_run, yes=yes,
             as_json=as_json, verbose=verbose,
             question="Tear down the cluster and undo these changes?",
         )  # fmt: skip

@@ -234,6 +234,12 @@ def from_file(path: Path) -> Dict[str, Any]:
     return data
 
 
+def recorded_file(state_dir: str) -> str:
+    """Where an install records its settings (RecordSettings), for the commands
+    about what is installed (status, routes, join-command, reset) run without -c."""
+    return f"{state_dir}/settings.yaml"
+
+
 def as_config_file(settings: Settings, leave_out: Collection[str] = ()) -> str:
     """The settings that differ from the defaults, as a config file `load` reads back."""
     defaults = Settings()

@@ -66,6 +66,7 @@ def allinone_kata() -> List[Step]:
     from frakti_install.steps.kata import KataPodAdmitted, KataPreflight, RuntimeClass
     from frakti_install.steps.kube_packages import KataKubeadmInit, KataUntaint
     from frakti_install.steps.node import NodeReady
+    from frakti_install.steps.record import RecordSettings
     from frakti_install.steps.routes import Routes
     from frakti_install.steps.routes_sync import RoutesSync
 
@@ -76,6 +77,7 @@ def allinone_kata() -> List[Step]:
         PodNetwork(),
         KataUntaint(),
         Routes(),
+        RecordSettings(),
         RoutesSync(),
         NodeReady(),
         RuntimeClass(),
@@ -90,6 +92,7 @@ def node_kata() -> List[Step]:
     from frakti_install.steps.kata import KataPreflight
     from frakti_install.steps.kube_packages import KataKubeadmJoin
     from frakti_install.steps.node import NodeReady
+    from frakti_install.steps.record import RecordSettings
     from frakti_install.steps.routes import Routes
     from frakti_install.steps.routes_sync import RoutesSync
 
@@ -99,6 +102,7 @@ def node_kata() -> List[Step]:
         KataKubeadmJoin(),
         PodNetwork(),
         Routes(),
+        RecordSettings(),
         RoutesSync(),
         NodeReady(),
     ]

@@ -17,6 +17,7 @@ from frakti_install.steps.kubernetes import Kubernetes
 from frakti_install.steps.node import NodeReady, Untaint
 from frakti_install.steps.preflight import Preflight
 from frakti_install.steps.proxy import Proxy
+from frakti_install.steps.record import RecordSettings
 from frakti_install.steps.repos import Repos
 from frakti_install.steps.reset import (
     Forget,
@@ -57,6 +58,7 @@ def allinone() -> List[Step]:
         PodNetwork(),
         Untaint(),
         Routes(),
+        RecordSettings(),
         RoutesSync(),
         NodeReady(),
     ]
@@ -70,6 +72,7 @@ def node() -> List[Step]:
         KubeadmJoinStep(),
         PodNetwork(),
         Routes(),
+        RecordSettings(),
         RoutesSync(),
         NodeReady(),
     ]

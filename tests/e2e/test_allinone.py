@@ -51,7 +51,7 @@ APT_PACKAGES = (
 )
 SERVICES = ("hyperd", "docker", "frakti", "kubelet", "frakti-routes-sync.timer")
 MASTER_TAINT = "node-role.kubernetes.io/master"
-ROUTES_SYNC_SETTINGS = "/var/lib/frakti-install/routes-sync.yaml"  # what the routes timer runs with
+RECORDED_SETTINGS = "/var/lib/frakti-install/settings.yaml"  # read by status, routes, reset
 # Files the installer owns (or kubeadm writes): a no-op run must leave them alone.
 TRACKED_FILES = (
     "/etc/hyper/config",
@@ -71,7 +71,7 @@ TRACKED_FILES = (
     "/var/lib/kubelet/kubeadm-flags.env",
     "/etc/systemd/system/frakti-routes-sync.service",
     "/etc/systemd/system/frakti-routes-sync.timer",
-    ROUTES_SYNC_SETTINGS,
+    RECORDED_SETTINGS,
 )
 EXIT = {
     "ok": 0,
@@ -517,11 +517,11 @@ def test_changed_node_subnet_changes_only_cni(installed: dict, mirror: dict) -> 
     assert result.returncode == EXIT["ok"], describe(result)
     steps = parse_json(result)["steps"]
     # The step(s) that acted must be about the CNI config, whatever they are
-    # called, besides the routes timer's copy of the settings following along.
+    # called, besides the record of the install's settings following along.
     acted = [s for s in steps if s["status"] not in ("ok", "skip")]
-    timer_settings = [s for s in acted if ROUTES_SYNC_SETTINGS in json.dumps(s)]
-    assert [s["changes"] for s in timer_settings] == [[f"update {ROUTES_SYNC_SETTINGS}"]], acted
-    acted = [s for s in acted if s not in timer_settings]
+    record = [s for s in acted if RECORDED_SETTINGS in json.dumps(s)]
+    assert [s["changes"] for s in record] == [[f"update {RECORDED_SETTINGS}"]], acted
+    acted = [s for s in acted if s not in record]
     about_cni = [s for s in acted if re.search(r"cni|10-mynet|subnet", json.dumps(s), re.I)]
     assert acted and acted == about_cni and all(s["status"] == "change" for s in acted), (
         f"only the CNI config should change: {acted}"
@@ -529,7 +529,7 @@ def test_changed_node_subnet_changes_only_cni(installed: dict, mirror: dict) -> 
     assert any("10-mynet.conf" in json.dumps(s) for s in acted), acted
     after = fingerprint(machine)
     changed_files = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
-    assert changed_files == ["/etc/cni/net.d/10-mynet.conf", ROUTES_SYNC_SETTINGS], changed_files
+    assert changed_files == ["/etc/cni/net.d/10-mynet.conf", RECORDED_SETTINGS], changed_files
     assert (
         json.loads(machine.read("/etc/cni/net.d/10-mynet.conf"))["ipam"]["subnet"]
         == "10.244.7.0/24"

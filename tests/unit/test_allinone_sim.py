@@ -64,6 +64,7 @@ def test_apply_then_rerun_changes_nothing(machine, os_id, version):
         "kubeadm-init",
         "pod-network",
         "untaint",
+        "settings",
         "routes-sync",
     }
     if os_id not in ("debian", "ubuntu"):
@@ -153,10 +154,10 @@ def test_changed_node_subnet_touches_only_the_pod_network(machine):
             "publish the hand-picked pod subnet: kubectl --kubeconfig /etc/kubernetes/admin.conf"
             " annotate --overwrite node node-1 frakti-install/pod-subnet=10.244.7.0/24",
         ],
-        # the settings the routes timer runs with follow the change
-        "routes-sync": ["update /var/lib/frakti-install/routes-sync.yaml"],
+        # the record of the install's settings (what status and the routes timer read)
+        "settings": ["update /var/lib/frakti-install/settings.yaml"],
     }
-    saved = m.p("/var/lib/frakti-install/routes-sync.yaml").read_text()
+    saved = m.p("/var/lib/frakti-install/settings.yaml").read_text()
     assert "node_subnet: 10.244.7.0/24" in saved
     annotations = m.state.cluster.node("node-1")["metadata"]["annotations"]
     assert annotations == {"frakti-install/pod-subnet": "10.244.7.0/24"}

@@ -265,3 +265,46 @@ def test_routes_on_a_converged_host_leaves_no_trace_and_a_repair_is_recorded(sim
     m.p("/etc/cni/net.d/10-mynet.conf").unlink()
     told = invoke("routes", "--quiet", "-c", config)  # a repair is reported, even when quiet
     assert told.exit_code == 0 and "10-mynet.conf" in told.output, told.output
+
+
+def test_commands_about_the_install_read_the_settings_it_recorded(sim, tmp_path):
+    m, config = sim()
+    defaults = Path(config).read_text()
+    custom = tmp_path / "custom.yaml"
+    custom.write_text(defaults + "pod_cidr: 10.32.0.0/16\nservice_cidr: 10.112.0.0/12\n")
+    assert invoke("allinone", "--yes", "-c", str(custom)).exit_code == 0
+
+    # Without -c: judged by what was installed, not by the defaults.
+    status = invoke("status", "--json")
+    assert status.exit_code == 0, status.output
+    routes = invoke("routes", "--json")
+    assert routes.exit_code == 0 and json.loads(routes.output)["changed"] is False, routes.output
+    # With the defaults (what it judged by before), the install looks wrong.
+    other = invoke("status", "--json", "-c", config)
+    assert other.exit_code != 0
+    assert "initialised with pod CIDR 10.32.0.0/16, not 10.244.0.0/16" in other.output
+
+
+def test_kata_reset_without_config_tears_down_on_containerds_socket(tmp_path, monkeypatch):
+    from tests.unit.simkata import KataSimMachine, kata_checksums
+
+    m = KataSimMachine(tmp_path / "root", "debian", "12")
+    monkeypatch.setattr(session, "new_context", lambda s, downloader_factory=None: m.context(s))
+    config = tmp_path / "kata.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "runtime": "kata",
+                "checksums": kata_checksums(),
+                "log_file": str(tmp_path / "install.log"),
+                "lock_wait": 0,
+            }
+        )
+    )
+    assert invoke("allinone", "--yes", "-c", str(config)).exit_code == 0
+    result = invoke("reset", "--yes")  # no -c: the recorded settings say kata
+    assert result.exit_code == 0, result.output
+    resets = [argv for argv in m.runner.calls if argv[:2] == ["kubeadm", "reset"]]
+    assert resets and all(
+        "--cri-socket=unix:///run/containerd/containerd.sock" in argv for argv in resets
+    ), resets

@@ -110,6 +110,7 @@ def test_apply_then_rerun_changes_nothing(machine, os_id, version):
         "kubeadm-init",
         "pod-network",
         "untaint",
+        "settings",
         "routes-sync",
         "runtimeclass",
     }
@@ -258,9 +259,9 @@ def test_changed_cgroup_driver_restarts_containerd_and_kubelet_only(machine):
     started = starts(m)
     report = apply(m, cgroup_driver="cgroupfs")
     changed = {r.name: r.changes for r in report.steps if r.status is Status.CHANGE}
-    assert list(changed) == ["containerd", "kubelet", "routes-sync"]
-    # the timer's copy of the settings follows; nothing restarts for it
-    assert changed["routes-sync"] == ["update /var/lib/frakti-install/routes-sync.yaml"]
+    assert list(changed) == ["containerd", "kubelet", "settings"]
+    # the record of the install's settings follows; nothing restarts for it
+    assert changed["settings"] == ["update /var/lib/frakti-install/settings.yaml"]
     after = starts(m)
     assert after["containerd.service"] == started["containerd.service"] + 1
     assert after["kubelet.service"] == started["kubelet.service"] + 1

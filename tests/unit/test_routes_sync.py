@@ -1,5 +1,6 @@
 """The timer that re-runs `frakti-install routes`: its units, the settings it
-runs with (the install's, without secrets), its interval, and switching it off."""
+runs with (those the install recorded, without secrets), its interval, and
+switching it off."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from frakti_install.steps.routes_sync import RoutesSync
 from tests.unit.simhost import SimMachine
 
 TIMER = "frakti-routes-sync.timer"
-SETTINGS = "/var/lib/frakti-install/routes-sync.yaml"
+SETTINGS = "/var/lib/frakti-install/settings.yaml"
 
 
 def run(m, steps, **settings):
@@ -63,7 +64,7 @@ def test_a_new_interval_rewrites_and_restarts_only_the_timer(master):
     starts = {unit: st.starts for unit, st in master.state.units.items()}
     steps = run(master, plans.allinone(), pod_cidr="10.32.0.0/16", routes_sync_interval="1h")
     changed = [name for name, r in steps.items() if r.status is Status.CHANGE]
-    assert changed == ["routes-sync"]
+    assert changed == ["settings", "routes-sync"]
     assert "OnUnitActiveSec=1h" in master.p(f"/etc/systemd/system/{TIMER}").read_text()
     after = {unit: st.starts for unit, st in master.state.units.items()}
     assert after == {**starts, TIMER: starts[TIMER] + 1}
@@ -75,7 +76,7 @@ def test_off_removes_the_timer_and_its_files(master):
     assert not master.state.units[TIMER].enabled and not master.state.units[TIMER].active
     for path in (f"/etc/systemd/system/{TIMER}", "/etc/systemd/system/frakti-routes-sync.service"):
         assert not master.p(path).exists()
-    assert not master.p(SETTINGS).exists()
+    assert "routes_sync_interval: 'off'" in master.p(SETTINGS).read_text()  # still the record
     again = run(master, plans.allinone(), pod_cidr="10.32.0.0/16", routes_sync_interval="off")
     assert again["routes-sync"].status is Status.OK
 

@@ -2,10 +2,10 @@
 nodes that joined after it (and stops routing to those that left) without
 anyone running it by hand.
 
-The timer's run reads the settings this install used, saved beside the
-journal without the secrets, so a hand-picked subnet or CIDR given by flag
-stays what it was. A run that finds nothing to change leaves no trace in the
-journal or the log file (see the `routes` command)."""
+The timer's run reads the settings this install recorded (RecordSettings),
+so a hand-picked subnet or CIDR given by flag stays what it was. A run that
+finds nothing to change leaves no trace in the journal or the log file (see
+the `routes` command)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
 from frakti_install.actions import RemoveFile, Systemctl, run
-from frakti_install.config import as_config_file
+from frakti_install.config import recorded_file
 from frakti_install.engine import Action, Check, Step
 from frakti_install.errors import ConfigError
 from frakti_install.render import render
@@ -27,23 +27,6 @@ SERVICE = "frakti-routes-sync.service"
 TIMER = "frakti-routes-sync.timer"
 UNIT_DIR = "/etc/systemd/system"
 LINK = "/usr/local/bin/frakti-install"  # where bootstrap.py links the tool
-# Not needed to sync routes, and not to be kept on disk longer than the run.
-LEFT_OUT = (
-    "join_endpoint",
-    "join_token",
-    "join_ca_hash",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "routes_sync_interval",
-    "lock_wait",
-)
-
-
-def settings_file(ctx: Context) -> str:
-    return f"{ctx.settings.state_dir}/routes-sync.yaml"
-
-
 def installed_command(ctx: Context) -> Optional[str]:
     """The frakti-install the timer runs: bootstrap.py's link, else the
     console script of the environment this one runs in."""
@@ -69,7 +52,7 @@ class RoutesSync(Step):
                 hint=f"Install it with bootstrap.py (it links {LINK}), "
                 "or set routes_sync_interval: off.",
             )
-        settings = settings_file(ctx)
+        settings = recorded_file(ctx.settings.state_dir)
         unit_files = file_actions(
             ctx,
             f"{UNIT_DIR}/{SERVICE}",
@@ -78,10 +61,7 @@ class RoutesSync(Step):
         timer_file = file_actions(
             ctx, f"{UNIT_DIR}/{TIMER}", render("frakti-routes-sync.timer.j2", interval=interval)
         )
-        actions: List[Action] = file_actions(
-            ctx, settings, as_config_file(ctx.settings, LEFT_OUT), mode=0o600
-        )
-        actions += unit_files
+        actions: List[Action] = list(unit_files)
         actions += service_actions(
             ctx, TIMER, timer_file, unit_files_changed=bool(unit_files or timer_file)
         )
@@ -90,7 +70,7 @@ class RoutesSync(Step):
         return Check(actions)
 
     def _removal(self, ctx: Context) -> Check:
-        ours = [f"{UNIT_DIR}/{TIMER}", f"{UNIT_DIR}/{SERVICE}", settings_file(ctx)]
+        ours = [f"{UNIT_DIR}/{TIMER}", f"{UNIT_DIR}/{SERVICE}"]
         present = [path for path in ours if ctx.host.exists(path)]
         if not present:
             return Check.ok("routes_sync_interval is off: no timer")

@@ -500,6 +500,9 @@ def test_fresh_install(fresh: Dict[str, object], kata_mirror: Dict[str, object])
     assert isinstance(first, subprocess.CompletedProcess)
     assert first.returncode == 0, describe(machine, first)
     check_installed(machine, kata_mirror)
+    # Without -c, join-command goes by the recorded settings: workers must run kata too.
+    line = machine.run(["frakti-install", "join-command"]).stdout
+    assert line.startswith("frakti-install node --yes --runtime kata --join "), line
 
 
 # --------------------------------------------------------------------------- (b)

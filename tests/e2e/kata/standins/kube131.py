@@ -15,7 +15,8 @@
 #   `systemctl restart kubelet`, the wait for the API server, the control-plane
 #   label and taint (node-role.kubernetes.io/control-plane:NoSchedule).
 #   Images are not pulled (no registry here). Each init is logged as one JSON
-#   line in /var/log/standin-kubeadm-init.log. kubeadm reset -f.
+#   line in /var/log/standin-kubeadm-init.log. kubeadm reset -f. kubeadm token
+#   create [--print-join-command] (the join line a worker would run).
 # - kubelet: refuses removed flags, a missing --config file, swap, a CRI
 #   endpoint that does not answer; then opens 10250/10248, "runs" the static
 #   pods (ports: the API server 6443, controller-manager 10257, scheduler 10259,
@@ -343,7 +344,7 @@ class KubeadmExit(Exception):
 def kubeadm_main(args):
     try:
         if not args or args[0] in ("-h", "--help", "help"):
-            print("kubeadm (TEST STAND-IN of v1.31): init, reset, version")
+            print("kubeadm (TEST STAND-IN of v1.31): init, reset, token, version")
             return 0
         command, rest = args[0], args[1:]
         if command == "version":
@@ -357,6 +358,8 @@ def kubeadm_main(args):
             return kubeadm_init(rest)
         if command == "reset":
             return kubeadm_reset(rest)
+        if command == "token":
+            return kubeadm_token(rest)
         raise KubeadmExit(
             1,
             f'unknown command "{command}" for "kubeadm"\nTo see the stack trace of this '
@@ -849,6 +852,49 @@ def kubeadm_reset(args):
         "The reset process does not clean CNI configuration. To do so, you must remove "
         "/etc/cni/net.d"
     )
+    return 0
+
+
+TOKEN_FLAGS = {
+    "print-join-command": "bool",
+    "ttl": "str",
+    "description": "str",
+    "groups": "list",
+    "usages": "list",
+    "kubeconfig": "str",
+    "certificate-key": "str",
+    "config": "str",
+}
+
+
+def kubeadm_token(args):
+    """`kubeadm token create [TOKEN] [--ttl D] [--print-join-command]`, as v1.31
+    prints it: the join line on one line."""
+    opts, positionals = parse_flags(args, TOKEN_FLAGS)
+    if positionals[:1] != ["create"]:
+        raise KubeadmExit(1, "kubeadm stand-in: only `token create` is implemented")
+    token = positionals[1] if len(positionals) > 1 else None
+    if token is not None and not re.match(r"^[a-z0-9]{6}\.[a-z0-9]{16}$", token):
+        raise KubeadmExit(
+            1, f'the bootstrap token "{token}" was not of the form "[a-z0-9]{{6}}.[a-z0-9]{{16}}"'
+        )
+    admin = opts.get("kubeconfig", ADMIN_CONF)
+    if not os.path.exists(admin):
+        raise KubeadmExit(
+            1, f"failed to load admin kubeconfig: open {admin}: no such file or directory"
+        )
+    host, port = server_hostport(kubeconfig_server(admin) or "")
+    if not apiserver_up(host, port):
+        raise KubeadmExit(1, "timed out waiting for the condition")
+    token = token or f"{os.urandom(3).hex()}.{os.urandom(8).hex()}"
+    with State() as state:
+        state.setdefault("bootstrap_tokens", []).append(token)
+    if not opts.get("print-join-command"):
+        print(token)
+        return 0
+    with open(PKI + "/ca.crt") as fh:
+        digest = hashlib.sha256(fh.read().encode()).hexdigest()
+    print(f"kubeadm join {host}:{port} --token {token} --discovery-token-ca-cert-hash sha256:{digest} ")
     return 0
 
 
