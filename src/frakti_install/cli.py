@@ -192,6 +192,7 @@ def _run_plan(
     console.configure_logging(verbose, quiet=as_json)
     observer = None if as_json or quiet else console.StepProgress(dry_run)
     with contextlib.ExitStack() as stack:
+
         def log_to_file() -> None:
             stack.enter_context(session.logging_to_file(Path(settings.log_file)))
 

@@ -27,6 +27,8 @@ SERVICE = "frakti-routes-sync.service"
 TIMER = "frakti-routes-sync.timer"
 UNIT_DIR = "/etc/systemd/system"
 LINK = "/usr/local/bin/frakti-install"  # where bootstrap.py links the tool
+
+
 def installed_command(ctx: Context) -> Optional[str]:
     """The frakti-install the timer runs: bootstrap.py's link, else the
     console script of the environment this one runs in."""
@@ -52,11 +54,14 @@ class RoutesSync(Step):
                 hint=f"Install it with bootstrap.py (it links {LINK}), "
                 "or set routes_sync_interval: off.",
             )
-        settings = recorded_file(ctx.settings.state_dir)
         unit_files = file_actions(
             ctx,
             f"{UNIT_DIR}/{SERVICE}",
-            render("frakti-routes-sync.service.j2", command=command, settings_file=settings),
+            render(
+                "frakti-routes-sync.service.j2",
+                command=command,
+                settings_file=recorded_file(ctx.settings.state_dir),
+            ),
         )
         timer_file = file_actions(
             ctx, f"{UNIT_DIR}/{TIMER}", render("frakti-routes-sync.timer.j2", interval=interval)
