@@ -8,20 +8,15 @@ import stat
 
 import pytest
 
-from frakti_install import config, joining, plans, session
+from frakti_install import config, joining, plans
 from frakti_install.engine import Status
 from frakti_install.errors import ConfigError
 from frakti_install.steps.routes_sync import RoutesSync
 from tests.unit.simhost import SimMachine
+from tests.unit.test_cluster_sim import run
 
 TIMER = "frakti-routes-sync.timer"
 SETTINGS = "/var/lib/frakti-install/settings.yaml"
-
-
-def run(m, steps, **settings):
-    report = session.execute(steps, m.context(m.settings(**settings)), dry_run=False)
-    session.raise_for(report)
-    return {r.name: r for r in report.steps}
 
 
 @pytest.fixture
