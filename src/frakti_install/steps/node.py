@@ -20,8 +20,9 @@ MASTER_TAINTS = ("node-role.kubernetes.io/master", "node-role.kubernetes.io/cont
 def taints_kubeadm_sets(kubernetes_version: str) -> List[str]:
     """The NoSchedule taints `kubeadm init` puts on its node: `master` before
     1.24, both in 1.24, only `control-plane` from 1.25 on."""
+    master, control_plane = MASTER_TAINTS
     minor = parse(kubernetes_version)[:2]
-    keys = [key for key, used in zip(MASTER_TAINTS, (minor < (1, 25), minor >= (1, 24))) if used]
+    keys = ([master] if minor < (1, 25) else []) + ([control_plane] if minor >= (1, 24) else [])
     return [f"{key}:NoSchedule" for key in keys]
 
 
