@@ -105,6 +105,18 @@ class RemoveFile(Action):
         ctx.host.remove(self.path)
 
 
+def prepare_package_index(ctx: Context, names: Sequence[str], always_refresh: bool = False) -> None:
+    """Finish an install a killed run interrupted, and refresh the package index
+    when it offers none of `names` yet (or always: a repository was just changed)."""
+    pm = ctx.packages
+    repair = pm.repair_argv(ctx.host)
+    if repair:
+        ctx.host.run(repair, env=pm.env)
+    refresh = pm.refresh_argv()
+    if refresh and (always_refresh or pm.missing_candidates(ctx.host, names)):
+        ctx.host.run(refresh, env=pm.env, timeout=900)
+
+
 @dataclass(frozen=True)
 class InstallPackages(Action):
     names: Tuple[str, ...]
@@ -114,12 +126,7 @@ class InstallPackages(Action):
 
     def apply(self, ctx: Context) -> None:
         pm = ctx.packages
-        repair = pm.repair_argv(ctx.host)
-        if repair:
-            ctx.host.run(repair, env=pm.env)
-        refresh = pm.refresh_argv()
-        if refresh and pm.missing_candidates(ctx.host, self.names):
-            ctx.host.run(refresh, env=pm.env, timeout=900)
+        prepare_package_index(ctx, self.names)
         missing = pm.missing_candidates(ctx.host, self.names)
         if missing:
             raise FraktiInstallError(

@@ -181,12 +181,7 @@ def load_inventory(path: Path) -> Inventory:
     """Read and validate a ``kind: Cluster`` inventory (ConfigError names host and field)."""
     path = Path(path)
     reader = _Reader(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read the cluster inventory {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"the cluster inventory {path} is not valid YAML: {exc}") from None
+    data = config_module.read_yaml(path, "the cluster inventory")
     if not isinstance(data, dict):
         raise ConfigError(f"the cluster inventory {path} must be a mapping (kind: Cluster)")
     reader.known_keys(data, "top level", ("apiVersion", "kind", "metadata", "spec"))

@@ -214,13 +214,18 @@ def parse_pairs(items: List[str], what: str) -> Dict[str, str]:
     return pairs
 
 
-def from_file(path: Path) -> Dict[str, Any]:
+def read_yaml(path: Path, what: str) -> Any:
+    """A user's YAML file; an unreadable or malformed one is a ConfigError naming `what`."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
+
+
+def from_file(path: Path) -> Dict[str, Any]:
+    data = read_yaml(path, "config file")
     if data is None:
         return {}
     if not isinstance(data, dict):

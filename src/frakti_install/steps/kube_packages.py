@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Set, Tuple
 
-from frakti_install.actions import Systemctl, run
+from frakti_install.actions import Systemctl, prepare_package_index, run
 from frakti_install.engine import Action, Check, Step
 from frakti_install.errors import ExitCode, FraktiInstallError
 from frakti_install.kata_profile import cgroup_driver, kata
@@ -126,12 +126,7 @@ class InstallKubePackages(Action):
 
     def apply(self, ctx: Context) -> None:
         pm = ctx.packages
-        repair = pm.repair_argv(ctx.host)
-        if repair:
-            ctx.host.run(repair, env=pm.env)
-        refresh = pm.refresh_argv()
-        if refresh:
-            ctx.host.run(refresh, env=pm.env, timeout=900)
+        prepare_package_index(ctx, self.names, always_refresh=True)
         ctx.host.run(pm.install_argv([*self.options, *self.specs]), env=pm.env, timeout=1800)
         ctx.journal.record(event="packages", installed=list(self.names))
 
