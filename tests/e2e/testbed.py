@@ -328,28 +328,8 @@ def _customize_image(root: Path, sources: list[dict[str, list[str]]], log: Path)
         'Binary::apt::APT::Keep-Downloaded-Packages "true";\n'
     )
     shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")  # the chroot uses the host's network
-    env = {
-        "PATH": CONTAINER_ENV["PATH"],
-        "HOME": "/root",
-        "LANG": "C.UTF-8",
-        "DEBIAN_FRONTEND": "noninteractive",
-    }
-    _run_host(["chroot", str(root), "apt-get", "update", "-q"], log=log, env=env, timeout=900)
-    _run_host(
-        [
-            "chroot",
-            str(root),
-            "apt-get",
-            "install",
-            "--download-only",
-            "-y",
-            "-q",
-            *OFFLINE_PACKAGES,
-        ],
-        log=log,
-        env=env,
-        timeout=1800,
-    )
+    chroot_apt(root, log, "update", "-q")
+    download_into_cache(root, log, OFFLINE_PACKAGES)
     debs = list((root / "var/cache/apt/archives").glob("*.deb"))
     if len(debs) < len(OFFLINE_PACKAGES):
         raise TestbedError(f"apt left only {len(debs)} .debs in the image's cache")
@@ -382,9 +362,13 @@ def image_recipe() -> dict[str, object]:
         "include": BASE_PACKAGES,
         "download_only": OFFLINE_PACKAGES,
         "hostname": HOSTNAME,
-        # the code, not its formatting or comments: cosmetic edits keep the cached image
-        "customize": ast.dump(ast.parse(textwrap.dedent(inspect.getsource(_customize_image)))),
+        "customize": _code_of(_customize_image, chroot_apt, download_into_cache),
     }
+
+
+def _code_of(*functions: Callable[..., object]) -> str:
+    """The code, not its formatting or comments: cosmetic edits keep a cached image."""
+    return "".join(ast.dump(ast.parse(textwrap.dedent(inspect.getsource(f)))) for f in functions)
 
 
 def ensure_image() -> Path:
@@ -435,6 +419,40 @@ def _remove_unused_images(keep: Path) -> None:
             (CACHE_ROOT / f"build-{old.name[len('image-') :]}.log").unlink(missing_ok=True)
 
 
+# --------------------------------------------------------------------------- derived images
+CHROOT_ENV = {
+    "PATH": CONTAINER_ENV["PATH"],
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+    "DEBIAN_FRONTEND": "noninteractive",
+}
+
+
+def chroot_apt(root: Path, log: Path, *args: str, timeout: float = 900) -> None:
+    """apt-get ARGS inside the image tree (for derived images' customize)."""
+    _run_host(["chroot", str(root), "apt-get", *args], log=log, env=CHROOT_ENV, timeout=timeout)
+
+
+def download_into_cache(root: Path, log: Path, packages: Sequence[str]) -> None:
+    """Fetch `packages` into the image's apt cache, for the offline booted host."""
+    chroot_apt(root, log, "install", "--download-only", "-y", "-q", *packages, timeout=1800)
+
+
+@contextlib.contextmanager
+def host_network(root: Path) -> Iterator[None]:
+    """The image's chroot resolves names as this machine does, until the block
+    ends; then the booted host's offline resolv.conf is back."""
+    resolv = root / "etc/resolv.conf"
+    offline = resolv.read_bytes()
+    resolv.unlink()
+    shutil.copy("/etc/resolv.conf", resolv)
+    try:
+        yield
+    finally:
+        resolv.unlink()
+        resolv.write_bytes(offline)
+
+
 def derived_image(
     prefix: str, base: Path, recipe: dict, customize: Callable[[Path, Path], None]
 ) -> Path:
@@ -442,7 +460,8 @@ def derived_image(
     recipe (which should hold customize's source) changes. Built into a temp
     dir and renamed, so a killed build is never reused; older copies that no
     running host uses are dropped."""
-    recipe = {"base": base.name, **recipe}
+    helpers = _code_of(chroot_apt, download_into_cache, host_network)
+    recipe = {"base": base.name, "helpers": helpers, **recipe}
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     image = CACHE_ROOT / f"{prefix}-{key}"
     if image.is_dir():

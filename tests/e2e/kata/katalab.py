@@ -78,37 +78,15 @@ def _customize_kata_image(root: Path, packages: Tuple[str, ...], log: Path) -> N
     """Download (not install) `packages` into the copied image's apt cache.
 
     Its source is part of the cache key."""
-    env = {
-        "PATH": testbed.CONTAINER_ENV["PATH"],
-        "HOME": "/root",
-        "LANG": "C.UTF-8",
-        "DEBIAN_FRONTEND": "noninteractive",
-    }
-    resolv = root / "etc/resolv.conf"
-    offline_resolv = resolv.read_bytes()
-    resolv.unlink()
-    shutil.copy("/etc/resolv.conf", resolv)  # the chroot uses the host's network
-
-    def download(names: Tuple[str, ...]) -> None:
-        testbed._run_host(
-            ["chroot", str(root), "apt-get", "install", "--download-only", "-y", "-q", *names],
-            log=log,
-            env=env,
-            timeout=1800,
-        )
-
-    try:
+    with testbed.host_network(root):
         try:
-            download(packages)
+            testbed.download_into_cache(root, log, packages)
         except testbed.TestbedError:
             # The image's package lists went stale: refresh them, and the offline
             # cache of what the harness's installs ask for, so both agree again.
-            testbed._run_host(["chroot", str(root), "apt-get", "update", "-q"], log=log, env=env)
-            download(packages)
-            download(testbed.OFFLINE_PACKAGES)
-    finally:
-        resolv.unlink()
-        resolv.write_bytes(offline_resolv)
+            testbed.chroot_apt(root, log, "update", "-q")
+            testbed.download_into_cache(root, log, packages)
+            testbed.download_into_cache(root, log, testbed.OFFLINE_PACKAGES)
     debs = {p.name.split("_")[0] for p in (root / "var/cache/apt/archives").glob("*.deb")}
     installed = subprocess.run(
         ["chroot", str(root), "dpkg-query", "-W", "-f=${Package}\n"],

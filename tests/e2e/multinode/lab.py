@@ -58,56 +58,22 @@ KUBE_PROGRAMS = ("kubeadm", "kubelet", "kubectl")
 
 def _customize_lab_image(root: Path, log: Path) -> None:
     """Install EXTRA_PACKAGES in the copied image (its source is part of the cache key)."""
-    env = {
-        "PATH": testbed.CONTAINER_ENV["PATH"],
-        "HOME": "/root",
-        "LANG": "C.UTF-8",
-        "DEBIAN_FRONTEND": "noninteractive",
-    }
-    resolv = root / "etc/resolv.conf"
-    offline_resolv = resolv.read_bytes()
-    resolv.unlink()
-    shutil.copy("/etc/resolv.conf", resolv)  # the chroot uses the host's network
     policy = root / "usr/sbin/policy-rc.d"  # start no service inside the chroot
     policy.write_text("#!/bin/sh\nexit 101\n")
     policy.chmod(0o755)
-    install = [
-        "chroot",
-        str(root),
-        "apt-get",
-        "install",
-        "-y",
-        "-q",
-        "--no-install-recommends",
-        *EXTRA_PACKAGES,
-    ]
+    install = ("install", "-y", "-q", "--no-install-recommends", *EXTRA_PACKAGES)
     try:
-        try:
-            testbed._run_host(install, log=log, env=env, timeout=900)
-        except testbed.TestbedError:
-            # The image's package lists went stale: refresh them, and the offline
-            # cache of what the installer asks apt for, so both agree again.
-            testbed._run_host(["chroot", str(root), "apt-get", "update", "-q"], log=log, env=env)
-            testbed._run_host(install, log=log, env=env, timeout=900)
-            testbed._run_host(
-                [
-                    "chroot",
-                    str(root),
-                    "apt-get",
-                    "install",
-                    "--download-only",
-                    "-y",
-                    "-q",
-                    *testbed.OFFLINE_PACKAGES,
-                ],
-                log=log,
-                env=env,
-                timeout=1800,
-            )
+        with testbed.host_network(root):
+            try:
+                testbed.chroot_apt(root, log, *install)
+            except testbed.TestbedError:
+                # The image's package lists went stale: refresh them, and the offline
+                # cache of what the installer asks apt for, so both agree again.
+                testbed.chroot_apt(root, log, "update", "-q")
+                testbed.chroot_apt(root, log, *install)
+                testbed.download_into_cache(root, log, testbed.OFFLINE_PACKAGES)
     finally:
         policy.unlink()
-        resolv.unlink()
-        resolv.write_bytes(offline_resolv)
     conf = root / "etc/ssh/sshd_config.d/frakti-e2e.conf"
     conf.write_text(
         "# frakti-install multi-node e2e hosts: keys only\n"
