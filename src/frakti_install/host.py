@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from frakti_install.errors import CommandFailed
+from frakti_install.state import Journal, RunLock, UndoLog, undo_log
 
 log = logging.getLogger("frakti_install.host")
 
@@ -83,8 +85,10 @@ class Host:
     secrets: List[str] = field(default_factory=list)
 
     # --- paths -----------------------------------------------------------
-    def path(self, target: str) -> Path:
-        """The local path of a target path (differs from it only under a test root)."""
+    def _local(self, target: str) -> Path:
+        """The local path of a target path (differs from it only under a test root).
+
+        Private: everything outside the Host names target paths only."""
         return self.root / target.lstrip("/")
 
     # --- commands --------------------------------------------------------
@@ -96,6 +100,11 @@ class Host:
 
     def add_secret(self, secret: str) -> None:
         self.secrets.append(secret)
+
+    def note(self, **event: object) -> None:
+        """Tell the journal what was done that is not a file (a service
+        enabled, packages installed), so reset can undo it."""
+        self._notify(dict(event))
 
     def run(
         self,
@@ -135,14 +144,14 @@ class Host:
             "/bin",
         ):
             candidate = f"{directory}/{name}"
-            if os.access(self.path(candidate), os.X_OK):
+            if os.access(self._local(candidate), os.X_OK):
                 return candidate
         return None
 
     # --- files -----------------------------------------------------------
     def read_bytes(self, target: str) -> Optional[bytes]:
         try:
-            return self.path(target).read_bytes()
+            return self._local(target).read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
 
@@ -152,16 +161,64 @@ class Host:
 
     def stat(self, target: str) -> Optional[os.stat_result]:
         try:
-            return self.path(target).stat()
+            return self._local(target).stat()
         except (FileNotFoundError, NotADirectoryError):
             return None
 
     def exists(self, target: str) -> bool:
-        return os.path.lexists(self.path(target))
+        """True for anything at target, a dangling link included."""
+        return os.path.lexists(self._local(target))
+
+    def lstat(self, target: str) -> Optional[os.stat_result]:
+        try:
+            return os.lstat(self._local(target))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def is_dir(self, target: str) -> bool:
+        """A directory, not a link to one."""
+        st = self.lstat(target)
+        return st is not None and stat.S_ISDIR(st.st_mode)
+
+    def is_mount(self, target: str) -> bool:
+        return os.path.ismount(self._local(target))
+
+    def readlink(self, target: str) -> Optional[str]:
+        """What the symlink at target points to; None when target is no symlink."""
+        try:
+            return os.readlink(self._local(target))
+        except (FileNotFoundError, NotADirectoryError, OSError):
+            return None
+
+    def access(self, target: str, mode: int) -> bool:
+        """os.access for this process (R_OK, W_OK, X_OK)."""
+        return os.access(self._local(target), mode)
+
+    def free_bytes(self, target: str) -> int:
+        """Free space for root on the filesystem holding target (or its nearest parent)."""
+        path = self._local(target)
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        st = os.statvfs(path)
+        return st.f_bavail * st.f_frsize
+
+    def mkdir(self, target: str, mode: int = 0o755) -> None:
+        """The directory and its parents (existing ones are left as they are)."""
+        self._local(target).mkdir(parents=True, exist_ok=True, mode=mode)
+
+    def touch(self, target: str, mode: int = 0o600) -> None:
+        """An empty marker file (its parents made 0700); kept as it is if present."""
+        path = self._local(target)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.touch(mode=mode)
+
+    def unlink_marker(self, target: str) -> None:
+        """Remove a marker file made by touch() (no backup, no journal: it is ours)."""
+        self._local(target).unlink(missing_ok=True)
 
     def listdir(self, target: str) -> List[str]:
         try:
-            return sorted(os.listdir(self.path(target)))
+            return sorted(os.listdir(self._local(target)))
         except (FileNotFoundError, NotADirectoryError):
             return []
 
@@ -183,19 +240,37 @@ class Host:
             os.fsync(tmp.fileno())
         return self._commit(Path(tmp_name), target, mode)
 
+    def symlink(self, target: str, points_to: str) -> FileChange:
+        """Atomically make target a symlink to points_to (a file in its place is
+        backed up and replaced); journaled like a written file."""
+        parent = self._parent(target)
+        created = not self.exists(target)
+        backup = None if created else self._backup(target)
+        tmp = parent / f".{os.path.basename(target)}.{os.getpid()}.link"
+        tmp.unlink(missing_ok=True)
+        os.symlink(points_to, tmp)
+        try:
+            os.replace(tmp, self._local(target))
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(parent)
+        self._notify({"action": "write", "path": target, "created": created, "backup": backup})
+        return FileChange(target, created, backup)
+
     def remove(self, target: str) -> Optional[str]:
         """Remove a file, keeping a backup; returns the backup's target path."""
         if not self.exists(target):
             return None
         backup = self._backup(target)
-        os.unlink(self.path(target))
+        os.unlink(self._local(target))
         self._notify({"action": "remove", "path": target, "backup": backup})
         return backup
 
     def remove_tree(self, target: str) -> None:
         """Delete a directory of runtime data (no backup). A mount point is emptied."""
-        path = self.path(target)
-        if not path.is_dir() or path.is_symlink():
+        path = self._local(target)
+        if not self.is_dir(target):
             return
         if os.path.ismount(path):
             for child in path.iterdir():
@@ -207,8 +282,18 @@ class Host:
             shutil.rmtree(path)
         self._notify({"action": "remove-tree", "path": target})
 
+    # --- the state directory's own files ------------------------------------
+    def run_lock(self, target: str, wait: float) -> RunLock:
+        return RunLock(self._local(target), wait)
+
+    def open_journal(self, target: str) -> Journal:
+        return Journal(self._local(target))
+
+    def undo_log(self, journal: str) -> UndoLog:
+        return undo_log(self._local(journal))
+
     def _parent(self, target: str) -> Path:
-        parent = self.path(target).parent
+        parent = self._local(target).parent
         parent.mkdir(parents=True, exist_ok=True)
         return parent
 
@@ -217,22 +302,22 @@ class Host:
             os.chmod(tmp, mode)
             created = not self.exists(target)
             backup = None if created else self._backup(target)
-            os.replace(tmp, self.path(target))
+            os.replace(tmp, self._local(target))
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(self.path(target).parent)
+        _fsync_dir(self._local(target).parent)
         change = FileChange(target, created, backup)
         self._notify({"action": "write", "path": target, "created": created, "backup": backup})
         return change
 
     def _backup(self, target: str) -> Optional[str]:
-        if self.backup_dir is None or not os.path.isfile(self.path(target)):
+        if self.backup_dir is None or not os.path.isfile(self._local(target)):
             return None
         backup = f"{self.backup_dir.rstrip('/')}/{target.lstrip('/')}"
-        destination = self.path(backup)
+        destination = self._local(backup)
         destination.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        shutil.copy2(self.path(target), destination)
+        shutil.copy2(self._local(target), destination)
         return backup
 
     def _notify(self, event: Dict[str, object]) -> None:
