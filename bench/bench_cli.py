@@ -40,12 +40,12 @@ def converged_rerun(runs):
     tmp = Path(tempfile.mkdtemp(prefix="frakti-bench-"))
     try:
         m = SimMachine(tmp / "root", "debian", "12")
-        session.raise_for(session.execute(plans.allinone(), m.context(), dry_run=False))
+        session.raise_for(session.execute(plans.allinone(frakti()), m.context(), dry_run=False))
         samples = []
         for _ in range(runs):
             ctx = m.context()
             start = time.perf_counter()
-            report = session.execute(plans.allinone(), ctx, dry_run=False)
+            report = session.execute(plans.allinone(frakti()), ctx, dry_run=False)
             samples.append(time.perf_counter() - start)
             assert not report.changed
         return statistics.median(samples)

@@ -52,14 +52,14 @@ class Systemctl(Action):
     def apply(self, ctx: Context) -> None:
         ctx.host.run(["systemctl", self.verb, self.unit], timeout=300)
         if self.verb == "enable":
-            ctx.journal.record(event="service", unit=self.unit)
+            ctx.host.note(event="service", unit=self.unit)
         if self.verb == "restart":
-            restart_marker(ctx, self.unit).unlink(missing_ok=True)
+            ctx.host.unlink_marker(restart_marker(ctx, self.unit))
 
 
-def restart_marker(ctx: Context, unit: str) -> Path:
+def restart_marker(ctx: Context, unit: str) -> str:
     """Exists while a unit's inputs changed and it has not restarted since."""
-    return ctx.host.path(f"{ctx.settings.state_dir}/pending-restart/{unit}")
+    return f"{ctx.settings.state_dir}/pending-restart/{unit}"
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,7 @@ class MarkRestartPending(Action):
         return f"note that {self.unit} must restart"
 
     def apply(self, ctx: Context) -> None:
-        marker = restart_marker(ctx, self.unit)
-        marker.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        marker.touch()
+        ctx.host.touch(restart_marker(ctx, self.unit))
 
 
 @dataclass(frozen=True)
@@ -135,7 +133,7 @@ class InstallPackages(Action):
                 "(or their local mirror).",
             )
         ctx.host.run(pm.install_argv(self.names), env=pm.env, timeout=1800)
-        ctx.journal.record(event="packages", installed=list(self.names))
+        ctx.host.note(event="packages", installed=list(self.names))
 
 
 @dataclass(frozen=True)
@@ -163,7 +161,7 @@ class InstallPackageFiles(Action):
             pm = ctx.packages
             ctx.host.run(pm.install_files_argv(files), env=pm.env, timeout=900)
         names = [ctx.profile.hyper_packages.get(name, name) for name in self.artifacts]
-        ctx.journal.record(event="packages", installed=names)
+        ctx.host.note(event="packages", installed=names)
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,10 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from frakti_install import datafiles
-from frakti_install.config import Settings
+from frakti_install.config import Settings, split_fingerprints
 from frakti_install.errors import MissingChecksum
 from frakti_install.host import Host
 from frakti_install.versions import VersionSet
@@ -34,7 +34,7 @@ class Artifact:
     kind: str
     url: str
     identity: str  # the URL without its base: the same file from any mirror
-    checksum: str  # "published" | "given"
+    checksum: str  # "published" | "given" | "fingerprint" (a signing key)
     sha256_url: Optional[str]
     given_sha256: Optional[str]
     unverified_ok: bool
@@ -45,25 +45,44 @@ class Artifact:
 
 
 class Artifacts:
+    """One runtime profile's artifact table (data/<table>.yaml): URLs with
+    mirrors applied, the expected sums (given, or published beside the file),
+    signing keys checked by fingerprint, and the verified download."""
+
     def __init__(
         self,
         settings: Settings,
-        versions: VersionSet,
+        versions: Union[VersionSet, Mapping[str, str]],
         arch: str,
         package_format: str,
         downloader_factory: Callable[[], Downloader],
+        table: str = "artifacts",
     ) -> None:
+        values = versions.as_dict() if isinstance(versions, VersionSet) else dict(versions)
         self._settings = settings
-        self._values = dict(versions.as_dict(), arch=arch, rpm_arch=RPM_ARCH.get(arch, arch))
+        self._values = dict(values, arch=arch, rpm_arch=RPM_ARCH.get(arch, arch))
         self._format = package_format
         self._downloader_factory = downloader_factory
         self._downloader: Optional[Downloader] = None
         self._sums: Dict[str, str] = {}
-
-    TABLE = "artifacts"  # the data file listing the artifacts
+        self._table_name = table
 
     def _table(self) -> Dict[str, Any]:
-        return datafiles.load(self.TABLE)
+        return datafiles.load(self._table_name)
+
+    def base_url(self, kind: str) -> str:
+        """Where downloads of a kind come from: the mirror, else the table's base."""
+        table = self._table()
+        return str(self._settings.mirrors.get(kind, table["bases"][kind])).rstrip("/")
+
+    def fingerprints(self, name: str) -> Tuple[str, ...]:
+        """A signing key's fingerprints to trust: the user's (key_fingerprints)
+        replace the table's."""
+        given = self._settings.key_fingerprints.get(name)
+        if given:
+            return tuple(split_fingerprints(given))
+        entry = self._table()["artifacts"][name]
+        return tuple(str(f).upper() for f in entry.get("fingerprints", ()))
 
     def names(self) -> List[str]:
         return list(self._table()["artifacts"])
@@ -72,10 +91,12 @@ class Artifacts:
         table = self._table()
         entry = table["artifacts"][name]
         template = entry["url"][self._format] if isinstance(entry["url"], dict) else entry["url"]
-        base = self._settings.mirrors.get(entry["kind"], table["bases"][entry["kind"]]).rstrip("/")
         identity = template.format(base="", **self._values)
-        url = base + identity
+        url = self.base_url(entry["kind"]) + identity
         sha256_url = entry.get("sha256_url")
+        if entry["sha256"] == "fingerprint":
+            # Trusting other keys makes it another artifact: the keyring is installed again.
+            identity += "#trust=" + ",".join(sorted(self.fingerprints(name)))
         return Artifact(
             name=name,
             kind=entry["kind"],
@@ -107,6 +128,8 @@ class Artifacts:
             return self._sums[name]
         artifact = self.get(name)
         self.require_checksum_source(name)
+        if artifact.checksum == "fingerprint" and not artifact.given_sha256:
+            return None  # fetched as is; the key's fingerprint is checked before use
         if artifact.given_sha256:
             value: Optional[str] = artifact.given_sha256
         elif artifact.checksum == "published" and artifact.sha256_url:

@@ -39,9 +39,11 @@ from urllib.parse import urlsplit
 from frakti_install import __version__, datafiles
 from frakti_install.artifacts import Artifacts
 from frakti_install.config import Settings
-from frakti_install.download import CHUNK_SIZE, Downloader, fsync_dir, sha256_of
+from frakti_install.download import Downloader
 from frakti_install.errors import ChecksumMismatch, ConfigError, DownloadError
+from frakti_install.fsio import CHUNK_SIZE, sha256_of, staged
 from frakti_install.profiles import identify, profile_for
+from frakti_install.tarsafe import READ_ERRORS, data_filter_refusal, open_stream
 from frakti_install.versions import VersionSet, known_sets
 
 __all__ = [
@@ -227,31 +229,19 @@ def create_bundle(
 
 
 def _write_tarball(output: Path, manifest: Dict[str, Any], files: Dict[str, Path]) -> None:
-    parent = output.parent if str(output.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=str(parent))
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            with gzip.GzipFile(
-                filename="", mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL
-            ) as gz, tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                data = json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n"
-                info = tarfile.TarInfo(MANIFEST)
-                info.size = len(data)
-                info.mtime = int(datetime.datetime.now().timestamp())
-                tar.addfile(_tar_filter(info), _BytesReader(data))
-                for arcname, local in files.items():
-                    # streamed from the file: never the whole file in memory
-                    tar.add(str(local), arcname=arcname, recursive=False, filter=_tar_filter)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(parent)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # written whole or not at all: a failure leaves the old bundle and no temp file
+    with staged(output, FILE_MODE) as raw, gzip.GzipFile(
+        filename="", mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL
+    ) as gz, tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        data = json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n"
+        info = tarfile.TarInfo(MANIFEST)
+        info.size = len(data)
+        info.mtime = int(datetime.datetime.now().timestamp())
+        tar.addfile(_tar_filter(info), _BytesReader(data))
+        for arcname, local in files.items():
+            # streamed from the file: never the whole file in memory
+            tar.add(str(local), arcname=arcname, recursive=False, filter=_tar_filter)
 
 
 class _BytesReader:
@@ -296,20 +286,28 @@ def _kind(member: tarfile.TarInfo) -> str:
 
 
 def _extract(archive: Path, target: Path) -> None:
-    """Extract regular files and directories only, each checked before it is written."""
+    """Extract regular files and directories only, each checked before it is written.
+
+    One streaming pass (gzip, xz, bzip2 or zstd, told by the first bytes): a
+    bundle of any size costs no memory. A refused member stops it; the caller
+    removes the partly extracted directory.
+    """
     try:
-        with tarfile.open(str(archive), mode="r:*") as tar:
+        with open_stream(archive) as tar:
             for member in tar:
                 parts = _member_parts(member.name)
-                if member.isdir():
-                    target.joinpath(*parts).mkdir(parents=True, exist_ok=True)
-                    continue
-                if not member.isfile():
+                if not member.isdir() and not member.isfile():
                     raise ConfigError(
                         f"refusing bundle member {member.name!r}: it is {_kind(member)}",
                         hint="A bundle holds regular files only; recreate it with "
                         "'frakti-install bundle create'.",
                     )
+                refusal = data_filter_refusal(member, target)  # tarfile's own check, if any
+                if refusal is not None:
+                    raise ConfigError(f"refusing bundle member {member.name!r}: {refusal}")
+                if member.isdir():
+                    target.joinpath(*parts).mkdir(parents=True, exist_ok=True)
+                    continue
                 if not parts:
                     raise ConfigError(f"refusing bundle member {member.name!r}: no file name")
                 dest = target.joinpath(*parts)
@@ -327,7 +325,7 @@ def _extract(archive: Path, target: Path) -> None:
                     shutil.copyfileobj(source, out, CHUNK_SIZE)
     except ConfigError:
         raise
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+    except READ_ERRORS as exc:
         raise ConfigError(
             f"cannot read the bundle {archive}: {exc}",
             hint="The file is damaged or not a bundle; copy it again, or recreate it with "

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
+import inspect
 import json
 import logging
-import tempfile
+import typing
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 import typer
 
@@ -142,34 +142,86 @@ def _flags(**values: Any) -> Dict[str, Any]:
     return values
 
 
-def _settings(config: Optional[Path], flags: Dict[str, Any]) -> Any:
-    from frakti_install import config as config_module
+# The settings every node takes, master or worker: one list for allinone and
+# node (and whatever installs a node next). Each becomes a keyword parameter.
+NODE_OPTIONS: Dict[str, Tuple[Any, Any]] = {
+    "config": (Optional[Path], ConfigOpt),
+    "runtime": (Optional[str], RuntimeOpt),
+    "key_fingerprint": (Optional[List[str]], KeyFingerprintOpt),
+    "pod_cidr": (Optional[str], PodCidrOpt),
+    "node_subnet": (Optional[str], NodeSubnetOpt),
+    "service_cidr": (Optional[str], ServiceCidrOpt),
+    "version_set": (Optional[str], VersionSetOpt),
+    "frakti_version": (Optional[str], FraktiVersionOpt),
+    "kubernetes_version": (Optional[str], KubeVersionOpt),
+    "hyperd_version": (Optional[str], HyperdVersionOpt),
+    "cgroup_driver": (Optional[str], CgroupDriverOpt),
+    "mirror": (Optional[List[str]], MirrorOpt),
+    "checksum": (Optional[List[str]], ChecksumOpt),
+    "allow_unverified": (Optional[List[str]], AllowUnverifiedOpt),
+    "ignore_preflight_errors": (Optional[List[str]], IgnorePreflightOpt),
+    "disable_swap": (Optional[bool], DisableSwapOpt),
+    "node_ip": (Optional[str], NodeIpOpt),
+    "bundle": (Optional[Path], BundleOpt),
+    "dry_run": (bool, DryRunOpt),
+    "yes": (bool, YesOpt),
+    "as_json": (bool, JsonOpt),
+    "verbose": (int, VerboseOpt),
+}
+# option name -> setting name, where they differ
+_SETTING_OF = {"key_fingerprint": "key_fingerprints", "mirror": "mirrors", "checksum": "checksums"}
+_NOT_SETTINGS = ("config", "bundle", "dry_run", "yes", "as_json", "verbose")
 
-    flags = dict(flags)
-    for key in ("mirrors", "checksums", "key_fingerprints"):
-        if flags.get(key):
-            flags[key] = config_module.parse_pairs(flags[key], key.rstrip("s"))
-    return config_module.load(config, flags)
+
+@dataclasses.dataclass(frozen=True)
+class NodeRun:
+    """What a node command was given: its settings (as flags) and how to run."""
+
+    config: Optional[Path]
+    flags: Dict[str, Any]
+    bundle: Optional[Path]
+    dry_run: bool
+    yes: bool
+    as_json: bool
+    verbose: int
 
 
-def _installed_settings(config: Optional[Path]) -> Any:
-    """Settings for a command about what is installed: the -c file, else the
-    ones the last install recorded on this host, else the defaults."""
-    from frakti_install import config as config_module
-    from frakti_install import session
+def node_command(func: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the NODE_OPTIONS; it receives them as `run: NodeRun`."""
+    own = [p for name, p in inspect.signature(func).parameters.items() if name != "run"]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+        for name, (kind, option) in NODE_OPTIONS.items()
+    ]
 
-    if config is None:
-        defaults = _settings(None, {})
-        recorded = session.new_context(defaults).host.path(
-            config_module.recorded_file(defaults.state_dir)
+    @functools.wraps(func)
+    def command(**values: Any) -> None:
+        given = {name: values.pop(name) for name in NODE_OPTIONS}
+        flags = _flags(
+            **{
+                _SETTING_OF.get(name, name): value
+                for name, value in given.items()
+                if name not in _NOT_SETTINGS
+            }
         )
-        if recorded.exists():
-            config = recorded
-    return _settings(config, {})
+        run = NodeRun(
+            config=given["config"], flags=flags, bundle=given["bundle"],
+            dry_run=given["dry_run"], yes=given["yes"], as_json=given["as_json"],
+            verbose=given["verbose"],
+        )  # fmt: skip
+        func(run=run, **values)
+
+    hints = typing.get_type_hints(func)
+    command.__annotations__ = {
+        **{p.name: hints.get(p.name, p.annotation) for p in own},
+        **{name: kind for name, (kind, _) in NODE_OPTIONS.items()},
+    }
+    command.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
+    return command
 
 
-def _run_plan(
-    make_steps: Callable[[], List[Any]],
+def _run(
+    plan: Any,
     settings: Any,
     *,
     dry_run: bool,
@@ -181,131 +233,55 @@ def _run_plan(
     trace_only_changes: bool = False,
     quiet: bool = False,
 ) -> Any:
-    """Plan, ask (unless --yes or nothing to do), apply, render; shared by the commands.
+    """Render a session's run: progress while it runs, then the recap or JSON.
 
-    trace_only_changes: check first, and write the log file and the journal
-    only when something is to change (runs on a timer leave no trace).
-    quiet: print nothing when nothing changed (errors still go to stderr).
-    """
+    quiet: print nothing when nothing changed (errors still go to stderr)."""
     from frakti_install import console, session
 
     console.configure_logging(verbose, quiet=as_json)
-    observer = None if as_json or quiet else console.StepProgress(dry_run)
-    with contextlib.ExitStack() as stack:
+    display = None if as_json or quiet else console.StepProgress(dry_run)
 
-        def log_to_file() -> None:
-            stack.enter_context(session.logging_to_file(Path(settings.log_file)))
+    def ask(checked: Any) -> bool:
+        console.show_plan(checked)
+        return console.confirm(question)
 
-        if not (dry_run or trace_only_changes):
-            log_to_file()
-        workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="frakti-install-"))
-        downloader_factory = console.downloader_factory(settings, observer)
-        if bundle is not None:
-            settings, downloader_factory = session.use_bundle(settings, bundle, Path(workdir))
-        ctx = session.new_context(settings, downloader_factory=downloader_factory)
-        ctx.profile  # noqa: B018  an unsupported OS stops here, before any step
-        steps = make_steps()
-
-        report = None
-        if not dry_run and (trace_only_changes or not yes):
-            plan = session.execute(steps, ctx, dry_run=True)
-            session.raise_for(plan)
-            if trace_only_changes:
-                if plan.changed:
-                    log_to_file()
-                else:
-                    report = dataclasses.replace(plan, dry_run=False)  # checked: nothing to do
-            elif plan.changed:
-                console.show_plan(plan)
-                if not console.confirm(question):
-                    raise Aborted("nothing was changed", hint="Run with --yes not to be asked.")
-            ctx.facts.invalidate()
-
-        if report is None:
-            display = observer or console.null_observer
-            with display:
-                report = session.execute(steps, ctx, dry_run=dry_run, observer=display)
+    report = session.run(
+        plan, settings, dry_run=dry_run, confirm=None if yes else ask, bundle=bundle,
+        downloader_factory=console.downloader_factory(settings, display), display=display,
+        trace_only_changes=trace_only_changes,
+    )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
-    else:
-        if report.changed or not quiet:
-            console.recap(report, settings.log_file, changes_shown=observer is not None)
+    elif report.changed or not quiet:
+        console.recap(report, settings.log_file, changes_shown=display is not None)
     session.raise_for(report)
     return report
 
 
 # --- commands ----------------------------------------------------------------
 @app.command()
-def allinone(
-    config: Optional[Path] = ConfigOpt,
-    runtime: Optional[str] = RuntimeOpt,
-    key_fingerprint: Optional[List[str]] = KeyFingerprintOpt,
-    pod_cidr: Optional[str] = PodCidrOpt,
-    node_subnet: Optional[str] = NodeSubnetOpt,
-    service_cidr: Optional[str] = ServiceCidrOpt,
-    version_set: Optional[str] = VersionSetOpt,
-    frakti_version: Optional[str] = FraktiVersionOpt,
-    kubernetes_version: Optional[str] = KubeVersionOpt,
-    hyperd_version: Optional[str] = HyperdVersionOpt,
-    cgroup_driver: Optional[str] = CgroupDriverOpt,
-    mirror: Optional[List[str]] = MirrorOpt,
-    checksum: Optional[List[str]] = ChecksumOpt,
-    allow_unverified: Optional[List[str]] = AllowUnverifiedOpt,
-    ignore_preflight_errors: Optional[List[str]] = IgnorePreflightOpt,
-    disable_swap: Optional[bool] = DisableSwapOpt,
-    advertise_address: Optional[str] = AdvertiseOpt,
-    node_ip: Optional[str] = NodeIpOpt,
-    bundle: Optional[Path] = BundleOpt,
-    dry_run: bool = DryRunOpt,
-    yes: bool = YesOpt,
-    as_json: bool = JsonOpt,
-    verbose: int = VerboseOpt,
-) -> None:
+@node_command
+def allinone(advertise_address: Optional[str] = AdvertiseOpt, *, run: NodeRun) -> None:
     """Turn this host into a one-node Kubernetes cluster running pods in VMs with frakti."""
-    flags = _flags(
-        pod_cidr=pod_cidr, node_subnet=node_subnet, service_cidr=service_cidr,
-        version_set=version_set, frakti_version=frakti_version,
-        kubernetes_version=kubernetes_version, hyperd_version=hyperd_version,
-        cgroup_driver=cgroup_driver, mirrors=mirror, checksums=checksum,
-        allow_unverified=allow_unverified, ignore_preflight_errors=ignore_preflight_errors,
-        disable_swap=disable_swap, advertise_address=advertise_address, node_ip=node_ip,
-        runtime=runtime, key_fingerprints=key_fingerprint,
-    )  # fmt: skip
 
     def _allinone() -> None:
-        from frakti_install import console, plans
+        from frakti_install import console, plans, session
 
-        settings = _settings(config, flags)
-        _refuse_kata_bundle(settings, bundle)
-        report = _run_plan(
-            lambda: plans.allinone_for(settings.runtime), settings, dry_run=dry_run, yes=yes,
-            as_json=as_json, verbose=verbose, bundle=bundle,
+        settings = session.load_settings(
+            run.config, {**run.flags, "advertise_address": advertise_address}
+        )
+        report = _run(
+            lambda ctx: plans.allinone(ctx.runtime), settings, dry_run=run.dry_run,
+            yes=run.yes, as_json=run.as_json, verbose=run.verbose, bundle=run.bundle,
         )  # fmt: skip
-        if not (dry_run or as_json):
-            console.next_steps(_join_line_after_init(report, settings))
+        if not (run.dry_run or run.as_json):
+            console.next_steps(session.join_line_after_init(report, settings))
 
-    _guard(_allinone, as_json=as_json)
-
-
-def _refuse_kata_bundle(settings: Any, bundle: Optional[Path]) -> None:
-    from frakti_install.errors import ConfigError
-
-    if bundle is not None and settings.runtime == "kata":
-        raise ConfigError("offline bundles carry the frakti profile's artifacts only")
-
-
-def _join_line_after_init(report: Any, settings: Any) -> Optional[str]:
-    """The join line, made only by the run that initialised the cluster (a
-    re-run changes nothing, so it creates no token either)."""
-    from frakti_install import joining, session
-
-    initialised = any(s.name == "kubeadm-init" and s.status.value == "change" for s in report.steps)
-    if not (report.ok and initialised):
-        return None
-    return joining.create_join_line(session.new_context(settings)).command()
+    _guard(_allinone, as_json=run.as_json)
 
 
 @app.command()
+@node_command
 def node(
     join: str = typer.Option(..., "--join", help="The master's API endpoint, HOST:6443."),
     token: str = typer.Option(
@@ -314,44 +290,22 @@ def node(
     ca_hash: str = typer.Option(
         ..., "--discovery-token-ca-cert-hash", help="sha256:<hash> of the cluster CA."
     ),
-    config: Optional[Path] = ConfigOpt,
-    runtime: Optional[str] = RuntimeOpt,
-    pod_cidr: Optional[str] = PodCidrOpt,
-    node_subnet: Optional[str] = NodeSubnetOpt,
-    service_cidr: Optional[str] = ServiceCidrOpt,
-    version_set: Optional[str] = VersionSetOpt,
-    cgroup_driver: Optional[str] = CgroupDriverOpt,
-    mirror: Optional[List[str]] = MirrorOpt,
-    checksum: Optional[List[str]] = ChecksumOpt,
-    ignore_preflight_errors: Optional[List[str]] = IgnorePreflightOpt,
-    disable_swap: Optional[bool] = DisableSwapOpt,
-    node_ip: Optional[str] = NodeIpOpt,
-    bundle: Optional[Path] = BundleOpt,
-    dry_run: bool = DryRunOpt,
-    yes: bool = YesOpt,
-    as_json: bool = JsonOpt,
-    verbose: int = VerboseOpt,
+    *,
+    run: NodeRun,
 ) -> None:
     """Join this host to a cluster as a worker (the line join-command prints)."""
-    flags = _flags(
-        join_endpoint=join, join_token=token, join_ca_hash=ca_hash, pod_cidr=pod_cidr,
-        node_subnet=node_subnet, service_cidr=service_cidr, version_set=version_set,
-        cgroup_driver=cgroup_driver, mirrors=mirror, checksums=checksum,
-        ignore_preflight_errors=ignore_preflight_errors, disable_swap=disable_swap,
-        node_ip=node_ip, runtime=runtime,
-    )  # fmt: skip
 
     def _node() -> None:
-        from frakti_install import plans
+        from frakti_install import plans, session
 
-        settings = _settings(config, flags)
-        _refuse_kata_bundle(settings, bundle)
-        _run_plan(
-            lambda: plans.node_for(settings.runtime), settings, dry_run=dry_run, yes=yes,
-            as_json=as_json, verbose=verbose, bundle=bundle,
+        joining = {"join_endpoint": join, "join_token": token, "join_ca_hash": ca_hash}
+        settings = session.load_settings(run.config, {**run.flags, **joining})
+        _run(
+            lambda ctx: plans.node(ctx.runtime), settings, dry_run=run.dry_run, yes=run.yes,
+            as_json=run.as_json, verbose=run.verbose, bundle=run.bundle,
         )  # fmt: skip
 
-    _guard(_node, as_json=as_json)
+    _guard(_node, as_json=run.as_json)
 
 
 @app.command("join-command")
@@ -364,7 +318,7 @@ def join_command(
     def _join() -> None:
         from frakti_install import joining, session
 
-        ctx = session.new_context(_installed_settings(config))
+        ctx = session.new_context(session.installed_settings(config))
         typer.echo(joining.create_join_line(ctx, ttl).command())
 
     _guard(_join)
@@ -383,10 +337,11 @@ def routes(
     """Bring the routes to the other nodes' pod subnets (and the CNI config) in sync."""
 
     def _routes() -> None:
-        from frakti_install import plans
+        from frakti_install import plans, session
 
-        _run_plan(
-            plans.routes, _installed_settings(config), dry_run=dry_run, yes=True,
+        _run(
+            lambda ctx: plans.routes(ctx.runtime), session.installed_settings(config),
+            dry_run=dry_run, yes=True,
             as_json=as_json, verbose=verbose, trace_only_changes=True, quiet=quiet,
         )  # fmt: skip
 
@@ -398,17 +353,16 @@ def status(config: Optional[Path] = InstalledConfigOpt, as_json: bool = JsonOpt)
     """Check every step without changing anything; exit 11 when something drifted."""
 
     def _status() -> None:
-        from frakti_install import plans, session
+        from frakti_install import session
         from frakti_install.errors import Drift
 
-        settings = _installed_settings(config)
-        plan_for = plans.node_for if session.is_worker() else plans.allinone_for
-        make_steps = functools.partial(plan_for, settings.runtime)
-        report = _run_plan(make_steps, settings, dry_run=True, yes=True, as_json=as_json, verbose=0)
-        drifted = [step.name for step in report.steps if step.status.value in ("change", "fail")]
-        if drifted:
+        settings = session.installed_settings(config)
+        report = _run(
+            session.installed_plan, settings, dry_run=True, yes=True, as_json=as_json, verbose=0
+        )
+        if report.drifted:
             raise Drift(
-                "drift in: " + ", ".join(drifted),
+                "drift in: " + ", ".join(report.drifted),
                 hint="Run the install again to put it right ('--dry-run' shows how).",
             )
 
@@ -427,10 +381,11 @@ def reset(
     """Undo what frakti-install did: cluster, services, files (originals restored), rules."""
 
     def _reset() -> None:
-        from frakti_install import plans
+        from frakti_install import plans, session
 
-        _run_plan(
-            lambda: plans.reset(purge), _installed_settings(config), dry_run=dry_run, yes=yes,
+        _run(
+            lambda ctx: plans.reset(ctx.runtime, purge), session.installed_settings(config),
+            dry_run=dry_run, yes=yes,
             as_json=as_json, verbose=verbose,
             question="Tear down the cluster and undo these changes?",
         )  # fmt: skip
@@ -445,7 +400,7 @@ def info(config: Optional[Path] = ConfigOpt, as_json: bool = JsonOpt) -> None:
     def _info() -> None:
         from frakti_install import console, inspect, session
 
-        data = inspect.host_info(session.new_context(_settings(config, {})))
+        data = inspect.host_info(session.new_context(session.load_settings(config, {})))
         if as_json:
             typer.echo(json.dumps(data, indent=2))
         else:
@@ -504,10 +459,10 @@ def bundle_create(
     )  # fmt: skip
 
     def _create() -> None:
-        from frakti_install import bundle, console
+        from frakti_install import bundle, console, session
         from frakti_install.artifacts import Artifacts
 
-        settings = _settings(config, flags)
+        settings = session.load_settings(config, flags)
         target = output or Path(f"frakti-bundle-{family}-{arch}-{settings.versions.frakti}.tar.gz")
         display = console.StepProgress(dry_run=False)
         with display:

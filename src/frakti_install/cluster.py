@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from frakti_install import config as config_module
+from frakti_install import runtimes
 from frakti_install.errors import Aborted, ConfigError, ExitCode
 
 __all__ = [
@@ -221,7 +222,7 @@ def _config(reader: _Reader, value: Any) -> Dict[str, Any]:
 def _validate_settings(reader: _Reader, where: str, settings: Mapping[str, Any]) -> None:
     """The same checks frakti-install makes on each host, made here before any SSH."""
     try:
-        config_module.load(None, flags=dict(settings), environ={})
+        runtimes.load_settings(None, flags=dict(settings), environ={})
     except ConfigError as exc:
         raise reader.error(where, exc.message, exc.hint) from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import pkgutil
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,6 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 FINGERPRINT_RE = re.compile(r"^[0-9A-F]{40}$")
 TIME_SPAN_RE = re.compile(r"^(off|[1-9][0-9]*(s|min|h))$")
 CGROUP_DRIVERS = ("auto", "cgroupfs", "systemd")
-RUNTIMES = ("frakti", "kata")
 ENV_PREFIX = "FRAKTI_INSTALL_"
 
 
@@ -65,6 +65,7 @@ class Settings:
 
     @property
     def versions(self) -> versions.VersionSet:
+        """The frakti profile's row of the compatibility table (what bundles carry)."""
         return versions.resolve(
             self.version_set,
             frakti=self.frakti_version,
@@ -104,17 +105,14 @@ def validate(settings: Settings) -> Settings:
                 ipaddress.IPv4Address(value)
             except ValueError:
                 raise ConfigError(f"{name} {value!r} is not an IPv4 address") from None
-    if settings.runtime not in RUNTIMES:
-        raise ConfigError(
-            f"runtime {settings.runtime!r} is not one of {', '.join(RUNTIMES)}",
-            hint="frakti: hyperd VMs on Kubernetes 1.12 (cgroup v1 hosts); "
-            "kata: containerd + Kata Containers on current Kubernetes.",
-        )
+    if settings.runtime not in runtime_names():
+        raise unknown_runtime(settings.runtime)
     if settings.cgroup_driver not in CGROUP_DRIVERS:
         raise ConfigError(
             f"cgroup_driver {settings.cgroup_driver!r} is not one of {', '.join(CGROUP_DRIVERS)}"
         )
-    kinds = set(datafiles.load("artifacts")["bases"]) | set(datafiles.load("kata")["bases"])
+    tables = artifact_tables()
+    kinds = {kind for table in tables for kind in table["bases"]}
     for kind, url in settings.mirrors.items():
         if kind not in kinds:
             raise ConfigError(
@@ -122,7 +120,7 @@ def validate(settings: Settings) -> Settings:
             )
         if not re.match(r"^(https?|file)://", url):
             raise ConfigError(f"mirror for {kind} must be an http(s):// or file:// URL: {url!r}")
-    names = set(datafiles.load("artifacts")["artifacts"]) | set(datafiles.load("kata")["artifacts"])
+    names = {name for table in tables for name in table["artifacts"]}
     for name, value in list(settings.checksums.items()) + [
         (n, "-") for n in settings.allow_unverified
     ]:
@@ -134,7 +132,8 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError(f"checksum for {name} is not 64 lowercase hex digits: {value!r}")
     signing_keys = {
         name
-        for name, entry in datafiles.load("kata")["artifacts"].items()
+        for table in tables
+        for name, entry in table["artifacts"].items()
         if entry.get("sha256") == "fingerprint"
     }
     for name, value in settings.key_fingerprints.items():
@@ -157,13 +156,30 @@ def validate(settings: Settings) -> Settings:
             f"routes_sync_interval {settings.routes_sync_interval!r} is not a time span",
             hint="Write a number and a unit (30s, 5min, 1h), or off to keep no timer.",
         )
-    if settings.runtime == "kata":
-        from frakti_install.kata_profile import kata_versions  # kata_profile imports config
+    return settings  # the profile checks its versions (runtimes.load_settings)
 
-        kata_versions(settings)  # a release, v1.24+ (pkgs.k8s.io)
-    else:
-        settings.versions  # noqa: B018  resolving checks the compatibility rules
-    return settings
+
+def runtime_names() -> List[str]:
+    """The runtime profiles: the modules of the runtimes package (found without
+    importing them, so the settings layer need not know any profile)."""
+    folder = Path(__file__).parent / "runtimes"
+    return sorted(
+        info.name for info in pkgutil.iter_modules([str(folder)]) if info.name != "base"
+    )
+
+
+def unknown_runtime(name: str) -> ConfigError:
+    return ConfigError(
+        f"runtime {name!r} is not one of {', '.join(runtime_names())}",
+        hint="'frakti-install info' shows which profile fits this host.",
+    )
+
+
+def artifact_tables() -> List[Dict[str, Any]]:
+    """Every profile's artifact table (the data files with bases and artifacts):
+    a mirror kind, checksum or key named in the settings must be in one."""
+    tables = [datafiles.load(path.stem) for path in sorted(datafiles.DATA_DIR.glob("*.yaml"))]
+    return [table for table in tables if "artifacts" in table and "bases" in table]
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -224,8 +240,15 @@ def read_yaml(path: Path, what: str) -> Any:
         raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
 
 
-def from_file(path: Path) -> Dict[str, Any]:
-    data = read_yaml(path, "config file")
+def from_file(path: Path, text: Optional[str] = None) -> Dict[str, Any]:
+    """The settings in a config file (or in `text`, read from it by the Host)."""
+    if text is None:
+        data = read_yaml(path, "config file")
+    else:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -278,12 +301,14 @@ def load(
     config_file: Optional[Path] = None,
     flags: Optional[Mapping[str, Any]] = None,
     environ: Optional[Mapping[str, str]] = None,
+    file_text: Optional[str] = None,
 ) -> Settings:
-    """Merge the layers; mappings (mirrors, checksums) merge key by key."""
+    """Merge the layers; mappings (mirrors, checksums) merge key by key.
+    file_text: the config file's content, when the caller has read it."""
     environ = os.environ if environ is None else environ
     layers = [
         proxies_from_env(environ),
-        from_file(config_file) if config_file else {},
+        from_file(config_file, file_text) if config_file else {},
         from_env(environ),
         {k: v for k, v in (flags or {}).items() if v is not None and v != () and v != {}},
     ]

@@ -41,6 +41,7 @@ from urllib3.exceptions import HTTPError as _Urllib3Error
 from urllib3.exceptions import ProtocolError as _Urllib3ProtocolError
 from urllib3.exceptions import TimeoutError as _Urllib3TimeoutError
 
+from frakti_install import fsio
 from frakti_install.errors import ChecksumMismatch, DownloadError
 
 __all__ = [
@@ -48,7 +49,6 @@ __all__ = [
     "Downloader",
     "Progress",
     "parse_sha256_file",
-    "sha256_of",
 ]
 
 CHUNK_SIZE = 1 << 20  # 1 MiB: bytes read, hashed and written per step
@@ -100,12 +100,9 @@ class _Transient(Exception):
 # --------------------------------------------------------------------------- helpers
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks (constant memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        _hash_stream(fh, digest)
-    return digest.hexdigest()
+# moved to fsio; kept for callers being migrated
+sha256_of = fsio.sha256_of
+fsync_dir = fsio.fsync_dir
 
 
 def _hash_stream(fh: IO[bytes], digest: Any) -> int:
@@ -249,19 +246,6 @@ def _ensure_dir(path: Path) -> None:
         os.chmod(path, DIR_MODE)
 
 
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on a directory
-    finally:
-        os.close(fd)
-
-
 def _unlink(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -310,7 +294,7 @@ class Downloader:
         safe = _safe_url(url)
         try:
             if final.is_file():
-                if sha256_of(final) == expected:
+                if fsio.sha256_of(final) == expected:
                     return final
                 _unlink(final)  # corrupted cache entry: fetch it again
             self._download(url, expected, final)
@@ -374,7 +358,7 @@ class Downloader:
         part = self._partial_dir() / f"{expected}.part"
 
         # A previous run may have finished the transfer but not the rename.
-        if part.is_file() and sha256_of(part) == expected:
+        if part.is_file() and fsio.sha256_of(part) == expected:
             self._install(part, final)
             return
 
@@ -554,12 +538,8 @@ class Downloader:
             self.on_progress(Progress(url=safe, name=name, done=done, total=total))
 
     def _install(self, part: Path, final: Path) -> None:
-        with open(part, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(part, FILE_MODE)
-        os.replace(part, final)
-        fsync_dir(final.parent)
-        fsync_dir(part.parent)
+        # a failed rename keeps the finished part, which the next run reuses
+        fsio.move_into_place(part, final, mode=FILE_MODE)
 
     def _get_text(self, url: str, safe: str, max_bytes: int) -> str:
         resp = self._request(url, {})

@@ -67,6 +67,9 @@ class Step:
     # moves while it runs (other nodes joining), checks and applies again,
     # up to this many rounds, before verifying.
     rounds = 1
+    # Its change is the making of the cluster (kubeadm init): the run that
+    # applied it prints the join line.
+    creates_cluster = False
 
     def check(self, ctx: Context) -> Check:
         raise NotImplementedError
@@ -89,6 +92,7 @@ class StepResult:
     changes: List[str] = field(default_factory=list)
     seconds: float = 0.0
     error: Optional[FraktiInstallError] = None
+    created_cluster: bool = False  # applied a step that creates the cluster
 
     def as_dict(self) -> dict:
         return {
@@ -132,14 +136,14 @@ def run_plan(
     results: List[StepResult] = []
     for step in steps:
         observer(Event.STEP_STARTED, step.name, step.title)
-        ctx.journal.record(step=step.name, event="start")
+        ctx.host.note(step=step.name, event="start")
         started = time.monotonic()
         try:
             result = _run_step(step, ctx, dry_run, observer)
         except FraktiInstallError as error:
             result = StepResult(step.name, Status.FAIL, error.message, error=error)
         result = dataclasses.replace(result, seconds=time.monotonic() - started)
-        ctx.journal.record(
+        ctx.host.note(
             step=step.name, event=result.status.value, detail=result.detail, changes=result.changes
         )
         observer(Event.STEP_FINISHED, step.name, result)
@@ -169,12 +173,18 @@ def _run_step(step: Step, ctx: Context, dry_run: bool, observer: Observer) -> St
             descriptions = [action.describe() for action in check.actions]
         for action, description in zip(check.actions, descriptions):
             observer(Event.ACTION, step.name, description)
-            ctx.journal.record(step=step.name, event="action", action=description)
+            ctx.host.note(step=step.name, event="action", action=description)
             action.apply(ctx)
         applied += descriptions
         ctx.facts.invalidate()
     step.verify(ctx)
-    return StepResult(step.name, Status.CHANGE, "; ".join(applied), applied)
+    return StepResult(
+        step.name,
+        Status.CHANGE,
+        "; ".join(applied),
+        applied,
+        created_cluster=step.creates_cluster,
+    )
 
 
 def first_error(results: Sequence[StepResult]) -> Optional[FraktiInstallError]:

@@ -7,11 +7,11 @@ import functools
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, TypeVar
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, TypeVar
 
 import distro
 
-from frakti_install import profiles
+from frakti_install import probes, profiles
 from frakti_install.host import Host
 
 T = TypeVar("T")
@@ -41,14 +41,22 @@ class Unit:
         return self.enabled in ("enabled", "static", "enabled-runtime", "alias")
 
 
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
 def cached(method: Callable[..., T]) -> Callable[..., T]:
-    """Cache a probe on the Facts instance until invalidate()."""
+    """Cache a probe on the Facts instance, per arguments, until invalidate()."""
 
     @functools.wraps(method)
-    def wrapper(self: Facts, *args: Any) -> T:
-        key = (method.__name__, args)
+    def wrapper(self: Facts, *args: Any, **kwargs: Any) -> T:
+        key = (
+            method.__name__,
+            tuple(_hashable(a) for a in args),
+            tuple(sorted((k, _hashable(v)) for k, v in kwargs.items())),
+        )
         if key not in self._cache:
-            self._cache[key] = method(self, *args)
+            self._cache[key] = method(self, *args, **kwargs)
         return self._cache[key]
 
     return wrapper
@@ -72,6 +80,10 @@ class Facts:
             include_lsb=False, include_uname=False, root_dir=None if root == "/" else root
         )
         return profiles.identify(info.id(), info.version(best=False), info.name(pretty=True))
+
+    @cached
+    def euid(self) -> str:
+        return self.host.run(["id", "-u"]).stdout.strip()
 
     @cached
     def machine(self) -> str:
@@ -128,9 +140,7 @@ class Facts:
 
     @cached
     def kvm_usable(self) -> bool:
-        return self.hardware_virtualization() and os.access(
-            self.host.path("/dev/kvm"), os.R_OK | os.W_OK
-        )
+        return self.hardware_virtualization() and self.host.access("/dev/kvm", os.R_OK | os.W_OK)
 
     @cached
     def swap_devices(self) -> List[str]:
@@ -148,6 +158,14 @@ class Facts:
 
     def module_loaded(self, name: str) -> bool:
         return self.host.exists(f"/sys/module/{name}")
+
+    @cached
+    def module_loadable(self, name: str) -> bool:
+        """Loaded, its device is there, or modinfo finds it for the running kernel."""
+        if self.module_loaded(name) or self.host.exists("/dev/" + name.replace("_", "-")):
+            return True
+        result = self.host.run(["modinfo", "-F", "filename", name], check=False)
+        return result.ok and probes.parse_modinfo_filename(result.stdout) is not None
 
     @cached
     def listening_ports(self) -> Set[int]:
@@ -173,14 +191,24 @@ class Facts:
 
     def free_disk_gb(self, target: str) -> float:
         """Free space for root on the filesystem holding target (or its nearest parent)."""
-        path = self.host.path(target)
-        while not path.exists() and path != path.parent:
-            path = path.parent
-        st = os.statvfs(path)
-        return st.f_bavail * st.f_frsize / 1e9
+        return self.host.free_bytes(target) / 1e9
 
     def binary(self, name: str) -> Optional[str]:
         return self.host.which(name)
+
+    @cached
+    def runs(self, argv: tuple, timeout: float = 30) -> Tuple[bool, str]:
+        """Does the command succeed, and what did it say (stderr, else stdout)?"""
+        result = self.host.run(list(argv), check=False, timeout=timeout)
+        return result.ok, result.stderr.strip() or result.stdout.strip()
+
+    @cached
+    def iptables_save(self) -> Optional[probes.IptablesDump]:
+        """The rules, or None when there is no iptables-save or it fails."""
+        if not self.host.which("iptables-save"):
+            return None
+        result = self.host.run(["iptables-save"], check=False)
+        return probes.parse_iptables_save(result.stdout) if result.ok else None
 
     # --- packages and services ----------------------------------------------
     @cached
@@ -188,6 +216,11 @@ class Facts:
         from frakti_install.packages import manager  # local: packages imports host only
 
         return manager(manager_name).installed(self.host, names)
+
+    @cached
+    def apt_holds(self) -> FrozenSet[str]:
+        result = self.host.run(["apt-mark", "showhold"], check=False)
+        return probes.parse_showhold(result.stdout)
 
     def units(self, names: Sequence[str]) -> Dict[str, Unit]:
         """One `systemctl show` for every unit not probed yet."""
@@ -204,19 +237,22 @@ class Facts:
                 ],
                 check=False,
             )
-            blocks = result.stdout.strip().split("\n\n") if result.stdout.strip() else []
-            for name, block in zip(missing, blocks):
-                props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+            blocks = probes.parse_systemctl_blocks(result.stdout)
+            by_id = probes.parse_systemctl_show(result.stdout)
+            for position, name in enumerate(missing):
+                # An alias answers with its canonical Id=: then its block is the one at
+                # the same position (systemctl answers one block per unit, in order).
+                positional = blocks[position] if len(blocks) == len(missing) else {}
+                props = by_id.get(name) or positional
+                pid = props.get("MainPID", "0")
                 self._units[name] = Unit(
                     name=name,
                     load_state=props.get("LoadState", "not-found"),
                     active_state=props.get("ActiveState", "inactive"),
                     enabled=props.get("UnitFileState", ""),
-                    main_pid=int(props.get("MainPID", "0") or 0),
+                    main_pid=int(pid) if pid.isdigit() else 0,
                     fragment=props.get("FragmentPath", ""),
                 )
-            for name in missing[len(blocks) :]:
-                self._units[name] = Unit(name, "not-found", "inactive", "", 0, "")
         return {name: self._units[name] for name in names}
 
     def unit(self, name: str) -> Unit:
@@ -235,16 +271,16 @@ class Facts:
     @cached
     def docker_configured_cgroup_driver(self) -> Optional[str]:
         """native.cgroupdriver from /etc/docker/daemon.json (what docker will use)."""
-        text = self.host.read_text("/etc/docker/daemon.json")
-        try:
-            options = json.loads(text).get("exec-opts", []) if text else []
-        except (ValueError, AttributeError):
-            return None
-        for option in options:
-            key, _, value = str(option).partition("=")
-            if key.strip() == "native.cgroupdriver":
-                return value.strip()
-        return None
+        return probes.parse_docker_cgroup_driver(self.host.read_text("/etc/docker/daemon.json"))
+
+    # --- containerd ---------------------------------------------------------
+    @cached
+    def containerd_config(self, config_path: str) -> probes.ContainerdDump:
+        """`containerd config dump`: the files merged as containerd merges them."""
+        result = self.host.run(
+            ["containerd", "--config", config_path, "config", "dump"], check=False, timeout=60
+        )
+        return probes.parse_containerd_dump(result.stdout, result.returncode, result.stderr)
 
     # --- Kubernetes ---------------------------------------------------------
     @cached
@@ -263,3 +299,27 @@ class Facts:
             return list(json.loads(result.stdout).get("items", []))
         except ValueError:
             return None
+
+    @cached
+    def runtime_class(self, kubeconfig: str, name: str) -> Optional[Dict[str, Any]]:
+        """The RuntimeClass, or None when it is absent or the API cannot be asked."""
+        if not (self.host.exists(kubeconfig) and self.host.which("kubectl")):
+            return None
+        result = self.host.run(
+            ["kubectl", "--kubeconfig", kubeconfig, "get", "runtimeclass", name, "-o", "json"],
+            check=False,
+            timeout=60,
+        )
+        return probes.parse_kubectl_json(result.returncode, result.stdout, result.stderr).obj
+
+    @cached
+    def server_dry_run(self, kubeconfig: str, manifest: str) -> probes.DryRun:
+        """What the API server would store for the manifest (`apply --dry-run=server`)."""
+        result = self.host.run(
+            ["kubectl", "--kubeconfig", kubeconfig, "apply", "--dry-run=server", "-o", "json"]
+            + ["-f", "-"],
+            input=manifest,
+            check=False,
+            timeout=60,
+        )
+        return probes.parse_kubectl_json(result.returncode, result.stdout, result.stderr)

@@ -7,17 +7,18 @@ paths on the target; `root` lets tests point the host at a scratch tree.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
 import stat
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import IO, Callable, Dict, List, Mapping, Optional, Sequence
 
+from frakti_install import fsio
 from frakti_install.errors import CommandFailed
 from frakti_install.state import Journal, RunLock, UndoLog, undo_log
 
@@ -81,6 +82,7 @@ class Host:
     root: Path = Path("/")
     runner: Runner = subprocess_runner
     backup_dir: Optional[str] = None  # where replaced files are kept (a target path)
+    # Told of every change (files written or removed, notes): the journal.
     on_change: Optional[Callable[[Dict[str, object]], None]] = None
     secrets: List[str] = field(default_factory=list)
 
@@ -169,6 +171,14 @@ class Host:
         """True for anything at target, a dangling link included."""
         return os.path.lexists(self._local(target))
 
+    def sha256(self, target: str) -> str:
+        """The sha256 of a file, read in chunks (a 100 MB file costs no memory)."""
+        digest = hashlib.sha256()
+        with open(self._local(target), "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
     def lstat(self, target: str) -> Optional[os.stat_result]:
         try:
             return os.lstat(self._local(target))
@@ -224,21 +234,16 @@ class Host:
 
     def write_file(self, target: str, content: bytes, mode: int = 0o644) -> FileChange:
         """Atomically put `content` at `target` with `mode`, backing up what it replaces."""
-        with tempfile.NamedTemporaryFile(dir=self._parent(target), delete=False) as tmp:
-            tmp.write(content)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        return self._commit(Path(tmp.name), target, mode)
+        return self._commit(target, mode, lambda out: out.write(content))
 
     def install_file(self, source: Path, target: str, mode: int = 0o755) -> FileChange:
         """Atomically copy a local file (a verified download) to `target`."""
-        parent = self._parent(target)
-        fd, tmp_name = tempfile.mkstemp(dir=parent)
-        with os.fdopen(fd, "wb") as tmp, open(source, "rb") as src:
-            shutil.copyfileobj(src, tmp, 1 << 20)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        return self._commit(Path(tmp_name), target, mode)
+
+        def copy(out: IO[bytes]) -> None:
+            with open(source, "rb") as src:
+                shutil.copyfileobj(src, out, fsio.CHUNK_SIZE)
+
+        return self._commit(target, mode, copy)
 
     def symlink(self, target: str, points_to: str) -> FileChange:
         """Atomically make target a symlink to points_to (a file in its place is
@@ -255,7 +260,7 @@ class Host:
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(parent)
-        self._notify({"action": "write", "path": target, "created": created, "backup": backup})
+        self._notify_file("write", target, created=created, backup=backup)
         return FileChange(target, created, backup)
 
     def remove(self, target: str) -> Optional[str]:
@@ -264,7 +269,7 @@ class Host:
             return None
         backup = self._backup(target)
         os.unlink(self._local(target))
-        self._notify({"action": "remove", "path": target, "backup": backup})
+        self._notify_file("remove", target, backup=backup)
         return backup
 
     def remove_tree(self, target: str) -> None:
@@ -280,7 +285,7 @@ class Host:
                     child.unlink()
         else:
             shutil.rmtree(path)
-        self._notify({"action": "remove-tree", "path": target})
+        self._notify_file("remove-tree", target)
 
     # --- the state directory's own files ------------------------------------
     def run_lock(self, target: str, wait: float) -> RunLock:
@@ -297,18 +302,17 @@ class Host:
         parent.mkdir(parents=True, exist_ok=True)
         return parent
 
-    def _commit(self, tmp: Path, target: str, mode: int) -> FileChange:
-        try:
-            os.chmod(tmp, mode)
+    def _commit(self, target: str, mode: int, write: Callable[[IO[bytes]], object]) -> FileChange:
+        """Write the new content to a temp file beside target (write(out)), back up
+        the old file, then rename onto it; on any failure target is unchanged and
+        the temp file gone (fsio.staged). The journal hears of it afterwards."""
+        self._parent(target)
+        with fsio.staged(self._local(target), mode) as out:
+            write(out)
             created = not self.exists(target)
             backup = None if created else self._backup(target)
-            os.replace(tmp, self._local(target))
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(self._local(target).parent)
         change = FileChange(target, created, backup)
-        self._notify({"action": "write", "path": target, "created": created, "backup": backup})
+        self._notify_file("write", target, created=created, backup=backup)
         return change
 
     def _backup(self, target: str) -> Optional[str]:
@@ -320,14 +324,12 @@ class Host:
         shutil.copy2(self._local(target), destination)
         return backup
 
+    def _notify_file(self, action: str, target: str, **details: object) -> None:
+        self._notify({"event": "file", "action": action, "path": target, **details})
+
     def _notify(self, event: Dict[str, object]) -> None:
         if self.on_change is not None:
             self.on_change(event)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_fsync_dir = fsio.fsync_dir  # one helper for every rename (symlink() uses it)

@@ -6,7 +6,7 @@ from typing import Any, Dict, Optional
 
 from frakti_install.context import Context
 from frakti_install.errors import FraktiInstallError
-from frakti_install.kata_profile import profile_fit
+from frakti_install.runtimes import profile_fit
 from frakti_install.session import os_summary
 
 MANAGER_BINARIES = (
@@ -30,7 +30,7 @@ def _package_manager(ctx: Context) -> Optional[str]:
 
 def _versions(ctx: Context) -> Dict[str, Any]:
     try:
-        return ctx.versions.as_dict()
+        return ctx.runtime.versions
     except FraktiInstallError as error:
         return {"error": error.message}
 

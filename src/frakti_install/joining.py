@@ -6,9 +6,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from frakti_install.context import ADMIN_CONF, Context
+from typing import TYPE_CHECKING
+
+from frakti_install.constants import ADMIN_CONF
 from frakti_install.errors import FraktiInstallError
 from frakti_install.steps.kubeadm_init import new_token
+
+if TYPE_CHECKING:
+    from frakti_install.context import Context
 
 JOIN_RE = re.compile(
     r"kubeadm join (?P<endpoint>\S+) --token \S+ "

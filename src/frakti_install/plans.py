@@ -1,22 +1,19 @@
-"""The plans, read top to bottom like upstream's script."""
+"""The plans, read top to bottom like upstream's script. The runtime profile
+(ctx.runtime: frakti, kata, ...) fills in its own steps; the rest is the
+same for every profile."""
 
 from __future__ import annotations
 
 from typing import List
 
 from frakti_install.engine import Step
-from frakti_install.steps.cni import CniPlugins, PodNetwork
-from frakti_install.steps.docker import Docker
-from frakti_install.steps.frakti import Frakti
-from frakti_install.steps.hyperd import Hyperd
+from frakti_install.runtimes import Runtime
+from frakti_install.steps.cni import PodNetwork
 from frakti_install.steps.kernel import Kernel
 from frakti_install.steps.kubeadm_init import KubeadmInitStep
 from frakti_install.steps.kubeadm_join import KubeadmJoinStep
-from frakti_install.steps.kubelet import Kubelet
-from frakti_install.steps.kubernetes import Kubernetes
 from frakti_install.steps.node import NodeReady, Untaint
-from frakti_install.steps.preflight import Preflight
-from frakti_install.steps.proxy import Proxy
+from frakti_install.steps.preflight import Preflight, Role
 from frakti_install.steps.record import RecordSettings
 from frakti_install.steps.repos import Repos
 from frakti_install.steps.reset import (
@@ -33,27 +30,26 @@ from frakti_install.steps.selinux import Selinux
 from frakti_install.steps.swap import Swap
 
 
-def node_stack() -> List[Step]:
-    """What every node runs: the host prepared, hyperd, docker, frakti and kubelet."""
+def node_stack(runtime: Runtime) -> List[Step]:
+    """What every node runs: the host prepared, the runtime, kubelet pointed at it."""
+    kubernetes = runtime.kubernetes
     return [
         Swap(),
         Kernel(),
         Selinux(),
         Repos(),
-        Proxy(),
-        Hyperd(),
-        Docker(),
-        Frakti(),
-        CniPlugins(),
-        Kubernetes(),
-        Kubelet(),
+        *kubernetes.repo_steps(),
+        *runtime.runtime_steps(),
+        *kubernetes.install_steps(),
+        kubernetes.kubelet(),
     ]
 
 
-def allinone() -> List[Step]:
+def allinone(runtime: Runtime) -> List[Step]:
+    """A one-node cluster: the master, which also runs pods."""
     return [
-        Preflight(),
-        *node_stack(),
+        Preflight(Role.MASTER),
+        *node_stack(runtime),
         KubeadmInitStep(),
         PodNetwork(),
         Untaint(),
@@ -61,14 +57,15 @@ def allinone() -> List[Step]:
         RecordSettings(),
         RoutesSync(),
         NodeReady(),
+        *runtime.cluster_steps(),
     ]
 
 
-def node() -> List[Step]:
+def node(runtime: Runtime) -> List[Step]:
     """A worker: the same stack, joined to a master instead of initialised."""
     return [
-        Preflight.for_worker(),
-        *node_stack(),
+        Preflight(Role.WORKER),
+        *node_stack(runtime),
         KubeadmJoinStep(),
         PodNetwork(),
         Routes(),
@@ -78,11 +75,11 @@ def node() -> List[Step]:
     ]
 
 
-def routes() -> List[Step]:
+def routes(runtime: Runtime) -> List[Step]:
     return [PodNetwork(), Routes()]
 
 
-def reset(purge: bool = False) -> List[Step]:
+def reset(runtime: Runtime, purge: bool = False) -> List[Step]:
     return [
         KubeadmReset(),
         StopServices(),
@@ -91,21 +88,3 @@ def reset(purge: bool = False) -> List[Step]:
         PurgePackages(purge),
         Forget(),
     ]
-
-
-def allinone_for(runtime: str) -> List[Step]:
-    """allinone for a runtime profile (settings.runtime)."""
-    if runtime == "kata":
-        from frakti_install.kata_profile import allinone_kata
-
-        return allinone_kata()
-    return allinone()
-
-
-def node_for(runtime: str) -> List[Step]:
-    """node (a worker) for a runtime profile (settings.runtime)."""
-    if runtime == "kata":
-        from frakti_install.kata_profile import node_kata
-
-        return node_kata()
-    return node()

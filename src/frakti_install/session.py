@@ -1,22 +1,30 @@
-"""Running a plan for real or as a dry run: wiring the host, the journal, the
-lock and the log together. No CLI here: the CLI calls these and renders."""
+"""Running a command: settings validated, the host, the lock, the journal and
+the log wired together, the plan checked, confirmed and applied. No CLI
+here: the CLI calls these and renders what they return."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
+import tempfile
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from frakti_install import config, joining, plans, runtimes
 from frakti_install.config import Settings
-from frakti_install.context import ADMIN_CONF, Context
+from frakti_install.constants import ADMIN_CONF, KUBELET_CONF
+from frakti_install.context import Context
 from frakti_install.engine import Observer, Status, Step, StepResult, _quiet, first_error, run_plan
+from frakti_install.errors import Aborted, ConfigError
 from frakti_install.host import Host
-from frakti_install.state import Journal, RunLock
 
 log = logging.getLogger("frakti_install")
+
+Plan = Callable[[Context], List[Step]]
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,16 @@ class Report:
     @property
     def changed(self) -> bool:
         return any(step.status is Status.CHANGE for step in self.steps)
+
+    @property
+    def created_cluster(self) -> bool:
+        """This run initialised the cluster (a re-run that changes nothing did not)."""
+        return self.ok and any(step.created_cluster for step in self.steps)
+
+    @property
+    def drifted(self) -> List[str]:
+        """The steps whose check found the host not as wanted (status, a dry run)."""
+        return [s.name for s in self.steps if s.status in (Status.CHANGE, Status.FAIL)]
 
     def as_dict(self) -> Dict[str, Any]:
         return {
@@ -63,22 +81,57 @@ def new_context(
     return Context(host=host, settings=settings, downloader_factory=downloader_factory)
 
 
-def is_worker() -> bool:
+# --- settings -------------------------------------------------------------------
+def load_settings(config_file: Optional[Path], flags: Dict[str, Any]) -> Settings:
+    """The settings of a run: flags over config file over environment over defaults."""
+    flags = dict(flags)
+    for key in ("mirrors", "checksums", "key_fingerprints"):
+        if flags.get(key):
+            flags[key] = config.parse_pairs(flags[key], key.rstrip("s"))
+    return runtimes.load_settings(config_file, flags)
+
+
+def installed_settings(config_file: Optional[Path]) -> Settings:
+    """Settings for a command about what is installed: the -c file, else the
+    ones the last install recorded on this host, else the defaults."""
+    if config_file is not None:
+        return load_settings(config_file, {})
+    defaults = load_settings(None, {})
+    recorded = config.recorded_file(defaults.state_dir)
+    text = new_context(defaults).host.read_text(recorded)
+    if text is None:
+        return defaults
+    return runtimes.load_settings(Path(recorded), {}, file_text=text)
+
+
+# --- which plan -------------------------------------------------------------------
+def is_worker(ctx: Context) -> bool:
     """A host that joined a cluster (kubelet.conf) without being its master (admin.conf)."""
-    host = Host()
-    return host.exists("/etc/kubernetes/kubelet.conf") and not host.exists(ADMIN_CONF)
+    return ctx.host.exists(KUBELET_CONF) and not ctx.host.exists(ADMIN_CONF)
 
 
+def installed_plan(ctx: Context) -> List[Step]:
+    """The plan that made this host what it is: a worker's, or the master's."""
+    return plans.node(ctx.runtime) if is_worker(ctx) else plans.allinone(ctx.runtime)
+
+
+# --- offline bundles --------------------------------------------------------------
 def use_bundle(settings: Settings, path: Path, workdir: Path) -> Tuple[Settings, Callable[[], Any]]:
     """Settings and a downloader that take every artifact from an offline bundle."""
     from frakti_install.bundle import Bundle, apply_to_settings
 
+    if not runtimes.runtime_class(settings.runtime).offline_bundles:
+        carried = [cls.name for cls in runtimes.in_order() if cls.offline_bundles]
+        raise ConfigError(
+            f"offline bundles carry the {', '.join(carried)} profile's artifacts only"
+        )
     bundle = Bundle.open(path, workdir)
     probe = new_context(settings)
     bundle.check_compatible(settings.versions, probe.profile.package_format, probe.facts.arch())
     return apply_to_settings(settings, bundle), bundle.downloader
 
 
+# --- running ---------------------------------------------------------------------
 @contextmanager
 def logging_to_file(path: Path) -> Iterator[None]:
     """Send the full debug log (commands and their output, redacted) to a 0600
@@ -111,20 +164,19 @@ def execute(
 ) -> Report:
     """Check (dry run) or apply the steps. Raises nothing for step failures:
     they are in the report; `raise_for(report)` turns them into the error."""
-    state_dir = Path(ctx.host.path(ctx.settings.state_dir))
+    state_dir = ctx.settings.state_dir
     with ExitStack() as stack:
         if not dry_run:
-            stack.enter_context(RunLock(state_dir / "lock", ctx.settings.lock_wait))
-            ctx.journal = Journal(state_dir / "journal.jsonl")
-            stack.callback(ctx.journal.close)
-            ctx.host.backup_dir = f"{ctx.settings.state_dir}/backups/{ctx.journal.run_id}"
-            ctx.host.on_change = lambda event: ctx.journal.record(event="file", **event)
-            ctx.journal.record(event="run-start", command=[s.name for s in steps], pid=os.getpid())
+            stack.enter_context(ctx.host.run_lock(f"{state_dir}/lock", ctx.settings.lock_wait))
+            journal = ctx.host.open_journal(f"{state_dir}/journal.jsonl")
+            stack.callback(journal.close)
+            ctx.host.backup_dir = f"{state_dir}/backups/{journal.run_id}"
+            ctx.host.on_change = lambda event: journal.record(**event)
+            stack.callback(setattr, ctx.host, "on_change", None)
+            ctx.host.note(event="run-start", command=[s.name for s in steps], pid=os.getpid())
         results = run_plan(steps, ctx, dry_run=dry_run, observer=observer, keep_going=dry_run)
         if not dry_run:
-            ctx.journal.record(
-                event="run-end", ok=all(r.status is not Status.FAIL for r in results)
-            )
+            ctx.host.note(event="run-end", ok=all(r.status is not Status.FAIL for r in results))
     return Report(os=os_summary(ctx), steps=results, dry_run=dry_run)
 
 
@@ -132,3 +184,59 @@ def raise_for(report: Report) -> None:
     error = first_error(report.steps)
     if error is not None:
         raise error
+
+
+def run(
+    plan: Plan,
+    settings: Settings,
+    *,
+    dry_run: bool,
+    confirm: Optional[Callable[[Report], bool]] = None,
+    bundle: Optional[Path] = None,
+    downloader_factory: Optional[Callable[[], Any]] = None,
+    display: Optional[Any] = None,
+    trace_only_changes: bool = False,
+) -> Report:
+    """Plan, confirm (when `confirm` is given and something is to change), apply.
+
+    display: the observer of the steps, a context manager while they run.
+    trace_only_changes: check first, and write the log file and the journal
+    only when something is to change (runs on a timer leave no trace).
+    A failed step is in the report; raise_for(report) raises it."""
+    with ExitStack() as stack:
+
+        def log_to_file() -> None:
+            stack.enter_context(logging_to_file(Path(settings.log_file)))
+
+        if not (dry_run or trace_only_changes):
+            log_to_file()
+        if bundle is not None:
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="frakti-install-"))
+            settings, downloader_factory = use_bundle(settings, bundle, Path(workdir))
+        ctx = new_context(settings, downloader_factory=downloader_factory)
+        ctx.profile  # noqa: B018  an unsupported OS stops here, before any step
+        steps = plan(ctx)
+
+        if not dry_run and (trace_only_changes or confirm is not None):
+            checked = execute(steps, ctx, dry_run=True)
+            raise_for(checked)
+            if trace_only_changes and not checked.changed:
+                return dataclasses.replace(checked, dry_run=False)  # checked: nothing to do
+            if trace_only_changes:
+                log_to_file()
+            elif checked.changed and confirm is not None and not confirm(checked):
+                raise Aborted("nothing was changed", hint="Run with --yes not to be asked.")
+            ctx.facts.invalidate()
+
+        shown: ContextManager[Any] = display if display is not None else contextlib.nullcontext()
+        with shown:
+            observer = display if display is not None else _quiet
+            return execute(steps, ctx, dry_run=dry_run, observer=observer)
+
+
+def join_line_after_init(report: Report, settings: Settings) -> Optional[str]:
+    """The join line, made only by the run that initialised the cluster (a
+    re-run changes nothing, so it creates no token either)."""
+    if not report.created_cluster:
+        return None
+    return joining.create_join_line(new_context(settings)).command()

@@ -13,11 +13,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Dict, Iterator, List, Optional
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Union
 
 from frakti_install.errors import Locked
+from frakti_install.polling import NotYet, poll_until
 
 log = logging.getLogger(__name__)
+
+LOCK_POLL_INTERVAL = 0.25  # seconds between two tries of a taken lock
 
 
 class Journal:
@@ -94,31 +97,57 @@ class RunLock:
     that finds it taken waits up to `wait` seconds (the routes timer's runs
     are short), then gives up."""
 
-    def __init__(self, path: Path, wait: float = 0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        wait: float = 0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.path = path
         self.wait = wait
+        self._clock = clock
+        self._sleep = sleep
         self._fd: Optional[int] = None
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        deadline = time.monotonic() + self.wait
-        waiting = False
-        while not self._try_lock(fd):
+        warned = False
+
+        def acquired() -> Union[bool, NotYet]:
+            nonlocal warned
+            if self._try_lock(fd):
+                return True
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                raise Locked(
-                    f"another frakti-install run (pid {holder}) holds {self.path}",
-                    hint="Wait for it to finish. The lock goes away with its process, "
-                    "so a killed run never leaves it behind.",
-                )
-            if not waiting:
+            if self.wait > 0 and not warned:
                 log.warning("waiting for another frakti-install run (pid %s) to finish", holder)
-                waiting = True
-            time.sleep(0.25)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+                warned = True
+            return NotYet(holder)
+
+        def locked(holder: str) -> Locked:
+            return Locked(
+                f"another frakti-install run (pid {holder}) holds {self.path}",
+                hint="Wait for it to finish. The lock goes away with its process, "
+                "so a killed run never leaves it behind.",
+            )
+
+        try:
+            poll_until(
+                acquired,
+                timeout=self.wait,
+                interval=LOCK_POLL_INTERVAL,
+                what=f"the lock {self.path}",
+                on_timeout=locked,
+                clock=self._clock,
+                sleep=self._sleep,
+            )
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
         self._fd = fd
         return self
 
@@ -129,7 +158,6 @@ class RunLock:
         except OSError as exc:
             if exc.errno in (errno.EAGAIN, errno.EACCES):
                 return False
-            os.close(fd)
             raise
         return True
 

@@ -16,9 +16,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Set
 
+from frakti_install import runtimes
 from frakti_install.config import Settings
 from frakti_install.context import Context
 from frakti_install.host import CommandResult, Host
+from frakti_install.runtimes import Runtime
+
+
+def frakti() -> Runtime:
+    """The frakti profile, whose plans the frakti tests run."""
+    return runtimes.runtime_for(Settings())
+
+
+def kata() -> Runtime:
+    """The kata profile, whose plans the kata tests run."""
+    return runtimes.runtime_for(Settings(runtime="kata"))
 
 OS_RELEASE = {
     (

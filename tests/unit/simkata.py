@@ -548,17 +548,14 @@ class KataSimMachine(SimMachine):
         self.downloader = KataSimDownloader(root / "var/cache/sim")
 
     def settings(self, **overrides: Any) -> Settings:
-        """Validated as config.py does, except what config.py judges by the frakti
-        profile's tables until the wiring proposal is applied: the kata checksums
-        (unknown artifact names there) and a Kubernetes version >= 1.26."""
+        """Validated as config.py does, with the kata profile and its checksum
+        (a checksum given as "" is left out: none given)."""
         from frakti_install import config
 
-        later: Dict[str, Any] = {
-            "checksums": {**kata_checksums(), **overrides.pop("checksums", {})}
-        }
-        if "kubernetes_version" in overrides:
-            later["kubernetes_version"] = overrides.pop("kubernetes_version")
-        return dataclasses.replace(config.validate(Settings(**overrides)), **later)
+        values: Dict[str, Any] = {"runtime": "kata", **overrides}
+        merged = {**kata_checksums(), **overrides.get("checksums", {})}
+        values["checksums"] = {name: value for name, value in merged.items() if value}
+        return config.validate(Settings(**values))
 
     def snapshot(self) -> Dict[str, str]:
         files = super().snapshot()

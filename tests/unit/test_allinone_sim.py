@@ -13,7 +13,7 @@ import pytest
 from frakti_install import plans, session
 from frakti_install.engine import Status, StepResult
 from frakti_install.errors import ConfigError
-from tests.unit.simhost import SUPPORTED, TOKEN_FILE, Killed, SimMachine
+from tests.unit.simhost import Killed, SUPPORTED, SimMachine, TOKEN_FILE, frakti
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "plans"
 
@@ -30,7 +30,7 @@ def render_plan(results: List[StepResult]) -> str:
 
 def apply(m: SimMachine, **settings: object) -> session.Report:
     ctx = m.context(m.settings(**settings))
-    report = session.execute(plans.allinone(), ctx, dry_run=False)
+    report = session.execute(plans.allinone(frakti()), ctx, dry_run=False)
     session.raise_for(report)
     return report
 
@@ -38,7 +38,7 @@ def apply(m: SimMachine, **settings: object) -> session.Report:
 @pytest.mark.parametrize("os_id,version", SUPPORTED, ids=[f"{i}-{v}" for i, v in SUPPORTED])
 def test_fresh_plan_matches_golden(machine, os_id, version):
     m = machine(os_id, version)
-    report = session.execute(plans.allinone(), m.context(), dry_run=True)
+    report = session.execute(plans.allinone(frakti()), m.context(), dry_run=True)
     text = render_plan(report.steps)
     golden = GOLDEN / f"{os_id}-{version}.txt"
     if os.environ.get("UPDATE_GOLDEN"):
@@ -134,7 +134,7 @@ def test_interrupted_init_is_reset_and_cni_config_restored(machine):
     # what a killed `kubeadm init` leaves: manifests, no admin.conf; reset wipes CNI too
     m.p("/etc/kubernetes/admin.conf").unlink()
     m.state.cluster.nodes.clear()
-    report = session.execute(plans.allinone(), m.context(), dry_run=True)
+    report = session.execute(plans.allinone(frakti()), m.context(), dry_run=True)
     init = next(r for r in report.steps if r.name == "kubeadm-init")
     assert init.changes[0].startswith("clean up an unfinished init: kubeadm reset -f")
     apply(m)
@@ -225,7 +225,7 @@ def test_corrupted_download_stops_before_installing(machine):
     frakti_url = "https://github.com/kubernetes/frakti/releases/download/v1.12.0/frakti"
     m.downloader.corrupt.add(frakti_url)
     ctx = m.context()
-    report = session.execute(plans.allinone(), ctx, dry_run=False)
+    report = session.execute(plans.allinone(frakti()), ctx, dry_run=False)
     failed = [r for r in report.steps if r.status is Status.FAIL]
     assert [r.name for r in failed] == ["frakti"]
     assert "sha256 mismatch" in failed[0].detail

@@ -34,7 +34,7 @@ from frakti_install.config import Settings
 from frakti_install.download import Downloader, parse_sha256_file
 from frakti_install.engine import Status
 from frakti_install.errors import ChecksumMismatch, ConfigError, DownloadError, MissingChecksum
-from tests.unit.simhost import SimDownloader, SimMachine
+from tests.unit.simhost import SimDownloader, SimMachine, frakti
 
 PROXY_VARS = (
     "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
@@ -193,7 +193,7 @@ def run_allinone(
 ) -> session.Report:
     ctx = m.context(settings)
     ctx.downloader_factory = factory
-    return session.execute(plans.allinone(), ctx, dry_run=False)
+    return session.execute(plans.allinone(frakti()), ctx, dry_run=False)
 
 
 def bundle_settings(m: SimMachine, b: Bundle, **overrides: object) -> Settings:

@@ -10,7 +10,7 @@ import pytest
 from frakti_install import joining, plans, session
 from frakti_install.engine import Status
 from frakti_install.errors import ConfigError
-from tests.unit.simhost import SimCluster, SimMachine
+from tests.unit.simhost import SimCluster, SimMachine, frakti
 
 IPS = {"master": "10.0.0.1", "worker-1": "10.0.0.2", "worker-2": "10.0.0.3"}
 
@@ -28,11 +28,11 @@ def cluster(tmp_path):
         name: SimMachine(tmp_path / name, "debian", "12", hostname=name, ip=ip, cluster=shared)
         for name, ip in IPS.items()
     }
-    run(machines["master"], plans.allinone())
+    run(machines["master"], plans.allinone(frakti()))
     line = joining.create_join_line(machines["master"].context())
     join = dict(join_endpoint=line.endpoint, join_token=line.token, join_ca_hash=line.ca_hash)
     for name in ("worker-1", "worker-2"):
-        run(machines[name], plans.node(), **join)
+        run(machines[name], plans.node(frakti()), **join)
     return shared, machines, join
 
 
@@ -54,7 +54,7 @@ def test_workers_join_with_their_own_allocated_subnets(cluster):
 def test_every_node_routes_to_every_other_nodes_pods_and_keeps_them_at_boot(cluster):
     shared, machines, _ = cluster
     for m in machines.values():
-        run(m, plans.routes())
+        run(m, plans.routes(frakti()))
     assert machines["master"].state.routes == {
         "10.244.1.0/24": "10.0.0.2",
         "10.244.2.0/24": "10.0.0.3",
@@ -67,24 +67,24 @@ def test_every_node_routes_to_every_other_nodes_pods_and_keeps_them_at_boot(clus
     assert "ExecStart=/sbin/ip route replace 10.244.0.0/24 via 10.0.0.1" in unit
     assert "ExecStart=/sbin/ip route replace 10.244.1.0/24 via 10.0.0.2" in unit
     assert machines["worker-2"].state.units["frakti-routes.service"].enabled
-    again = run(machines["worker-2"], plans.routes())
+    again = run(machines["worker-2"], plans.routes(frakti()))
     assert again["routes"].status is Status.OK
 
 
 def test_rerun_of_a_worker_changes_nothing(cluster):
     _, machines, join = cluster
-    run(machines["worker-1"], plans.routes())
+    run(machines["worker-1"], plans.routes(frakti()))
     mutations = machines["worker-1"].runner.mutations
-    steps = run(machines["worker-1"], plans.node(), **join)
+    steps = run(machines["worker-1"], plans.node(frakti()), **join)
     assert all(r.status in (Status.OK, Status.SKIP) for r in steps.values()), steps
     assert machines["worker-1"].runner.mutations == mutations
 
 
 def test_routes_follow_a_departing_node(cluster):
     shared, machines, _ = cluster
-    run(machines["master"], plans.routes())
+    run(machines["master"], plans.routes(frakti()))
     del shared.nodes["worker-2"]
-    steps = run(machines["master"], plans.routes())
+    steps = run(machines["master"], plans.routes(frakti()))
     assert "drop the route to departed 10.244.2.0/24: ip route del 10.244.2.0/24" in (
         steps["routes"].changes
     )
@@ -106,7 +106,7 @@ def test_routes_absorb_a_node_joining_while_they_are_set(cluster):
         return set_route(argv)
 
     master.runner.cmd_ip = ip_while_a_node_joins
-    steps = run(master, plans.routes())
+    steps = run(master, plans.routes(frakti()))
     assert steps["routes"].status is Status.CHANGE
     late_subnet = shared.node("late")["spec"]["podCIDR"]
     assert master.state.routes[late_subnet] == "10.0.0.4"
@@ -120,7 +120,7 @@ def test_hand_picked_subnet_overlapping_another_node_is_refused(cluster, tmp_pat
         tmp_path / "late", "debian", "12", hostname="late", ip="10.0.0.4", cluster=shared
     )
     with pytest.raises(ConfigError, match="overlaps node worker-1's pod subnet 10.244.1.0/24"):
-        run(late, plans.node(), node_subnet="10.244.1.0/24", **join)
+        run(late, plans.node(frakti()), node_subnet="10.244.1.0/24", **join)
 
 
 def test_join_token_is_secret(cluster, caplog):
@@ -138,7 +138,7 @@ def test_join_token_is_secret(cluster, caplog):
         cluster=cluster[0],
     )
     with caplog.at_level("DEBUG", logger="frakti_install"):
-        report = session.execute(plans.node(), fresh.context(fresh.settings(**join)), dry_run=False)
+        report = session.execute(plans.node(frakti()), fresh.context(fresh.settings(**join)), dry_run=False)
     session.raise_for(report)
     assert token not in caplog.text and token not in json.dumps(report.as_dict())
     assert "--token <secret>" in json.dumps(report.as_dict())
@@ -147,7 +147,7 @@ def test_join_token_is_secret(cluster, caplog):
 def test_join_settings_are_validated(tmp_path):
     m = SimMachine(tmp_path / "w", "debian", "12")
     report = session.execute(
-        plans.node(),
+        plans.node(frakti()),
         m.context(
             m.settings(
                 join_endpoint="10.0.0.1:6443", join_token="short", join_ca_hash="sha256:" + "a" * 64
@@ -161,9 +161,9 @@ def test_join_settings_are_validated(tmp_path):
 
 def test_rerun_after_kubeadm_reset_rebuilds_cluster_and_cni_config(tmp_path):
     m = SimMachine(tmp_path / "m", "debian", "12")
-    run(m, plans.allinone())
+    run(m, plans.allinone(frakti()))
     m.runner(["kubeadm", "reset", "-f"], None, None, None)  # what a user did by hand (#154)
     assert not m.p("/etc/cni/net.d/10-mynet.conf").exists()
-    run(m, plans.allinone())
+    run(m, plans.allinone(frakti()))
     assert m.p("/etc/cni/net.d/10-mynet.conf").exists()
     assert m.p("/etc/cni/net.d/99-loopback.conf").exists()

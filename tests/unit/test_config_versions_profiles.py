@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from frakti_install import config, profiles, versions
+from frakti_install import config, profiles, runtimes, versions
 from frakti_install.errors import ConfigError, IncompatibleVersions, UnsupportedOS
 from frakti_install.steps.node import taints_kubeadm_sets
 
@@ -14,7 +14,7 @@ def load(tmp_path: Path, yaml_text: str = "", env=None, **flags):
     if yaml_text:
         path = tmp_path / "frakti.yaml"
         path.write_text(yaml_text)
-    return config.load(path, flags, environ=env or {})
+    return runtimes.load_settings(path, flags, environ=env or {})
 
 
 def test_defaults(tmp_path):

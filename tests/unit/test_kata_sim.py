@@ -12,14 +12,14 @@ from typing import Any, Callable
 
 import pytest
 
-from frakti_install import joining, kata_profile, session
+from frakti_install import joining, plans, runtimes, session
 from frakti_install.engine import Status
 from frakti_install.errors import ConfigError, PreflightFailed, UnsupportedOS
 from frakti_install.steps import kata as kata_step
 from frakti_install.steps.containerd import edit_main_config
-from frakti_install.steps.kata import KataPreflight
+from frakti_install.steps.preflight import Preflight, Role
 from frakti_install.toml_text import flatten, scalar
-from tests.unit.simhost import Killed, SimCluster
+from tests.unit.simhost import Killed, SimCluster, kata
 from tests.unit.simkata import (
     CONFIG,
     KATA_SYSTEMS,
@@ -57,7 +57,7 @@ def machine(tmp_path: Path) -> Callable[..., KataSimMachine]:
 
 def apply(m: KataSimMachine, **settings: Any) -> session.Report:
     report = session.execute(
-        kata_profile.allinone_kata(), m.context(m.settings(**settings)), dry_run=False
+        plans.allinone(kata()), m.context(m.settings(**settings)), dry_run=False
     )
     session.raise_for(report)
     return report
@@ -66,7 +66,7 @@ def apply(m: KataSimMachine, **settings: Any) -> session.Report:
 def run_once(m: KataSimMachine, **settings: Any) -> session.Report:
     """Apply, leaving failures in the report."""
     return session.execute(
-        kata_profile.allinone_kata(), m.context(m.settings(**settings)), dry_run=False
+        plans.allinone(kata()), m.context(m.settings(**settings)), dry_run=False
     )
 
 
@@ -85,7 +85,7 @@ def starts(m: KataSimMachine) -> dict:
 @pytest.mark.parametrize("os_id,version", KATA_SYSTEMS, ids=IDS)
 def test_fresh_plan_matches_golden(machine, os_id, version):
     m = machine(os_id, version)
-    report = session.execute(kata_profile.allinone_kata(), m.context(m.settings()), dry_run=True)
+    report = session.execute(plans.allinone(kata()), m.context(m.settings()), dry_run=True)
     text = render_plan(report.steps)
     golden = GOLDEN / f"{os_id}-{version}.txt"
     if os.environ.get("UPDATE_GOLDEN"):
@@ -495,14 +495,14 @@ def test_node_ip_and_advertise_address_reach_kubelet_and_kubeadm(machine):
 def test_kubernetes_version_setting_picks_the_minor_repo(machine):
     m = machine("ubuntu", "24.04")
     report = session.execute(
-        kata_profile.allinone_kata(),
+        plans.allinone(kata()),
         m.context(m.settings(kubernetes_version="v1.30.5")),
         dry_run=True,
     )
     plan = render_plan(report.steps)
     assert "kubelet=1.30.5-1.1" in plan and "--kubernetes-version=v1.30.5" in plan
     with pytest.raises(ConfigError, match="older than the package repositories"):
-        kata_profile.kata(m.context(m.settings(kubernetes_version="v1.12.10")))
+        m.context(m.settings(kubernetes_version="v1.12.10")).runtime  # noqa: B018
 
 
 # --- the RuntimeClass and a kata pod ------------------------------------------
@@ -549,7 +549,7 @@ def test_kernel_without_vhost_modules_is_refused_unless_ignored(machine):
     m = machine()
     m.runner.kernel_modules -= {"vhost_vsock", "vhost_net"}
     with pytest.raises(PreflightFailed, match=r"\[VhostModules\] the kernel has no vhost_vsock"):
-        KataPreflight().check(m.context())
+        Preflight().check(m.context())
     apply(m, ignore_preflight_errors=("VhostModules",))  # the cluster, without kata VMs
     assert not any(call[0] == "modprobe" and "vhost" in call[-1] for call in m.runner.calls)
 
@@ -557,17 +557,17 @@ def test_kernel_without_vhost_modules_is_refused_unless_ignored(machine):
 def test_no_kvm_is_fatal_and_says_kata_pods_cannot_start(machine):
     m = machine(cpu_flags="fpu sse")
     with pytest.raises(PreflightFailed) as info:
-        KataPreflight().check(m.context(m.settings()))
+        Preflight().check(m.context(m.settings()))
     assert "[KVM] the CPU shows no vmx/svm flag: Kata pods cannot start on this host" in str(
         info.value
     )
     assert "--ignore-preflight-errors KVM" in str(info.value)
-    check = KataPreflight().check(m.context(m.settings(ignore_preflight_errors=("KVM",))))
+    check = Preflight().check(m.context(m.settings(ignore_preflight_errors=("KVM",))))
     assert "warnings: [KVM]" in check.reason
 
 
 def test_cgroup_v2_passes_and_frakti_checks_do_not_apply(machine):
-    check = KataPreflight().check(machine("debian", "12", cgroup=2).context())
+    check = Preflight().check(machine("debian", "12", cgroup=2).context())
     assert check.reason == "14 checks passed"
     names = {c.name for c in kata_step.KATA_CHECKS}
     assert "CgroupV1" not in names and "CgroupDriver" not in names
@@ -576,14 +576,14 @@ def test_cgroup_v2_passes_and_frakti_checks_do_not_apply(machine):
 def test_missing_kata_checksum_is_named(machine):
     m = machine()
     with pytest.raises(PreflightFailed, match=r"\[Checksums\] no sha256 given for kata"):
-        KataPreflight().check(m.context(m.settings(checksums={"kata": ""})))
+        Preflight().check(m.context(m.settings(checksums={"kata": ""})))
 
 
 def test_frakti_profile_leftovers_are_refused(machine):
     m = machine()
     m.runner.write("/lib/systemd/system/frakti.service", "[Unit]\n")
     with pytest.raises(PreflightFailed, match=r"\[FraktiProfile\] .*frakti.service"):
-        KataPreflight().check(m.context(m.settings()))
+        Preflight().check(m.context(m.settings()))
 
 
 def test_systems_without_the_kata_profile_exit_unsupported(machine):
@@ -607,12 +607,12 @@ def test_systems_without_the_kata_profile_exit_unsupported(machine):
     ids=["frakti", "kata", "none"],
 )
 def test_profile_fit(machine, kwargs, recommended, why):
-    fit = kata_profile.profile_fit(machine(**kwargs).context().facts)
+    fit = runtimes.profile_fit(machine(**kwargs).context().facts)
     assert fit["recommended"] == recommended and why in fit["why"], fit
 
 
 def test_profile_fit_names_kata_unsupported_systems(machine):
-    fit = kata_profile.profile_fit(machine("centos", "7").context().facts)
+    fit = runtimes.profile_fit(machine("centos", "7").context().facts)
     assert "CentOS Linux 7 (Core) is not a kata system" in fit["kata"]
 
 
@@ -633,7 +633,7 @@ def test_a_kata_worker_joins_a_kata_master_on_containerd(tmp_path: Path) -> None
         join_ca_hash=line.ca_hash,
     )  # fmt: skip
     report = session.execute(
-        kata_profile.node_kata(), worker.context(worker.settings(**join)), dry_run=False
+        plans.node(kata()), worker.context(worker.settings(**join)), dry_run=False
     )
     session.raise_for(report)
     ran = {r.name for r in report.steps}
@@ -649,7 +649,7 @@ def test_a_kata_worker_joins_a_kata_master_on_containerd(tmp_path: Path) -> None
     assert worker.state.routes == {"10.244.0.0/24": "10.0.0.1"}
 
     again = session.execute(
-        kata_profile.node_kata(), worker.context(worker.settings(**join)), dry_run=False
+        plans.node(kata()), worker.context(worker.settings(**join)), dry_run=False
     )
     assert {r.status for r in again.steps} <= {Status.OK, Status.SKIP}, render_plan(again.steps)
 
@@ -658,7 +658,7 @@ def test_a_kata_workers_preflight_leaves_the_control_plane_ports_alone(machine) 
     m = machine()
     m.state.other_listeners.add(6443)  # say, another API server's port on this host
     m.kata._refresh_ports()
-    worker = KataPreflight.for_worker().check(m.context(m.settings()))
+    worker = Preflight(Role.WORKER).check(m.context(m.settings()))
     assert "6443" not in worker.reason
     with pytest.raises(PreflightFailed, match="6443"):
-        KataPreflight().check(m.context(m.settings()))
+        Preflight().check(m.context(m.settings()))

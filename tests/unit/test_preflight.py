@@ -8,7 +8,7 @@ from frakti_install import plans, session
 from frakti_install.engine import Status
 from frakti_install.errors import PreflightFailed
 from frakti_install.steps.preflight import Preflight
-from tests.unit.simhost import UnitState
+from tests.unit.simhost import UnitState, frakti
 
 
 def preflight_error(m, **settings) -> str:
@@ -68,7 +68,7 @@ def test_ignored_check_becomes_warning(machine):
 
 def test_failed_preflight_changes_nothing(machine):
     m = machine(swap=True)
-    report = session.execute(plans.allinone(), m.context(), dry_run=False)
+    report = session.execute(plans.allinone(frakti()), m.context(), dry_run=False)
     assert [r.status for r in report.steps] == [Status.FAIL]
     assert m.runner.mutations == 0
     assert not m.p("/etc/modules-load.d/frakti-install.conf").exists()
@@ -90,7 +90,7 @@ def test_missing_binaries_are_listed(machine):
 def test_disable_swap_turns_it_off_now_and_at_boot(machine):
     m = machine(swap=True)
     report = session.execute(
-        plans.allinone(), m.context(m.settings(disable_swap=True)), dry_run=False
+        plans.allinone(frakti()), m.context(m.settings(disable_swap=True)), dry_run=False
     )
     session.raise_for(report)
     swap = next(r for r in report.steps if r.name == "swap")
@@ -100,7 +100,7 @@ def test_disable_swap_turns_it_off_now_and_at_boot(machine):
     assert "# disabled by frakti-install: /swapfile none swap sw 0 0" in fstab
     assert "UUID=abc / ext4 defaults 0 1" in fstab
     again = session.execute(
-        plans.allinone(), m.context(m.settings(disable_swap=True)), dry_run=True
+        plans.allinone(frakti()), m.context(m.settings(disable_swap=True)), dry_run=True
     )
     assert next(r for r in again.steps if r.name == "swap").status is Status.OK
 
@@ -123,4 +123,4 @@ def test_docker_daemon_json_driver_is_seen_before_docker_runs(machine):
     message = preflight_error(m, cgroup_driver="cgroupfs")
     assert "[CgroupDriver] docker uses the systemd cgroup driver but cgroupfs" in message
     # with auto, everyone follows docker's configured driver
-    assert m.context().cgroup_driver() == "systemd"
+    assert (lambda ctx: ctx.runtime.cgroup_driver(ctx))(m.context()) == "systemd"

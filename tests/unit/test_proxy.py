@@ -3,10 +3,11 @@ from __future__ import annotations
 from frakti_install import plans, session
 from frakti_install.engine import Status
 from frakti_install.steps.proxy import drop_in
+from tests.unit.simhost import frakti
 
 
 def run(m, **settings):
-    report = session.execute(plans.allinone(), m.context(m.settings(**settings)), dry_run=False)
+    report = session.execute(plans.allinone(frakti()), m.context(m.settings(**settings)), dry_run=False)
     session.raise_for(report)
     return {r.name: r for r in report.steps}
 

@@ -7,6 +7,7 @@ import pytest
 from frakti_install import plans, session
 from frakti_install.engine import Status
 from frakti_install.steps.reset import without_our_rules
+from tests.unit.simhost import frakti
 
 STATE_DIRS = ("var/lib/frakti-install",)
 
@@ -26,10 +27,10 @@ def test_reset_purge_returns_host_to_before(machine, os_id, version):
     m = machine(os_id, version)
     m.runner.write("/etc/hyper/config", "Kernel=/mine\n")  # a file of the user's we replace
     before = host_listing(m)
-    run(m, plans.allinone())
+    run(m, plans.allinone(frakti()))
     assert host_listing(m) != before
 
-    report = run(m, plans.reset(purge=True))
+    report = run(m, plans.reset(frakti(), purge=True))
 
     assert {r.name for r in report.steps if r.status is Status.CHANGE} == {
         "kubeadm-reset",
@@ -43,17 +44,17 @@ def test_reset_purge_returns_host_to_before(machine, os_id, version):
     assert m.p("/etc/hyper/config").read_text() == "Kernel=/mine\n"
     assert "DROP" in m.state.iptables and "KUBE-" not in m.state.iptables
 
-    again = run(m, plans.reset(purge=True))
+    again = run(m, plans.reset(frakti(), purge=True))
     assert all(r.status in (Status.OK, Status.SKIP) for r in again.steps), again.steps
 
-    run(m, plans.allinone())  # and the host can be installed again
+    run(m, plans.allinone(frakti()))  # and the host can be installed again
     assert len(m.state.inits) == 2 and m.state.cluster.node("node-1")["spec"]["taints"] == []
 
 
 def test_reset_without_purge_keeps_packages(machine):
     m = machine()
-    run(m, plans.allinone())
-    report = run(m, plans.reset())
+    run(m, plans.allinone(frakti()))
+    report = run(m, plans.reset(frakti()))
     packages = next(r for r in report.steps if r.name == "packages")
     assert packages.status is Status.SKIP and "--purge removes" in packages.detail
     assert "docker.io" in m.state.packages
@@ -62,9 +63,9 @@ def test_reset_without_purge_keeps_packages(machine):
 
 def test_reset_dry_run_lists_and_changes_nothing(machine):
     m = machine()
-    run(m, plans.allinone())
+    run(m, plans.allinone(frakti()))
     before = m.snapshot()
-    report = run(m, plans.reset(purge=True), dry_run=True)
+    report = run(m, plans.reset(frakti(), purge=True), dry_run=True)
     files = next(r for r in report.steps if r.name == "files")
     assert "remove /usr/bin/frakti" in files.changes
     assert m.snapshot() == before
@@ -77,8 +78,8 @@ def test_services_we_did_not_enable_are_left_alone(machine):
     m.state.packages["docker.io"] = "20.10"  # docker was there before us, already running
     m.runner.write("/usr/bin/docker", "#!/bin/sh\n", 0o755)
     m.state.units["docker.service"] = UnitState(enabled=True, active=True)
-    run(m, plans.allinone())
-    run(m, plans.reset(purge=True))
+    run(m, plans.allinone(frakti()))
+    run(m, plans.reset(frakti(), purge=True))
     assert m.state.units["docker.service"].active and "docker.io" in m.state.packages
 
 
@@ -91,7 +92,7 @@ def test_iptables_filter_keeps_foreign_rules():
 
 def test_purge_deletes_runtime_data_of_our_packages_only(machine):
     m = machine()
-    run(m, plans.allinone())
+    run(m, plans.allinone(frakti()))
     for path in (
         "/var/lib/docker/image/x",
         "/var/lib/hyper/vm/y",
@@ -99,7 +100,7 @@ def test_purge_deletes_runtime_data_of_our_packages_only(machine):
         "/home/user/keep",
     ):
         m.runner.write(path, "data\n")
-    report = run(m, plans.reset(purge=True))
+    report = run(m, plans.reset(frakti(), purge=True))
     packages = next(r for r in report.steps if r.name == "packages")
     assert "delete /var/lib/docker (runtime data)" in packages.changes
     for gone in ("/var/lib/docker", "/var/lib/hyper", "/var/lib/cni"):

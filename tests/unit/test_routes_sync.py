@@ -12,7 +12,7 @@ from frakti_install import config, joining, plans
 from frakti_install.engine import Status
 from frakti_install.errors import ConfigError
 from frakti_install.steps.routes_sync import RoutesSync
-from tests.unit.simhost import SimMachine
+from tests.unit.simhost import SimMachine, frakti
 from tests.unit.test_cluster_sim import run
 
 TIMER = "frakti-routes-sync.timer"
@@ -22,7 +22,7 @@ SETTINGS = "/var/lib/frakti-install/settings.yaml"
 @pytest.fixture
 def master(tmp_path):
     m = SimMachine(tmp_path / "master", "debian", "12", hostname="master")
-    run(m, plans.allinone(), pod_cidr="10.32.0.0/16")
+    run(m, plans.allinone(frakti()), pod_cidr="10.32.0.0/16")
     return m
 
 
@@ -47,7 +47,7 @@ def test_a_workers_saved_settings_hold_no_join_secret(master, tmp_path):
         cluster=master.state.cluster,
     )  # fmt: skip
     run(
-        worker, plans.node(), pod_cidr="10.32.0.0/16", join_endpoint=line.endpoint,
+        worker, plans.node(frakti()), pod_cidr="10.32.0.0/16", join_endpoint=line.endpoint,
         join_token=line.token, join_ca_hash=line.ca_hash,
     )  # fmt: skip
     saved = worker.p(SETTINGS).read_text()
@@ -57,7 +57,7 @@ def test_a_workers_saved_settings_hold_no_join_secret(master, tmp_path):
 
 def test_a_new_interval_rewrites_and_restarts_only_the_timer(master):
     starts = {unit: st.starts for unit, st in master.state.units.items()}
-    steps = run(master, plans.allinone(), pod_cidr="10.32.0.0/16", routes_sync_interval="1h")
+    steps = run(master, plans.allinone(frakti()), pod_cidr="10.32.0.0/16", routes_sync_interval="1h")
     changed = [name for name, r in steps.items() if r.status is Status.CHANGE]
     assert changed == ["settings", "routes-sync"]
     assert "OnUnitActiveSec=1h" in master.p(f"/etc/systemd/system/{TIMER}").read_text()
@@ -66,13 +66,13 @@ def test_a_new_interval_rewrites_and_restarts_only_the_timer(master):
 
 
 def test_off_removes_the_timer_and_its_files(master):
-    steps = run(master, plans.allinone(), pod_cidr="10.32.0.0/16", routes_sync_interval="off")
+    steps = run(master, plans.allinone(frakti()), pod_cidr="10.32.0.0/16", routes_sync_interval="off")
     assert steps["routes-sync"].status is Status.CHANGE
     assert not master.state.units[TIMER].enabled and not master.state.units[TIMER].active
     for path in (f"/etc/systemd/system/{TIMER}", "/etc/systemd/system/frakti-routes-sync.service"):
         assert not master.p(path).exists()
     assert "routes_sync_interval: 'off'" in master.p(SETTINGS).read_text()  # still the record
-    again = run(master, plans.allinone(), pod_cidr="10.32.0.0/16", routes_sync_interval="off")
+    again = run(master, plans.allinone(frakti()), pod_cidr="10.32.0.0/16", routes_sync_interval="off")
     assert again["routes-sync"].status is Status.OK
 
 

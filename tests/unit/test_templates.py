@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from frakti_install import plans, session
-from tests.unit.simhost import SimMachine
+from tests.unit.simhost import SimMachine, frakti
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "files"
 SYSTEMS = {
@@ -41,7 +41,7 @@ def installed(tmp_path_factory):
     machines = {}
     for name, (os_id, version) in SYSTEMS.items():
         m = SimMachine(tmp_path_factory.mktemp(name), os_id, version)
-        session.raise_for(session.execute(plans.allinone(), m.context(), dry_run=False))
+        session.raise_for(session.execute(plans.allinone(frakti()), m.context(), dry_run=False))
         machines[name] = m
     return machines
 

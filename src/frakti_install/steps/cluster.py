@@ -7,14 +7,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from frakti_install.context import ADMIN_CONF
+from frakti_install.constants import ADMIN_CONF, KUBELET_CONF
 from frakti_install.engine import Action
 from frakti_install.errors import VerifyFailed
 
 if TYPE_CHECKING:
     from frakti_install.context import Context
 
-KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 # A subnet picked by hand is published here, so other nodes route to it.
 SUBNET_ANNOTATION = "frakti-install/pod-subnet"
 

@@ -68,12 +68,17 @@ def service_actions(
     state = ctx.facts.unit(unit)
     if not state.is_enabled:
         actions.append(Systemctl("enable", unit, f"enable {unit} at boot"))
-    if inputs or restart_marker(ctx, unit).exists():
+    if inputs or restart_pending(ctx, unit):
         # restart, not start: a package may have started it on its own config meanwhile
         actions.append(Systemctl("restart", unit, f"(re)start {unit} with its new config"))
     elif not state.active:
         actions.append(Systemctl("start", unit, f"start {unit}"))
     return actions
+
+
+def restart_pending(ctx: Context, unit: str) -> bool:
+    """A unit's inputs changed (now or in a killed run) and it has not restarted since."""
+    return ctx.host.exists(restart_marker(ctx, unit))
 
 
 def wait_for(

@@ -28,12 +28,11 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from frakti_install.actions import Systemctl, WriteFile
 from frakti_install.engine import Action, Check, Step
 from frakti_install.errors import ConfigError, VerifyFailed
-from frakti_install.kata_profile import Kata, cgroup_driver, kata
 from frakti_install.render import render
 from frakti_install.steps.common import file_actions, package_actions, wait_for
 from frakti_install.steps.proxy import Proxy
@@ -176,10 +175,9 @@ def sets_cri(text: str) -> bool:
 
 
 def our_tables(
-    k: Kata, systemd_cgroup: bool
+    c: Dict[str, Any], r: Dict[str, Any], systemd_cgroup: bool
 ) -> List[Tuple[Tuple[str, ...], List[Tuple[str, str]]]]:
     """Our CRI settings: (table path, [(key, TOML value)])."""
-    c, r = k.containerd, k.runtime
     runtimes = (*CRI, "containerd", "runtimes")
     return [
         (CRI, [("sandbox_image", json.dumps(c["sandbox_image"]))]),
@@ -250,9 +248,9 @@ def import_files(ctx: Context, main: str, config_path: str) -> List[str]:
     return ordered
 
 
-def drop_in_content(ctx: Context, k: Kata, main: str) -> Tuple[str, Optional[str]]:
+def drop_in_content(ctx: Context, main: str) -> Tuple[str, Optional[str]]:
     """The drop-in, and the file whose CRI settings it repeats (if any)."""
-    c = k.containerd
+    c = ctx.runtime.data["containerd"]
     files = import_files(ctx, main, c["config"])
     ours = c["drop_in"]
     position = files.index(ours) if ours in files else len(files)
@@ -275,38 +273,36 @@ def drop_in_content(ctx: Context, k: Kata, main: str) -> Tuple[str, Optional[str
             'frakti-install can carry over only [plugins."io.containerd.grpc.v1.cri"...] tables',
             hint="Write those settings as tables, then run frakti-install again.",
         )
-    systemd = cgroup_driver(ctx) == "systemd"
+    systemd = ctx.runtime.cgroup_driver(ctx) == "systemd"
     content = render(
         "containerd-kata.toml.j2",
         main_config=c["config"],
         carried_from=source or "",
-        blocks=drop_in_blocks(our_tables(k, systemd), carried),
+        blocks=drop_in_blocks(our_tables(c, ctx.runtime.data["kata"], systemd), carried),
     )
     return content, source
 
 
 # --- what containerd actually sees ------------------------------------------
-def effective_config_problems(ctx: Context, k: Kata) -> List[str]:
+def effective_config_problems(ctx: Context) -> List[str]:
     """`containerd config dump` (files merged as containerd merges them) against what we want."""
-    result = ctx.host.run(
-        ["containerd", "--config", k.containerd["config"], "config", "dump"],
-        check=False,
-        timeout=60,
-    )
-    if not result.ok:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-        return ["containerd cannot read its configuration: " + " ".join(tail)]
-    values = flatten(result.stdout)
+    c = ctx.runtime.data["containerd"]
+    dump = ctx.facts.containerd_config(c["config"])
+    if not dump.ok:
+        return ["containerd cannot read its configuration: " + dump.error]
     runtimes = (*CRI, "containerd", "runtimes")
     problems = []
-    kata_type = scalar(values.get((*runtimes, k.runtime["handler"], "runtime_type"), ""))
+    handler = ctx.runtime.data["kata"]["handler"]
+    kata_type = dump.get(*runtimes, handler, "runtime_type", default="")
     if kata_type != "io.containerd.kata.v2":
-        problems.append(f"no {k.runtime['handler']} runtime (io.containerd.kata.v2)")
-    wanted = "true" if cgroup_driver(ctx) == "systemd" else "false"
-    systemd = scalar(values.get((*runtimes, "runc", "options", "SystemdCgroup"), "false"))
-    if systemd != wanted:
-        problems.append(f"runc has SystemdCgroup = {systemd}, not {wanted}")
-    disabled = set(string_list(values.get(("disabled_plugins",), "[]"))) & set(CRI_NAMES)
+        problems.append(f"no {handler} runtime (io.containerd.kata.v2)")
+    wanted = ctx.runtime.cgroup_driver(ctx) == "systemd"
+    systemd = dump.get(*runtimes, "runc", "options", "SystemdCgroup", default=False)
+    if systemd is not wanted:
+        problems.append(
+            f"runc has SystemdCgroup = {str(systemd).lower()}, not {str(wanted).lower()}"
+        )
+    disabled = set(dump.get("disabled_plugins", default=[]) or []) & set(CRI_NAMES)
     if disabled:
         problems.append("the CRI plugin is disabled")
     return problems
@@ -363,7 +359,7 @@ class ContainerdPackage(Step):
     title = "containerd from the distribution (EL9: Docker's containerd.io)"
 
     def check(self, ctx: Context) -> Check:
-        family = kata(ctx).family
+        family = ctx.runtime.family(ctx.profile)
         names: List[str] = list(family["containerd_packages"])
         candidates = names + list(family["containerd_alternatives"])
         installed = ctx.facts.packages(ctx.profile.package_manager, tuple(candidates))
@@ -378,8 +374,7 @@ class Containerd(Step):
     title = "containerd with the kata runtime handler"
 
     def check(self, ctx: Context) -> Check:
-        k = kata(ctx)
-        c = k.containerd
+        c = ctx.runtime.data["containerd"]
         current = ctx.host.read_text(c["config"])
         main, done = edit_main_config(current, c["imports"])
         actions: List[Action] = []
@@ -387,7 +382,7 @@ class Containerd(Step):
             actions.append(WriteFile(c["config"], main, 0o644, "create"))
         elif done:
             actions.append(EditFile(c["config"], main, "; ".join(done)))
-        content, carried_from = drop_in_content(ctx, k, main)
+        content, carried_from = drop_in_content(ctx, main)
         actions += file_actions(ctx, c["drop_in"], content, 0o644)
         unit = c["unit"]
         state = ctx.facts.unit(unit)
@@ -404,7 +399,7 @@ class Containerd(Step):
             actions.append(Systemctl("start", unit, f"start {unit}"))
         if actions:
             return Check(actions)
-        problems = effective_config_problems(ctx, k)
+        problems = effective_config_problems(ctx)
         if problems:
             raise VerifyFailed(
                 "containerd's effective configuration is not as wanted: " + "; ".join(problems),
@@ -414,18 +409,18 @@ class Containerd(Step):
         kept = f"; CRI settings of {carried_from} carried over" if carried_from else ""
         return Check.ok(
             f"containerd runs with runc (default, SystemdCgroup = "
-            f"{str(cgroup_driver(ctx) == 'systemd').lower()}) and {k.runtime['handler']} "
+            f"{str(ctx.runtime.cgroup_driver(ctx) == 'systemd').lower()}) and "
+            f"{ctx.runtime.data['kata']['handler']} "
             f"(io.containerd.kata.v2) from {c['drop_in']}{kept}"
         )
 
     def verify(self, ctx: Context) -> None:
-        k = kata(ctx)
-        socket = k.containerd["socket"]
+        socket = ctx.runtime.cri_socket
 
         def answers() -> bool:
             if not ctx.host.exists(socket):
                 return False
-            return ctx.host.run(["ctr", "--address", socket, "version"], check=False).ok
+            return ctx.facts.runs(("ctr", "--address", socket, "version"))[0]
 
         wait_for(answers, f"containerd does not answer on {socket} (ctr version)", 60, ctx)
         super().verify(ctx)

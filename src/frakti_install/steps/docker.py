@@ -32,7 +32,7 @@ class Docker(Step):
             60,
             ctx,
         )
-        chosen = ctx.cgroup_driver()
+        chosen = ctx.runtime.cgroup_driver(ctx)
         actual = ctx.facts.docker_cgroup_driver()
         if actual != chosen:
             raise VerifyFailed(

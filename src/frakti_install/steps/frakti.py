@@ -27,7 +27,7 @@ def frakti_args(ctx: Context) -> List[str]:
         "--v=3",
         "--log-dir=/var/log/frakti",
         "--logtostderr=false",
-        f"--cgroup-driver={ctx.cgroup_driver()}",
+        f"--cgroup-driver={ctx.runtime.cgroup_driver(ctx)}",
         f"--listen={ctx.settings.frakti_socket}",
         f"--hyper-endpoint={ctx.settings.hyper_grpc}",
         f"--streaming-server-port={ctx.settings.streaming_port}",
@@ -50,8 +50,8 @@ class Frakti(Step):
         actions = service_actions(ctx, UNIT, binary + unit, unit_files_changed=bool(unit))
         if not actions:
             return Check.ok(
-                f"frakti {ctx.versions.frakti} running on "
-                f"{ctx.settings.frakti_socket} (cgroup driver {ctx.cgroup_driver()})"
+                f"frakti {ctx.runtime.version('frakti')} running on "
+                f"{ctx.settings.frakti_socket} (cgroup driver {ctx.runtime.cgroup_driver(ctx)})"
             )
         return Check(actions)
 

@@ -36,7 +36,7 @@ class Hyperd(Step):
         outdated = tuple(
             artifact
             for artifact, package in wanted.items()
-            if not (installed.get(package) or "").startswith(ctx.versions.hyperd)
+            if not (installed.get(package) or "").startswith(ctx.runtime.version("hyperd"))
         )
         inputs: List[Action] = [InstallPackageFiles(outdated)] if outdated else []
         inputs += template_actions(
@@ -52,7 +52,8 @@ class Hyperd(Step):
         actions += service_actions(ctx, UNIT, inputs)
         if not actions:
             return Check.ok(
-                f"hyperd {ctx.versions.hyperd} running with gRPC on {ctx.settings.hyper_grpc}"
+                f"hyperd {ctx.runtime.version('hyperd')} running with gRPC on "
+                f"{ctx.settings.hyper_grpc}"
             )
         return Check(actions)
 

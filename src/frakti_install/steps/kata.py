@@ -13,28 +13,27 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from frakti_install.actions import RemoveFile, run
-from frakti_install.context import ADMIN_CONF
+from frakti_install.actions import run
+from frakti_install.constants import ADMIN_CONF
 from frakti_install.engine import Action, Check, Step
 from frakti_install.errors import (
     ConfigError,
     ExitCode,
     FraktiInstallError,
-    MissingChecksum,
     VerifyFailed,
 )
-from frakti_install.kata_profile import Kata, kata
 from frakti_install.render import render
-from frakti_install.steps.cluster import KUBELET_CONF
 from frakti_install.steps.common import template_actions
 from frakti_install.steps.preflight import (
-    CHECKS,
     CONTROL_PLANE_PORTS,
+    PORT_HINT,
     WORKER_PORTS,
-    Preflight,
     PreflightCheck,
+    common,
+    missing_checksums,
+    ports_taken,
 )
 
 if TYPE_CHECKING:
@@ -50,20 +49,18 @@ class UnsafeArchive(FraktiInstallError):
     exit_code = ExitCode.CHECKSUM
 
 
+def kata_spec(ctx: Context) -> Dict[str, Any]:
+    """The kata: table of the profile's data (prefix, shim, handler, ...)."""
+    return dict(ctx.runtime.data["kata"])
+
+
 # --- preflight ----------------------------------------------------------------
 def _arch(ctx: Context) -> Optional[str]:
-    arches = kata(ctx).runtime["arches"]
+    arches = kata_spec(ctx)["arches"]
     arch = ctx.facts.arch()
     if arch in arches:
         return None
     return f"architecture {arch}: kata's static release is built for {', '.join(arches)}"
-
-
-def _ports(ctx: Context, wanted: Sequence[int] = CONTROL_PLANE_PORTS) -> Optional[str]:
-    if ctx.host.exists(ADMIN_CONF) or ctx.host.exists(KUBELET_CONF):
-        return None  # our own cluster holds them
-    taken = sorted(set(wanted) & ctx.facts.listening_ports())
-    return f"port(s) {', '.join(map(str, taken))} already in use" if taken else None
 
 
 def _kvm(ctx: Context) -> Optional[str]:
@@ -74,19 +71,6 @@ def _kvm(ctx: Context) -> Optional[str]:
         f"{why}: Kata pods cannot start on this host (each runs in a KVM virtual "
         "machine); the cluster and its runc pods would work"
     )
-
-
-def _checksums(ctx: Context) -> Optional[str]:
-    artifacts = kata(ctx).artifacts
-    missing = []
-    for name in artifacts.names():
-        try:
-            artifacts.require_checksum_source(name)
-        except MissingChecksum:
-            missing.append(name)
-    if not missing:
-        return None
-    return f"no sha256 given for {', '.join(missing)} (upstream publishes none)"
 
 
 def _frakti_profile(ctx: Context) -> Optional[str]:
@@ -107,11 +91,25 @@ def _frakti_profile(ctx: Context) -> Optional[str]:
     )
 
 
-_SHARED = ("Root", "Systemd", "Swap", "NumCPU", "Mem", "Hostname", "FileExisting", "DiskSpace")
+def _vhost_modules(ctx: Context) -> Optional[str]:
+    missing = [m for m in kata_spec(ctx)["modules"] if not ctx.facts.module_loadable(m)]
+    if not missing:
+        return None
+    return (
+        f"the kernel has no {' or '.join(missing)}: Kata's VMs reach their agent and "
+        "network through them, so kata pods cannot start"
+    )
 
-KATA_CHECKS: Tuple[PreflightCheck, ...] = tuple(c for c in CHECKS if c.name in _SHARED) + (
+
+KATA_CHECKS: Tuple[PreflightCheck, ...] = (
+    *common("Root", "Systemd", "Swap", "NumCPU", "Mem", "Hostname", "FileExisting", "DiskSpace"),
     PreflightCheck("Arch", _arch, "Use an x86_64 or arm64 host."),
-    PreflightCheck("Port", _ports, "Stop whatever listens there (ss -ltnp shows it)."),
+    PreflightCheck(
+        "Port",
+        lambda ctx: ports_taken(ctx, CONTROL_PLANE_PORTS),
+        PORT_HINT,
+        worker_probe=lambda ctx: ports_taken(ctx, WORKER_PORTS),
+    ),
     PreflightCheck(
         "FraktiProfile",
         _frakti_profile,
@@ -119,7 +117,7 @@ KATA_CHECKS: Tuple[PreflightCheck, ...] = tuple(c for c in CHECKS if c.name in _
     ),
     PreflightCheck(
         "Checksums",
-        _checksums,
+        missing_checksums,
         "Give it with --checksum kata=SHA256 (sha256sum of the release tarball) or "
         "checksums: in the config file.",
     ),
@@ -132,26 +130,6 @@ KATA_CHECKS: Tuple[PreflightCheck, ...] = tuple(c for c in CHECKS if c.name in _
         "Enable VT-x/AMD-V in the firmware (or nested virtualisation for a VM), or pass "
         "--ignore-preflight-errors KVM to install the cluster anyway.",
     ),
-)
-
-
-def module_loadable(ctx: Context, module: str) -> bool:
-    if module_present(ctx, module):
-        return True
-    return ctx.host.run(["modinfo", "-F", "filename", module], check=False).ok
-
-
-def _vhost_modules(ctx: Context) -> Optional[str]:
-    missing = [m for m in kata(ctx).runtime["modules"] if not module_loadable(ctx, m)]
-    if not missing:
-        return None
-    return (
-        f"the kernel has no {' or '.join(missing)}: Kata's VMs reach their agent and "
-        "network through them, so kata pods cannot start"
-    )
-
-
-KATA_CHECKS += (
     PreflightCheck(
         "VhostModules",
         _vhost_modules,
@@ -163,31 +141,6 @@ KATA_CHECKS += (
 
 def skip_unloadable_modules(ctx: Context) -> bool:
     return bool({"vhostmodules", "all"} & {n.lower() for n in ctx.settings.ignore_preflight_errors})
-
-
-# A worker runs no control plane: only the kubelet's port must be free.
-KATA_WORKER_CHECKS = tuple(
-    PreflightCheck("Port", lambda ctx: _ports(ctx, WORKER_PORTS), check.hint)
-    if check.name == "Port"
-    else check
-    for check in KATA_CHECKS
-)
-
-
-class KataPreflight(Preflight):
-    """The frakti profile's generic checks, kata's own, and no CgroupV1: kata
-    and current kubelets are at home on cgroup v2."""
-
-    def __init__(self, checks: Sequence[PreflightCheck] = KATA_CHECKS) -> None:
-        super().__init__(checks)
-
-    @classmethod
-    def for_worker(cls) -> KataPreflight:
-        return cls(KATA_WORKER_CHECKS)
-
-    def check(self, ctx: Context) -> Check:
-        kata(ctx)  # an OS the kata profile does not know stops here (exit 4)
-        return super().check(ctx)
 
 
 # --- the release tarball ------------------------------------------------------
@@ -265,27 +218,23 @@ def read_manifest(ctx: Context) -> Optional[Dict[str, Any]]:
     return data if isinstance(data, dict) else None
 
 
-def readlink(ctx: Context, path: str) -> Optional[str]:
-    local = ctx.host.path(path)
-    return os.readlink(local) if os.path.islink(local) else None
-
-
-def tree_drift(ctx: Context, k: Kata) -> Optional[str]:
+def tree_drift(ctx: Context) -> Optional[str]:
     """Why /opt/kata is not the wanted release (None: it is), judged without hashing."""
-    artifact = k.artifacts.get(ARTIFACT)
+    artifact = ctx.artifacts.get(ARTIFACT)
     manifest = read_manifest(ctx)
     if manifest is None:
         return "not installed"
     if manifest.get("identity") != artifact.identity:
-        return f"kata {manifest.get('version', '?')} installed, {k.versions.kata} wanted"
+        wanted = ctx.runtime.version("kata")
+        return f"kata {manifest.get('version', '?')} installed, {wanted} wanted"
     if artifact.given_sha256 and artifact.given_sha256 != manifest.get("sha256"):
         return "installed from a tarball with another checksum"
     for path, size in sorted(manifest.get("files", {}).items()):
         st = ctx.host.stat(path)
-        if st is None or st.st_size != size or os.path.islink(ctx.host.path(path)):
+        if st is None or st.st_size != size or ctx.host.readlink(path) is not None:
             return f"{path} is missing or changed"
     for path, target in sorted(manifest.get("links", {}).items()):
-        if readlink(ctx, path) != target:
+        if ctx.host.readlink(path) != target:
             return f"the link {path} is missing or changed"
     return None
 
@@ -297,21 +246,12 @@ def _sha256(path: Path) -> str:
 
 
 def _same_file(ctx: Context, target: str, staged: Path, mode: int) -> bool:
-    st = ctx.host.stat(target)
-    if st is None or os.path.islink(ctx.host.path(target)):
+    st = ctx.host.lstat(target)
+    if st is None or not stat.S_ISREG(st.st_mode):
         return False
     if st.st_size != staged.stat().st_size or stat.S_IMODE(st.st_mode) != mode:
         return False
-    return _sha256(ctx.host.path(target)) == _sha256(staged)
-
-
-def make_link(ctx: Context, link: str, target: str) -> None:
-    """A symlink through the host's command door, recorded for reset."""
-    parent = os.path.dirname(link)
-    if not ctx.host.exists(parent):
-        ctx.host.run(["mkdir", "-p", parent])
-    ctx.host.run(["ln", "-sfn", target, link])
-    ctx.journal.record(event="file", action="write", path=link, created=True, backup=None)
+    return ctx.host.sha256(target) == _sha256(staged)
 
 
 @dataclass(frozen=True)
@@ -325,15 +265,13 @@ class ExtractKata(Action):
         return f"download, verify and unpack the kata release into {self.prefix} ({self.why})"
 
     def apply(self, ctx: Context) -> None:
-        k = kata(ctx)
-        local = k.artifacts.fetch(ARTIFACT)  # a wrong checksum stops here
-        artifact = k.artifacts.get(ARTIFACT)
+        local = ctx.artifacts.fetch(ARTIFACT)  # a wrong checksum stops here
+        artifact = ctx.artifacts.get(ARTIFACT)
         previous = read_manifest(ctx) or {}
         files: Dict[str, int] = {}
-        scratch = ctx.host.path(ctx.settings.cache_dir)
-        scratch.mkdir(parents=True, exist_ok=True)
+        # staged beside the download: the cache has room for the release
         with tarfile.open(local) as archive, tempfile.TemporaryDirectory(
-            prefix="kata-", dir=str(scratch)
+            prefix="kata-", dir=str(local.parent)
         ) as tmp:
             members, links = safe_members(archive, self.prefix)
             staged = Path(tmp) / "member"
@@ -347,17 +285,15 @@ class ExtractKata(Action):
                     ctx.host.install_file(staged, member.target, mode)
                 files[member.target] = member.info.size
         for link, target in sorted(links.items()):
-            if readlink(ctx, link) != target:
-                if ctx.host.exists(link) and readlink(ctx, link) is None:
-                    ctx.host.remove(link)  # a file in the link's place (ln replaces links)
-                make_link(ctx, link, target)
+            if ctx.host.readlink(link) != target:
+                ctx.host.symlink(link, target)
         stale = set(previous.get("files", {})) | set(previous.get("links", {}))
         for path in sorted(stale - set(files) - set(links), reverse=True):
             if ctx.host.exists(path):
                 ctx.host.remove(path)
         manifest = {
             "artifact": ARTIFACT,
-            "version": k.versions.kata,
+            "version": ctx.runtime.version("kata"),
             "identity": artifact.identity,
             "sha256": _sha256(local),
             "files": files,
@@ -376,7 +312,7 @@ class Link(Action):
         return f"link {self.path} -> {self.target}"
 
     def apply(self, ctx: Context) -> None:
-        make_link(ctx, self.path, self.target)
+        ctx.host.symlink(self.path, self.target)
 
 
 def module_present(ctx: Context, module: str) -> bool:
@@ -389,15 +325,12 @@ class KataRuntime(Step):
     title = "Kata Containers in /opt/kata and its containerd shim"
 
     def check(self, ctx: Context) -> Check:
-        k = kata(ctx)
-        r = k.runtime
+        r = kata_spec(ctx)
         actions: List[Action] = []
-        drift = tree_drift(ctx, k)
+        drift = tree_drift(ctx)
         if drift:
             actions.append(ExtractKata(drift, r["prefix"]))
-        if readlink(ctx, r["shim"]) != r["shim_target"]:
-            if ctx.host.exists(r["shim"]) and readlink(ctx, r["shim"]) is None:
-                actions.append(RemoveFile(r["shim"]))
+        if ctx.host.readlink(r["shim"]) != r["shim_target"]:
             actions.append(Link(r["shim"], r["shim_target"]))
         actions += template_actions(
             ctx, r["modules_file"], "kata-modules-load.conf.j2", modules=r["modules"]
@@ -405,32 +338,28 @@ class KataRuntime(Step):
         for module in r["modules"]:
             if module_present(ctx, module):
                 continue
-            if skip_unloadable_modules(ctx) and not module_loadable(ctx, module):
+            if skip_unloadable_modules(ctx) and not ctx.facts.module_loadable(module):
                 continue  # preflight warned: kata pods cannot start on this kernel
             actions.append(run("modprobe", module, why=f"load {module}"))
         if not actions:
             return Check.ok(
-                f"kata {k.versions.kata} in {r['prefix']}, {r['shim']} -> {r['shim_target']}, "
-                f"{' and '.join(r['modules'])} available"
+                f"kata {ctx.runtime.version('kata')} in {r['prefix']}, "
+                f"{r['shim']} -> {r['shim_target']}, {' and '.join(r['modules'])} available"
             )
         return Check(actions)
 
     def verify(self, ctx: Context) -> None:
         super().verify(ctx)
-        shim = kata(ctx).runtime["shim"]
-        result = ctx.host.run([shim, "-v"], check=False, timeout=30)
-        if not result.ok:
+        shim = kata_spec(ctx)["shim"]
+        runs, output = ctx.facts.runs((shim, "-v"), timeout=30)
+        if not runs:
             raise VerifyFailed(
-                f"{shim} does not run: {(result.stderr or result.stdout).strip()}",
+                f"{shim} does not run: {output}",
                 hint="Check that the kata release matches this host's architecture.",
             )
 
 
 # --- the RuntimeClass and a kata pod --------------------------------------------
-def kubectl(*args: str) -> List[str]:
-    return ["kubectl", "--kubeconfig", ADMIN_CONF, *args]
-
-
 @dataclass(frozen=True)
 class KubectlApply(Action):
     manifest: str = field(repr=False)
@@ -440,23 +369,8 @@ class KubectlApply(Action):
         return f"{self.why}: kubectl apply -f -"
 
     def apply(self, ctx: Context) -> None:
-        ctx.host.run(kubectl("apply", "-f", "-"), input=self.manifest, timeout=120)
-
-
-def get_runtime_class(ctx: Context, name: str) -> Optional[Dict[str, Any]]:
-    """The RuntimeClass, or None when it is absent (or the API cannot be asked yet)."""
-    if not ctx.host.exists(ADMIN_CONF):
-        return None
-    result = ctx.host.run(
-        kubectl("get", "runtimeclass", name, "-o", "json"), check=False, timeout=60
-    )
-    if not result.ok:
-        return None
-    try:
-        found = json.loads(result.stdout)
-    except ValueError:
-        return None
-    return found if isinstance(found, dict) else None
+        argv = ["kubectl", "--kubeconfig", ADMIN_CONF, "apply", "-f", "-"]
+        ctx.host.run(argv, input=self.manifest, timeout=120)
 
 
 class RuntimeClass(Step):
@@ -464,13 +378,13 @@ class RuntimeClass(Step):
     title = "RuntimeClass kata (handler kata)"
 
     def check(self, ctx: Context) -> Check:
-        r = kata(ctx).runtime
+        r = kata_spec(ctx)
         name, handler = r["runtime_class"], r["handler"]
         wanted_overhead = {"memory": r["overhead"]["memory"], "cpu": r["overhead"]["cpu"]}
         manifest = render(
             "kata-runtimeclass.yaml.j2", name=name, handler=handler, overhead=r["overhead"]
         )
-        current = get_runtime_class(ctx, name)
+        current = ctx.facts.runtime_class(ADMIN_CONF, name)
         if current is None:
             return Check(
                 [KubectlApply(manifest, f"create RuntimeClass {name} (handler {handler})")]
@@ -488,26 +402,17 @@ class RuntimeClass(Step):
         return Check.ok(f"RuntimeClass {name} exists with handler {handler}")
 
 
-def admission(ctx: Context, k: Kata) -> Tuple[bool, str]:
+def admission(ctx: Context) -> Tuple[bool, str]:
     """Would the API server admit a pod with runtimeClassName: kata? (server dry run)"""
     if not ctx.host.exists(ADMIN_CONF):
         return False, "there is no cluster yet"
-    name = k.runtime["runtime_class"]
-    manifest = render(
-        "kata-admission-pod.yaml.j2", runtime_class=name, image=k.containerd["sandbox_image"]
-    )
-    result = ctx.host.run(
-        kubectl("apply", "--dry-run=server", "-o", "json", "-f", "-"),
-        input=manifest,
-        check=False,
-        timeout=60,
-    )
-    if not result.ok:
-        return False, (result.stderr or result.stdout).strip() or "kubectl failed"
-    try:
-        spec = json.loads(result.stdout).get("spec", {})
-    except (ValueError, AttributeError):
-        return False, "kubectl printed no pod"
+    name = kata_spec(ctx)["runtime_class"]
+    image = ctx.runtime.data["containerd"]["sandbox_image"]
+    manifest = render("kata-admission-pod.yaml.j2", runtime_class=name, image=image)
+    answer = ctx.facts.server_dry_run(ADMIN_CONF, manifest)
+    if not answer.ok or answer.obj is None:
+        return False, answer.error
+    spec = answer.obj.get("spec") or {}
     if spec.get("runtimeClassName") != name:
         return False, f"the admitted pod lost runtimeClassName {name}"
     if not spec.get("overhead"):
@@ -529,10 +434,10 @@ class WaitForAdmission(Action):
 
     def apply(self, ctx: Context) -> None:
         # Right after init the default service account may not exist yet.
-        k = kata(ctx)
         deadline = time.monotonic() + self.timeout
         while True:
-            ok, detail = admission(ctx, k)
+            ctx.facts.invalidate()
+            ok, detail = admission(ctx)
             if ok:
                 return
             if time.monotonic() >= deadline:
@@ -549,10 +454,8 @@ class KataPodAdmitted(Step):
     title = "A pod with runtimeClassName: kata is admitted"
 
     def check(self, ctx: Context) -> Check:
-        k = kata(ctx)
-        ok, detail = admission(ctx, k)
+        runtime_class = kata_spec(ctx)["runtime_class"]
+        ok, detail = admission(ctx)
         if ok:
-            return Check.ok(
-                f"a pod with runtimeClassName: {k.runtime['runtime_class']} is {detail}"
-            )
-        return Check([WaitForAdmission(k.runtime["runtime_class"], ADMISSION_TIMEOUT)])
+            return Check.ok(f"a pod with runtimeClassName: {runtime_class} is {detail}")
+        return Check([WaitForAdmission(runtime_class, ADMISSION_TIMEOUT)])

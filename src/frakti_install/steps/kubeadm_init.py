@@ -10,14 +10,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, List, Optional
 
 from frakti_install.actions import run
-from frakti_install.context import ADMIN_CONF
+from frakti_install.constants import ADMIN_CONF, KUBELET_CONF, MANIFESTS
 from frakti_install.engine import Action, Check, Step
 from frakti_install.errors import ConfigError
 
 if TYPE_CHECKING:
     from frakti_install.context import Context
 
-MANIFESTS = "/etc/kubernetes/manifests"
 CONTROLLER_MANAGER = f"{MANIFESTS}/kube-controller-manager.yaml"
 TOKEN_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -36,7 +35,7 @@ def initialised_cidr(ctx: Context) -> Optional[str]:
 
 def partial_init(ctx: Context) -> bool:
     """Something of an earlier init is there, but no admin.conf: it did not finish."""
-    return bool(ctx.host.listdir(MANIFESTS)) or ctx.host.exists("/etc/kubernetes/kubelet.conf")
+    return bool(ctx.host.listdir(MANIFESTS)) or ctx.host.exists(KUBELET_CONF)
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,7 @@ class KubeadmInit(Action):
 class KubeadmInitStep(Step):
     name = "kubeadm-init"
     title = "kubeadm init"
+    creates_cluster = True  # its change is the run that made the cluster (the join line)
 
     def init_argv(self, ctx: Context) -> tuple:
         return (
@@ -62,8 +62,8 @@ class KubeadmInitStep(Step):
             "init",
             f"--pod-network-cidr={ctx.settings.pod_cidr}",
             f"--service-cidr={ctx.settings.service_cidr}",
-            f"--kubernetes-version={ctx.versions.kubernetes}",
-            f"--cri-socket={ctx.settings.frakti_socket}",
+            f"--kubernetes-version={ctx.runtime.kubernetes_version}",
+            f"--cri-socket={ctx.runtime.kubeadm_cri_socket}",
             f"--node-name={ctx.facts.hostname().lower()}",
         ) + (
             (f"--apiserver-advertise-address={ctx.settings.advertise_address}",)

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, List
 
 from frakti_install.actions import run
+from frakti_install.constants import KUBELET_CONF
 from frakti_install.engine import Action, Check, Step
 from frakti_install.errors import ConfigError
-from frakti_install.steps.cluster import KUBELET_CONF, node_name
+from frakti_install.steps.cluster import node_name
 
 if TYPE_CHECKING:
     from frakti_install.context import Context
@@ -71,9 +72,6 @@ class KubeadmJoinStep(Step):
     name = "kubeadm-join"
     title = "kubeadm join"
 
-    def cri_socket(self, ctx: Context) -> str:
-        return ctx.settings.frakti_socket
-
     def check(self, ctx: Context) -> Check:
         if ctx.host.exists(KUBELET_CONF):
             return Check.ok("this node has joined a cluster (kubelet.conf present)")
@@ -87,7 +85,7 @@ class KubeadmJoinStep(Step):
                 settings.join_endpoint,
                 settings.join_token,
                 settings.join_ca_hash,
-                self.cri_socket(ctx),
+                ctx.runtime.kubeadm_cri_socket,
                 node_name(ctx),
             )
         )

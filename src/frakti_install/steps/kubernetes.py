@@ -28,7 +28,7 @@ class Kubernetes(Step):
             actions.append(ExtractArtifact("crictl", BIN_DIR, ("crictl",)))
         if not actions:
             return Check.ok(
-                f"Kubernetes {ctx.versions.kubernetes} binaries and crictl "
-                f"{ctx.versions.crictl} installed"
+                f"Kubernetes {ctx.runtime.kubernetes_version} binaries and crictl "
+                f"{ctx.runtime.version('crictl')} installed"
             )
         return Check(actions)

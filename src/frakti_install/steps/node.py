@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, List
 
 from frakti_install.actions import run
-from frakti_install.context import ADMIN_CONF
+from frakti_install.constants import ADMIN_CONF
 from frakti_install.engine import Action, Check, Step
 from frakti_install.steps.cluster import WaitForNode, is_ready, node_name, this_node
 from frakti_install.versions import parse
@@ -30,9 +30,6 @@ class Untaint(Step):
     name = "untaint"
     title = "Let pods schedule on the master"
 
-    def kubernetes_version(self, ctx: Context) -> str:
-        return ctx.versions.kubernetes
-
     def check(self, ctx: Context) -> Check:
         name = node_name(ctx)
         node = this_node(ctx)
@@ -40,7 +37,7 @@ class Untaint(Step):
         if node is None:
             # Not registered yet (a dry run before init): predict kubeadm's taints.
             actions.append(WaitForNode(name, ctx.settings.node_ready_timeout))
-            taints = taints_kubeadm_sets(self.kubernetes_version(ctx))
+            taints = taints_kubeadm_sets(ctx.runtime.kubernetes_version)
         else:
             taints = [
                 f"{t['key']}:{t['effect']}"

@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
+from enum import Enum
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
-from frakti_install.context import ADMIN_CONF
+from frakti_install.constants import ADMIN_CONF, KUBELET_CONF
 from frakti_install.engine import Check, Step
 from frakti_install.errors import MissingChecksum, PreflightFailed
-from frakti_install.steps.cluster import KUBELET_CONF
 
 if TYPE_CHECKING:
     from frakti_install.context import Context
@@ -28,20 +29,36 @@ MIN_DISK_GB = 10
 REQUIRED_BINARIES = ("ip", "mount", "nsenter", "tc", "touch")
 
 
+class Role(str, Enum):
+    MASTER = "master"  # runs the control plane (allinone)
+    WORKER = "worker"  # joins a master (node)
+
+
 @dataclass(frozen=True)
 class PreflightCheck:
     name: str
     probe: Callable[[Context], Optional[str]]  # a problem, or None
     hint: str
     fatal: bool = True
+    # on a worker, another probe (or None: the same); a worker runs no control plane
+    worker_probe: Optional[Callable[[Context], Optional[str]]] = None
+
+
+def for_role(checks: Sequence[PreflightCheck], role: Role) -> Tuple[PreflightCheck, ...]:
+    if role is Role.MASTER:
+        return tuple(checks)
+    return tuple(
+        dataclasses.replace(check, probe=check.worker_probe) if check.worker_probe else check
+        for check in checks
+    )
 
 
 def _root(ctx: Context) -> Optional[str]:
-    euid = ctx.host.run(["id", "-u"]).stdout.strip()
+    euid = ctx.facts.euid()
     return None if euid == "0" else f"running as uid {euid}, not root"
 
 
-def _arch(ctx: Context) -> Optional[str]:
+def _amd64(ctx: Context) -> Optional[str]:
     arch = ctx.facts.arch()
     return None if arch == "amd64" else f"architecture {arch}: frakti is released for amd64 only"
 
@@ -55,7 +72,7 @@ def _cgroup_v1(ctx: Context) -> Optional[str]:
     if ctx.facts.cgroup_version() == 1:
         return None
     return (
-        f"the host uses cgroup v2 only; kubelet {ctx.versions.kubernetes} (the newest "
+        f"the host uses cgroup v2 only; kubelet {ctx.runtime.kubernetes_version} (the newest "
         "frakti supports) cannot run on it"
     )
 
@@ -102,7 +119,16 @@ def _kvm(ctx: Context) -> Optional[str]:
     return f"{why}: hyperd will fall back to software emulation, pods start very slowly"
 
 
-def _ports(ctx: Context, wanted_ports: Sequence[int]) -> Optional[str]:
+def ports_taken(ctx: Context, wanted_ports: Sequence[int]) -> Optional[str]:
+    """Kubernetes' ports in use by something else (our own cluster holds them)."""
+    if ctx.host.exists(ADMIN_CONF) or ctx.host.exists(KUBELET_CONF):
+        return None
+    taken = sorted(set(wanted_ports) & ctx.facts.listening_ports())
+    return f"port(s) {', '.join(map(str, taken))} already in use" if taken else None
+
+
+def _frakti_ports(ctx: Context, wanted_ports: Sequence[int]) -> Optional[str]:
+    """Kubernetes' ports, hyperd's gRPC port and frakti's streaming port."""
     wanted = set(wanted_ports)
     if ctx.host.exists(ADMIN_CONF) or ctx.host.exists(KUBELET_CONF):
         wanted.clear()  # our own cluster holds them
@@ -118,7 +144,7 @@ def _ports(ctx: Context, wanted_ports: Sequence[int]) -> Optional[str]:
 
 def _cgroup_driver(ctx: Context) -> Optional[str]:
     docker = ctx.facts.docker_cgroup_driver() or ctx.facts.docker_configured_cgroup_driver()
-    chosen = ctx.cgroup_driver()
+    chosen = ctx.runtime.cgroup_driver(ctx)
     if docker and docker != chosen:
         return (
             f"docker uses the {docker} cgroup driver but {chosen} was asked for; "
@@ -127,7 +153,7 @@ def _cgroup_driver(ctx: Context) -> Optional[str]:
     return None
 
 
-def _checksums(ctx: Context) -> Optional[str]:
+def missing_checksums(ctx: Context) -> Optional[str]:
     missing = []
     for name in ctx.artifacts.names():
         try:
@@ -139,10 +165,35 @@ def _checksums(ctx: Context) -> Optional[str]:
     return f"no sha256 given for {', '.join(missing)} (upstream publishes none)"
 
 
-CHECKS = (
+PORT_HINT = "Stop whatever listens there (ss -ltnp shows it)."
+
+
+def common(*names: str) -> Tuple[PreflightCheck, ...]:
+    """The checks every profile makes, by name."""
+    by_name = {check.name: check for check in COMMON_CHECKS}
+    return tuple(by_name[name] for name in names)
+
+
+COMMON_CHECKS = (
     PreflightCheck("Root", _root, "Run frakti-install as root (sudo)."),
-    PreflightCheck("Arch", _arch, "Use an x86_64 host."),
     PreflightCheck("Systemd", _systemd, "frakti-install manages services through systemd."),
+    PreflightCheck(
+        "Swap", _swap, "Pass --disable-swap to turn it off now and in /etc/fstab, or do it by hand."
+    ),
+    PreflightCheck("NumCPU", _cpus, "Give the host at least 2 CPUs."),
+    PreflightCheck("Mem", _memory, "Give the host at least 1700 MB of memory."),
+    PreflightCheck(
+        "Hostname", _hostname, "Add the hostname to /etc/hosts or DNS; kubelet registers by it."
+    ),
+    PreflightCheck("FileExisting", _binaries, "Install them (iproute2, util-linux, coreutils)."),
+    PreflightCheck("DiskSpace", _disk, "Free space under /var/lib.", fatal=False),
+)
+
+# The frakti profile's, in the order its preflight reports them.
+FRAKTI_CHECKS = (
+    *common("Root"),
+    PreflightCheck("Arch", _amd64, "Use an x86_64 host."),
+    *common("Systemd"),
     PreflightCheck(
         "CgroupV1",
         _cgroup_v1,
@@ -150,21 +201,14 @@ CHECKS = (
         "GRUB_CMDLINE_LINUX in /etc/default/grub, run update-grub or grub2-mkconfig) "
         "and reboot; or use --runtime kata (containerd + Kata Containers, current Kubernetes).",
     ),
-    PreflightCheck(
-        "Swap", _swap, "Pass --disable-swap to turn it off now and in /etc/fstab, or do it by hand."
-    ),
-    PreflightCheck("NumCPU", _cpus, "Give the host at least 2 CPUs."),
-    PreflightCheck("Mem", _memory, "Give the host at least 1700 MB of memory."),
+    *common("Swap", "NumCPU", "Mem"),
     PreflightCheck(
         "Port",
-        lambda ctx: _ports(ctx, CONTROL_PLANE_PORTS),
-        "Stop whatever listens there (ss -ltnp shows it).",
+        lambda ctx: _frakti_ports(ctx, CONTROL_PLANE_PORTS),
+        PORT_HINT,
+        worker_probe=lambda ctx: _frakti_ports(ctx, WORKER_PORTS),
     ),
-    PreflightCheck(
-        "Hostname", _hostname, "Add the hostname to /etc/hosts or DNS; kubelet registers by it."
-    ),
-    PreflightCheck("FileExisting", _binaries, "Install them (iproute2, util-linux, coreutils)."),
-    PreflightCheck("DiskSpace", _disk, "Free space under /var/lib.", fatal=False),
+    *common("Hostname", "FileExisting", "DiskSpace"),
     PreflightCheck(
         "CgroupDriver",
         _cgroup_driver,
@@ -173,7 +217,7 @@ CHECKS = (
     ),
     PreflightCheck(
         "Checksums",
-        _checksums,
+        missing_checksums,
         "Give the sums with --checksum NAME=SHA256 or checksums: in the config file.",
     ),
     PreflightCheck(
@@ -183,27 +227,21 @@ CHECKS = (
 
 
 class Preflight(Step):
+    """The runtime profile's checks for this role, made before anything changes."""
+
     name = "preflight"
     title = "Check the host before changing anything"
 
-    def __init__(self, checks: Sequence[PreflightCheck] = CHECKS) -> None:
-        self.checks = checks
-
-    @classmethod
-    def for_worker(cls) -> Preflight:
-        """A worker runs no control plane: only the kubelet's port must be free."""
-        port = PreflightCheck(
-            "Port",
-            lambda ctx: _ports(ctx, WORKER_PORTS),
-            "Stop whatever listens there (ss -ltnp shows it).",
-        )
-        return cls(tuple(port if check.name == "Port" else check for check in CHECKS))
+    def __init__(self, role: Role = Role.MASTER) -> None:
+        self.role = role
 
     def check(self, ctx: Context) -> Check:
+        ctx.runtime.check_host(ctx)  # a system the profile does not know stops here (exit 4)
+        checks = ctx.runtime.preflight_checks(self.role)
         ignored = {name.lower() for name in ctx.settings.ignore_preflight_errors}
         errors: List[str] = []
         warnings: List[str] = []
-        for item in self.checks:
+        for item in checks:
             problem = item.probe(ctx)
             if problem is None:
                 continue
@@ -218,7 +256,7 @@ class Preflight(Step):
                 "preflight found problems:\n  " + "\n  ".join(errors),
                 hint="Fix them, or skip a check with --ignore-preflight-errors NAME.",
             )
-        summary = f"{len(self.checks)} checks passed"
+        summary = f"{len(checks)} checks passed"
         if warnings:
             summary += "; warnings: " + " ".join(warnings)
         return Check.ok(summary)

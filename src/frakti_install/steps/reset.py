@@ -5,17 +5,14 @@ it installed."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, List
 
 from frakti_install import datafiles
 from frakti_install.actions import RemoveFile, Systemctl, run
-from frakti_install.context import ADMIN_CONF
+from frakti_install.constants import ADMIN_CONF, MANIFESTS
 from frakti_install.engine import Action, Check, Step
-from frakti_install.state import UndoLog, undo_log
-from frakti_install.steps.kubeadm_init import MANIFESTS
+from frakti_install.state import UndoLog
 
 if TYPE_CHECKING:
     from frakti_install.context import Context
@@ -25,13 +22,7 @@ OUR_CHAINS = ("CNI-", "KUBE-")
 
 
 def journal_log(ctx: Context) -> UndoLog:
-    return undo_log(Path(ctx.host.path(f"{ctx.settings.state_dir}/journal.jsonl")))
-
-
-def cri_socket(ctx: Context) -> str:
-    if ctx.settings.runtime == "kata":
-        return "unix://" + datafiles.load("kata")["containerd"]["socket"]
-    return ctx.settings.frakti_socket
+    return ctx.host.undo_log(f"{ctx.settings.state_dir}/journal.jsonl")
 
 
 class KubeadmReset(Step):
@@ -50,7 +41,7 @@ class KubeadmReset(Step):
                     "kubeadm",
                     "reset",
                     "-f",
-                    f"--cri-socket={cri_socket(ctx)}",
+                    f"--cri-socket={ctx.runtime.kubeadm_cri_socket}",
                     why="tear the cluster down",
                     timeout=600,
                 )
@@ -83,8 +74,9 @@ class RemoveIptablesRules(Action):
         return "remove the CNI-* and KUBE-* iptables chains and rules"
 
     def apply(self, ctx: Context) -> None:
-        rules = ctx.host.run(["iptables-save"]).stdout
-        ctx.host.run(["iptables-restore"], input=without_our_rules(rules))
+        dump = ctx.facts.iptables_save()
+        if dump is not None:
+            ctx.host.run(["iptables-restore"], input=without_our_rules(dump.text))
 
 
 def without_our_rules(rules: str) -> str:
@@ -106,10 +98,9 @@ class NetworkCleanup(Step):
         actions: List[Action] = []
         if ctx.host.exists(f"/sys/class/net/{CNI_BRIDGE}"):
             actions.append(run("ip", "link", "delete", CNI_BRIDGE, why="remove the pod bridge"))
-        if ctx.facts.binary("iptables-save"):
-            rules = ctx.host.run(["iptables-save"], check=False).stdout
-            if any(chain in rules for chain in OUR_CHAINS):
-                actions.append(RemoveIptablesRules())
+        dump = ctx.facts.iptables_save()
+        if dump is not None and dump.has_chains(OUR_CHAINS):
+            actions.append(RemoveIptablesRules())
         if not actions:
             return Check.ok("no pod bridge and no CNI/KUBE iptables rules")
         return Check(actions)
@@ -169,8 +160,9 @@ def data_dirs(ctx: Context, packages: List[str]) -> List[str]:
 
 
 def has_data(ctx: Context, target: str) -> bool:
-    path = ctx.host.path(target)
-    return path.is_dir() and (bool(ctx.host.listdir(target)) or not os.path.ismount(path))
+    return ctx.host.is_dir(target) and (
+        bool(ctx.host.listdir(target)) or not ctx.host.is_mount(target)
+    )
 
 
 class PurgePackages(Step):
@@ -208,7 +200,7 @@ class MarkReset(Action):
         return "mark the journal: everything before this is undone"
 
     def apply(self, ctx: Context) -> None:
-        ctx.journal.record(event="reset-done")
+        ctx.host.note(event="reset-done")
 
 
 class Forget(Step):

@@ -1,0 +1,114 @@
+"""What a runtime profile is: the one interface frakti and kata implement.
+
+A profile says which versions it installs, where its artifacts come from,
+which CRI socket and cgroup driver kubelet uses, what preflight checks, and
+which steps it adds to a node. Everything else (the host prepared, kubeadm,
+the pod network, routes) is the same for every profile and lives in plans.py.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Sequence
+
+from frakti_install import datafiles
+from frakti_install.artifacts import Artifacts
+from frakti_install.config import Settings
+from frakti_install.kubesource import KubernetesSource
+from frakti_install.steps.preflight import PreflightCheck, Role
+
+if TYPE_CHECKING:
+    from frakti_install.context import Context
+    from frakti_install.download import Downloader
+    from frakti_install.engine import Step
+    from frakti_install.facts import Facts
+    from frakti_install.profiles import Profile
+
+
+class Runtime(ABC):
+    name: ClassVar[str]
+    table: ClassVar[str]  # its data file (data/<table>.yaml): artifacts, bases, ...
+    cri_name: ClassVar[str]  # what kubelet talks to, in words: "containerd (kata profile)"
+    offline_bundles: ClassVar[bool] = False  # whether `bundle create` carries its artifacts
+
+    def __init__(self, settings: Settings) -> None:
+        """Resolve and check the versions: a bad setting raises ConfigError here,
+        before anything changes."""
+        self.settings = settings
+
+    # --- what it installs --------------------------------------------------
+    @property
+    @abstractmethod
+    def versions(self) -> Dict[str, str]:
+        """Component -> version, e.g. {"kubernetes": "v1.12.10", "frakti": ...};
+        also the placeholders of the artifact URLs."""
+
+    @property
+    def kubernetes_version(self) -> str:
+        return self.versions["kubernetes"]
+
+    def version(self, component: str) -> str:
+        return self.versions[component]
+
+    @property
+    @abstractmethod
+    def kubernetes(self) -> KubernetesSource:
+        """How kubelet, kubeadm and kubectl get onto the host."""
+
+    @property
+    def data(self) -> Dict[str, Any]:
+        return datafiles.load(self.table)
+
+    def family(self, profile: Profile) -> Dict[str, Any]:
+        """The data file's values for this OS family (families.<family>), if any."""
+        return dict(self.data.get("families", {}).get(profile.family, {}))
+
+    def artifacts(
+        self, arch: str, package_format: str, downloader_factory: Callable[[], Downloader]
+    ) -> Artifacts:
+        return Artifacts(
+            self.settings, self.versions, arch, package_format, downloader_factory, self.table
+        )
+
+    # --- how kubelet reaches it --------------------------------------------
+    @property
+    @abstractmethod
+    def cri_socket(self) -> str:
+        """The CRI socket's path."""
+
+    @property
+    def kubeadm_cri_socket(self) -> str:
+        """--cri-socket as this profile's kubeadm takes it."""
+        return "unix://" + self.cri_socket
+
+    @abstractmethod
+    def cgroup_driver(self, ctx: Context) -> str:
+        """The driver kubelet and the runtime must both use."""
+
+    @abstractmethod
+    def kubelet_args(self, ctx: Context) -> List[str]:
+        """KUBELET_EXTRA_ARGS: the flags that point kubelet at the runtime."""
+
+    # --- what it checks and adds --------------------------------------------
+    def check_host(self, ctx: Context) -> None:  # noqa: B027  most profiles take any system
+        """Raise UnsupportedOS when the profile does not know this system."""
+
+    @abstractmethod
+    def preflight_checks(self, role: Role) -> Sequence[PreflightCheck]:
+        """The checks made before anything changes, on a master or a worker."""
+
+    @abstractmethod
+    def runtime_steps(self) -> List[Step]:
+        """The runtime on a node, after the host is prepared and before Kubernetes."""
+
+    def cluster_steps(self) -> List[Step]:
+        """Made once per cluster, on the master, after the node is Ready."""
+        return []
+
+    @abstractmethod
+    def host_problems(self, facts: Facts) -> List[str]:
+        """Why this profile cannot work on a host (empty: it fits); for `info`."""
+
+    @abstractmethod
+    def fit_reason(self, facts: Facts) -> str:
+        """Why it works on a host that has none of host_problems(); for `info`."""

@@ -1,0 +1,96 @@
+"""The frakti profile: pods in hyperd VMs through frakti, privileged pods in
+docker, on Kubernetes 1.9-1.12 release binaries (cgroup v1 hosts)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Dict, List, Sequence
+
+from frakti_install.kubesource import KubernetesSource, ReleaseBinaries
+from frakti_install.runtimes.base import Runtime
+from frakti_install.steps.docker import Docker
+from frakti_install.steps.frakti import Frakti
+from frakti_install.steps.hyperd import Hyperd
+from frakti_install.steps.preflight import FRAKTI_CHECKS, PreflightCheck, Role, for_role
+from frakti_install.steps.proxy import Proxy
+
+if TYPE_CHECKING:
+    from frakti_install.config import Settings
+    from frakti_install.context import Context
+    from frakti_install.engine import Step
+    from frakti_install.facts import Facts
+
+
+class FraktiRuntime(Runtime):
+    name = "frakti"
+    cri_name = "frakti"
+    table = "artifacts"
+    offline_bundles = True
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        # a row of the compatibility table; an impossible combination stops here
+        self.version_set = settings.versions
+
+    @property
+    def versions(self) -> Dict[str, str]:
+        return self.version_set.as_dict()
+
+    @property
+    def kubernetes(self) -> KubernetesSource:
+        return ReleaseBinaries()
+
+    @property
+    def cri_socket(self) -> str:
+        return self.settings.frakti_socket
+
+    @property
+    def kubeadm_cri_socket(self) -> str:
+        return self.settings.frakti_socket  # kubeadm <= 1.12 takes the bare path
+
+    def cgroup_driver(self, ctx: Context) -> str:
+        """docker's, unless set: frakti, kubelet and docker must agree."""
+        if self.settings.cgroup_driver != "auto":
+            return self.settings.cgroup_driver
+        facts = ctx.facts
+        detected = facts.docker_cgroup_driver() or facts.docker_configured_cgroup_driver()
+        if detected:
+            return detected
+        # docker's own default before it runs: systemd on cgroup v2, cgroupfs on v1
+        return "systemd" if facts.cgroup_version() == 2 else "cgroupfs"
+
+    def kubelet_args(self, ctx: Context) -> List[str]:
+        args = [
+            "--container-runtime=remote",
+            f"--container-runtime-endpoint=unix://{self.cri_socket}",
+            f"--cgroup-driver={self.cgroup_driver(ctx)}",
+        ]
+        if self.settings.node_ip:
+            args.append(f"--node-ip={self.settings.node_ip}")
+        if self.settings.kubelet_feature_gates:
+            args.append(f"--feature-gates={self.settings.kubelet_feature_gates}")
+        return args
+
+    def preflight_checks(self, role: Role) -> Sequence[PreflightCheck]:
+        return for_role(FRAKTI_CHECKS, role)
+
+    def runtime_steps(self) -> List[Step]:
+        return [Proxy(), Hyperd(), Docker(), Frakti()]
+
+    def host_problems(self, facts: Facts) -> List[str]:
+        problems = []
+        if not facts.os().supported:
+            problems.append(f"{facts.os().pretty_name} is not a supported system")
+        if facts.cgroup_version() != 1:
+            problems.append("cgroup v2: frakti's kubelets (Kubernetes 1.12 and older) cannot run")
+        if facts.arch() != "amd64":
+            problems.append(f"{facts.arch()}: frakti is released for amd64 only")
+        return problems
+
+    def fit_reason(self, facts: Facts) -> str:
+        why = "cgroup v1 and amd64: frakti's kubelet runs here (the default profile)"
+        if facts.kvm_usable():
+            return why + "; /dev/kvm usable"
+        return why + "; no usable KVM (hyperd falls back to slow emulation)"
+
+
+RUNTIME = FraktiRuntime
