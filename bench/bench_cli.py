@@ -33,7 +33,7 @@ def timed_process(argv, runs):
 
 
 def converged_rerun(runs):
-    from tests.unit.simhost import SimMachine
+    from tests.unit.simhost import SimMachine, frakti
 
     from frakti_install import plans, session
 

@@ -1,5 +1,6 @@
-"""The changes a step can ask for. Each says what it will do (for the plan
-and the journal) and does it through the host."""
+"""The changes any step can ask for. Each says what it will do (for the plan
+and the journal) and does it through the host. A change only one step makes
+(kubeadm init, the kata release unpacked, ...) is defined beside that step."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
+from frakti_install.constants import ADMIN_CONF
 from frakti_install.engine import Action
 from frakti_install.errors import FraktiInstallError
 
@@ -225,3 +227,71 @@ def _sha256_of(path: Path) -> str:
     from frakti_install.download import sha256_of  # requests loads only when downloading
 
     return sha256_of(path)
+
+
+@dataclass(frozen=True)
+class EditFile(Action):
+    """A targeted edit of a file that is not ours (the host keeps a backup)."""
+
+    path: str
+    content: str = field(repr=False)
+    what: str = ""
+
+    def describe(self) -> str:
+        return f"edit {self.path}: {self.what} (the rest kept as is, a backup kept)"
+
+    def apply(self, ctx: Context) -> None:
+        st = ctx.host.stat(self.path)
+        mode = (st.st_mode & 0o7777) if st is not None else 0o644
+        ctx.host.write_file(self.path, self.content.encode(), mode)
+
+
+@dataclass(frozen=True)
+class Symlink(Action):
+    path: str
+    target: str
+
+    def describe(self) -> str:
+        return f"link {self.path} -> {self.target}"
+
+    def apply(self, ctx: Context) -> None:
+        ctx.host.symlink(self.path, self.target)
+
+
+@dataclass(frozen=True)
+class KubectlApply(Action):
+    manifest: str = field(repr=False)
+    why: str = ""
+
+    def describe(self) -> str:
+        return f"{self.why}: kubectl apply -f -"
+
+    def apply(self, ctx: Context) -> None:
+        argv = ["kubectl", "--kubeconfig", ADMIN_CONF, "apply", "-f", "-"]
+        ctx.host.run(argv, input=self.manifest, timeout=120)
+
+
+@dataclass(frozen=True)
+class RestoreFile(Action):
+    path: str
+    backup: str
+
+    def describe(self) -> str:
+        return f"restore {self.path} from {self.backup}"
+
+    def apply(self, ctx: Context) -> None:
+        content = ctx.host.read_bytes(self.backup)
+        st = ctx.host.stat(self.backup)
+        assert content is not None and st is not None, self.backup
+        ctx.host.write_file(self.path, content, st.st_mode & 0o7777)
+
+
+@dataclass(frozen=True)
+class RemoveTree(Action):
+    path: str
+
+    def describe(self) -> str:
+        return f"delete {self.path} (runtime data)"
+
+    def apply(self, ctx: Context) -> None:
+        ctx.host.remove_tree(self.path)

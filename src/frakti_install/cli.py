@@ -460,16 +460,15 @@ def bundle_create(
 
     def _create() -> None:
         from frakti_install import bundle, console, session
-        from frakti_install.artifacts import Artifacts
 
         settings = session.load_settings(config, flags)
+        runtime = session.bundled_runtime(settings)
         target = output or Path(f"frakti-bundle-{family}-{arch}-{settings.versions.frakti}.tar.gz")
         display = console.StepProgress(dry_run=False)
         with display:
-            artifacts = Artifacts(
-                settings, settings.versions, arch, family,
-                console.downloader_factory(settings, display),
-            )  # fmt: skip
+            artifacts = runtime.artifacts(
+                arch, family, console.downloader_factory(settings, display)
+            )
             written = bundle.create_bundle(
                 target, artifacts, family=family, arch=arch, versions=settings.versions,
                 os_packages=bundle.os_packages_for(family),

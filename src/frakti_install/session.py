@@ -116,15 +116,21 @@ def installed_plan(ctx: Context) -> List[Step]:
 
 
 # --- offline bundles --------------------------------------------------------------
-def use_bundle(settings: Settings, path: Path, workdir: Path) -> Tuple[Settings, Callable[[], Any]]:
-    """Settings and a downloader that take every artifact from an offline bundle."""
-    from frakti_install.bundle import Bundle, apply_to_settings
-
+def bundled_runtime(settings: Settings) -> runtimes.Runtime:
+    """The settings' runtime profile, if offline bundles carry its artifacts."""
     if not runtimes.runtime_class(settings.runtime).offline_bundles:
         carried = [cls.name for cls in runtimes.in_order() if cls.offline_bundles]
         raise ConfigError(
             f"offline bundles carry the {', '.join(carried)} profile's artifacts only"
         )
+    return runtimes.runtime_for(settings)
+
+
+def use_bundle(settings: Settings, path: Path, workdir: Path) -> Tuple[Settings, Callable[[], Any]]:
+    """Settings and a downloader that take every artifact from an offline bundle."""
+    from frakti_install.bundle import Bundle, apply_to_settings
+
+    bundled_runtime(settings)
     bundle = Bundle.open(path, workdir)
     probe = new_context(settings)
     bundle.check_compatible(settings.versions, probe.profile.package_format, probe.facts.arch())

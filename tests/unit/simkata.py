@@ -10,7 +10,6 @@ A test stand-in only: it keeps the state those programs would keep.
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import hashlib
 import io

@@ -13,7 +13,7 @@ import pytest
 from frakti_install import plans, session
 from frakti_install.engine import Status, StepResult
 from frakti_install.errors import ConfigError
-from tests.unit.simhost import Killed, SUPPORTED, SimMachine, TOKEN_FILE, frakti
+from tests.unit.simhost import SUPPORTED, TOKEN_FILE, Killed, SimMachine, frakti
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "plans"
 

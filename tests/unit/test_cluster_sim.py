@@ -138,7 +138,9 @@ def test_join_token_is_secret(cluster, caplog):
         cluster=cluster[0],
     )
     with caplog.at_level("DEBUG", logger="frakti_install"):
-        report = session.execute(plans.node(frakti()), fresh.context(fresh.settings(**join)), dry_run=False)
+        report = session.execute(
+            plans.node(frakti()), fresh.context(fresh.settings(**join)), dry_run=False
+        )
     session.raise_for(report)
     assert token not in caplog.text and token not in json.dumps(report.as_dict())
     assert "--token <secret>" in json.dumps(report.as_dict())

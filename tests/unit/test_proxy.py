@@ -7,7 +7,9 @@ from tests.unit.simhost import frakti
 
 
 def run(m, **settings):
-    report = session.execute(plans.allinone(frakti()), m.context(m.settings(**settings)), dry_run=False)
+    report = session.execute(
+        plans.allinone(frakti()), m.context(m.settings(**settings)), dry_run=False
+    )
     session.raise_for(report)
     return {r.name: r for r in report.steps}
 

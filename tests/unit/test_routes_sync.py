@@ -57,7 +57,9 @@ def test_a_workers_saved_settings_hold_no_join_secret(master, tmp_path):
 
 def test_a_new_interval_rewrites_and_restarts_only_the_timer(master):
     starts = {unit: st.starts for unit, st in master.state.units.items()}
-    steps = run(master, plans.allinone(frakti()), pod_cidr="10.32.0.0/16", routes_sync_interval="1h")
+    steps = run(
+        master, plans.allinone(frakti()), pod_cidr="10.32.0.0/16", routes_sync_interval="1h"
+    )
     changed = [name for name, r in steps.items() if r.status is Status.CHANGE]
     assert changed == ["settings", "routes-sync"]
     assert "OnUnitActiveSec=1h" in master.p(f"/etc/systemd/system/{TIMER}").read_text()
@@ -66,13 +68,17 @@ def test_a_new_interval_rewrites_and_restarts_only_the_timer(master):
 
 
 def test_off_removes_the_timer_and_its_files(master):
-    steps = run(master, plans.allinone(frakti()), pod_cidr="10.32.0.0/16", routes_sync_interval="off")
+    steps = run(
+        master, plans.allinone(frakti()), pod_cidr="10.32.0.0/16", routes_sync_interval="off"
+    )
     assert steps["routes-sync"].status is Status.CHANGE
     assert not master.state.units[TIMER].enabled and not master.state.units[TIMER].active
     for path in (f"/etc/systemd/system/{TIMER}", "/etc/systemd/system/frakti-routes-sync.service"):
         assert not master.p(path).exists()
     assert "routes_sync_interval: 'off'" in master.p(SETTINGS).read_text()  # still the record
-    again = run(master, plans.allinone(frakti()), pod_cidr="10.32.0.0/16", routes_sync_interval="off")
+    again = run(
+        master, plans.allinone(frakti()), pod_cidr="10.32.0.0/16", routes_sync_interval="off"
+    )
     assert again["routes-sync"].status is Status.OK
 
 

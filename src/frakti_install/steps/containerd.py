@@ -27,10 +27,10 @@ import fnmatch
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from frakti_install.actions import Systemctl, WriteFile
+from frakti_install.actions import EditFile, Systemctl, WriteFile
 from frakti_install.engine import Action, Check, Step
 from frakti_install.errors import ConfigError, VerifyFailed
 from frakti_install.render import render
@@ -313,23 +313,6 @@ def _digest(*contents: str) -> str:
     for content in contents:
         digest.update(hashlib.sha256(content.encode()).digest())
     return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class EditFile(Action):
-    """A targeted edit of a file that is not ours (the host keeps a backup)."""
-
-    path: str
-    content: str = field(repr=False)
-    what: str = ""
-
-    def describe(self) -> str:
-        return f"edit {self.path}: {self.what} (the rest kept as is, a backup kept)"
-
-    def apply(self, ctx: Context) -> None:
-        st = ctx.host.stat(self.path)
-        mode = (st.st_mode & 0o7777) if st is not None else 0o644
-        ctx.host.write_file(self.path, self.content.encode(), mode)
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ import stat
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from frakti_install.actions import run
+from frakti_install.actions import KubectlApply, Symlink, run
 from frakti_install.constants import ADMIN_CONF
 from frakti_install.engine import Action, Check, Step
 from frakti_install.errors import (
@@ -303,18 +303,6 @@ class ExtractKata(Action):
         ctx.host.write_file(manifest_path(ctx), content.encode(), 0o644)
 
 
-@dataclass(frozen=True)
-class Link(Action):
-    path: str
-    target: str
-
-    def describe(self) -> str:
-        return f"link {self.path} -> {self.target}"
-
-    def apply(self, ctx: Context) -> None:
-        ctx.host.symlink(self.path, self.target)
-
-
 def module_present(ctx: Context, module: str) -> bool:
     """Loaded, or its device node is there (opening it loads the module)."""
     return ctx.facts.module_loaded(module) or ctx.host.exists("/dev/" + module.replace("_", "-"))
@@ -331,7 +319,7 @@ class KataRuntime(Step):
         if drift:
             actions.append(ExtractKata(drift, r["prefix"]))
         if ctx.host.readlink(r["shim"]) != r["shim_target"]:
-            actions.append(Link(r["shim"], r["shim_target"]))
+            actions.append(Symlink(r["shim"], r["shim_target"]))
         actions += template_actions(
             ctx, r["modules_file"], "kata-modules-load.conf.j2", modules=r["modules"]
         )
@@ -360,19 +348,6 @@ class KataRuntime(Step):
 
 
 # --- the RuntimeClass and a kata pod --------------------------------------------
-@dataclass(frozen=True)
-class KubectlApply(Action):
-    manifest: str = field(repr=False)
-    why: str = ""
-
-    def describe(self) -> str:
-        return f"{self.why}: kubectl apply -f -"
-
-    def apply(self, ctx: Context) -> None:
-        argv = ["kubectl", "--kubeconfig", ADMIN_CONF, "apply", "-f", "-"]
-        ctx.host.run(argv, input=self.manifest, timeout=120)
-
-
 class RuntimeClass(Step):
     name = "runtimeclass"
     title = "RuntimeClass kata (handler kata)"

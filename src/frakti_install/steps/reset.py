@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, List
 
 from frakti_install import datafiles
-from frakti_install.actions import RemoveFile, Systemctl, run
+from frakti_install.actions import RemoveFile, RemoveTree, RestoreFile, Systemctl, run
 from frakti_install.constants import ADMIN_CONF, MANIFESTS
 from frakti_install.engine import Action, Check, Step
 from frakti_install.state import UndoLog
@@ -106,21 +106,6 @@ class NetworkCleanup(Step):
         return Check(actions)
 
 
-@dataclass(frozen=True)
-class RestoreFile(Action):
-    path: str
-    backup: str
-
-    def describe(self) -> str:
-        return f"restore {self.path} from {self.backup}"
-
-    def apply(self, ctx: Context) -> None:
-        content = ctx.host.read_bytes(self.backup)
-        st = ctx.host.stat(self.backup)
-        assert content is not None and st is not None, self.backup
-        ctx.host.write_file(self.path, content, st.st_mode & 0o7777)
-
-
 class RestoreFiles(Step):
     name = "files"
     title = "Remove the files frakti-install wrote; restore what it replaced"
@@ -138,17 +123,6 @@ class RestoreFiles(Step):
         if not actions:
             return Check.ok("every file is as it was before frakti-install")
         return Check(actions)
-
-
-@dataclass(frozen=True)
-class RemoveTree(Action):
-    path: str
-
-    def describe(self) -> str:
-        return f"delete {self.path} (runtime data)"
-
-    def apply(self, ctx: Context) -> None:
-        ctx.host.remove_tree(self.path)
 
 
 def data_dirs(ctx: Context, packages: List[str]) -> List[str]:
