@@ -178,6 +178,12 @@ class Facts:
         return ports
 
     @cached
+    def ipv4_routes(self) -> Dict[str, str]:
+        """Destination -> gateway, of the kernel's IPv4 routes via a gateway."""
+        result = self.host.run(["ip", "-4", "route", "show"], check=False)
+        return probes.parse_ip_routes(result.stdout)
+
+    @cached
     def selinux_mode(self) -> Optional[str]:
         enforce = self.host.read_text("/sys/fs/selinux/enforce")
         if enforce is None:

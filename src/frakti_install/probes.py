@@ -27,6 +27,17 @@ def parse_showhold(text: str) -> FrozenSet[str]:
     return frozenset(line.strip() for line in text.splitlines() if line.strip())
 
 
+# --- ip -4 route show ----------------------------------------------------------
+def parse_ip_routes(text: str) -> Dict[str, str]:
+    """Destination -> gateway of the routes that go via a gateway."""
+    routes = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[1] == "via":
+            routes[fields[0]] = fields[2]
+    return routes
+
+
 # --- modinfo -F filename ---------------------------------------------------------
 def parse_modinfo_filename(text: str) -> Optional[str]:
     """The module's file ("(builtin)" for one built into the kernel), or None."""

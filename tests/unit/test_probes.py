@@ -62,6 +62,7 @@ PARSERS: Dict[str, Callable[[Dict[str, Any]], Any]] = {
     "apt-mark": lambda c: sorted(probes.parse_showhold(c["stdout"])),
     "containerd": containerd_result,
     "id": lambda c: c["stdout"].strip(),
+    "ip-route": lambda c: probes.parse_ip_routes(c["stdout"]),
     "iptables": iptables_result,
     "kubectl": kubectl_result,
     "modinfo": lambda c: {"filename": probes.parse_modinfo_filename(c["stdout"])},

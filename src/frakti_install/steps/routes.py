@@ -38,16 +38,6 @@ def managed_routes(ctx: Context) -> Dict[str, str]:
     return dict(OUR_ROUTE.findall(ctx.host.read_text(UNIT_PATH) or ""))
 
 
-def kernel_routes(ctx: Context) -> Dict[str, str]:
-    result = ctx.host.run(["ip", "-4", "route", "show"], check=False)
-    routes = {}
-    for line in result.stdout.splitlines():
-        fields = line.split()
-        if len(fields) >= 3 and fields[1] == "via":
-            routes[fields[0]] = fields[2]
-    return routes
-
-
 class Routes(Step):
     name = "routes"
     title = "Routes to the other nodes' pod subnets"
@@ -60,7 +50,7 @@ class Routes(Step):
         if nodes(ctx) is None:
             return Check.skipped("the cluster cannot be asked yet (no kubeconfig on this host)")
         wanted = wanted_routes(ctx)
-        current = kernel_routes(ctx)
+        current = ctx.facts.ipv4_routes()
         actions: List[Action] = []
         for subnet, via in sorted(wanted.items()):
             if current.get(subnet) != via:
