@@ -5,15 +5,15 @@ and the journal) and does it through the host. A change only one step makes
 from __future__ import annotations
 
 import os
-import tarfile
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Optional, Sequence, Tuple
 
+from frakti_install import tarsafe
 from frakti_install.constants import ADMIN_CONF
 from frakti_install.engine import Action
 from frakti_install.errors import FraktiInstallError
+from frakti_install.fsio import sha256_of
 
 if TYPE_CHECKING:
     from frakti_install.context import Context
@@ -180,7 +180,7 @@ class InstallArtifact(Action):
     def apply(self, ctx: Context) -> None:
         local = ctx.artifacts.fetch(self.artifact)
         ctx.host.install_file(local, self.path, self.mode)
-        ctx.installed.remember(self.path, ctx.artifacts.get(self.artifact), _sha256_of(local))
+        ctx.installed.remember(self.path, ctx.artifacts.get(self.artifact), sha256_of(local))
 
 
 @dataclass(frozen=True)
@@ -198,35 +198,12 @@ class ExtractArtifact(Action):
     def apply(self, ctx: Context) -> None:
         local = ctx.artifacts.fetch(self.artifact)
         artifact = ctx.artifacts.get(self.artifact)
-        archive_sha256 = _sha256_of(local)  # what the record compares with a given sum
-        with tarfile.open(local) as archive, tempfile.TemporaryDirectory() as tmp:
-            for member in _safe_members(archive, self.members):
-                extracted = archive.extractfile(member)
-                assert extracted is not None
-                staged = os.path.join(tmp, os.path.basename(member.name))
-                with open(staged, "wb") as out:
-                    out.write(extracted.read())
-                target = f"{self.directory.rstrip('/')}/{os.path.basename(member.name)}"
-                ctx.host.install_file(Path(staged), target, 0o755)
-                ctx.installed.remember(target, artifact, archive_sha256)
-
-
-def _safe_members(archive: tarfile.TarFile, wanted: Sequence[str]) -> List[tarfile.TarInfo]:
-    """Regular files only, by base name: no paths, links or devices from the archive."""
-    members = [m for m in archive.getmembers() if m.isfile()]
-    by_name = {os.path.basename(m.name): m for m in members}
-    if not wanted:
-        return [m for m in members if m.name.lstrip("./").count("/") == 0]
-    missing = [name for name in wanted if name not in by_name]
-    if missing:
-        raise FraktiInstallError(f"archive {archive.name!r} has no {', '.join(missing)}")
-    return [by_name[name] for name in wanted]
-
-
-def _sha256_of(path: Path) -> str:
-    from frakti_install.download import sha256_of  # requests loads only when downloading
-
-    return sha256_of(path)
+        archive_sha256 = sha256_of(local)  # what the record compares with a given sum
+        # regular files only, by base name: no paths, links or devices from the archive
+        for member, data in tarsafe.safe_members(local, names=self.members).read():
+            target = f"{self.directory.rstrip('/')}/{member.target}"
+            ctx.host.write_stream(data, target, 0o755)
+            ctx.installed.remember(target, artifact, archive_sha256)
 
 
 @dataclass(frozen=True)

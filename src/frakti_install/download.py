@@ -100,11 +100,6 @@ class _Transient(Exception):
 # --------------------------------------------------------------------------- helpers
 
 
-# moved to fsio; kept for callers being migrated
-sha256_of = fsio.sha256_of
-fsync_dir = fsio.fsync_dir
-
-
 def _hash_stream(fh: IO[bytes], digest: Any) -> int:
     size = 0
     while True:

@@ -7,7 +7,6 @@ paths on the target; `root` lets tests point the host at a scratch tree.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -173,11 +172,7 @@ class Host:
 
     def sha256(self, target: str) -> str:
         """The sha256 of a file, read in chunks (a 100 MB file costs no memory)."""
-        digest = hashlib.sha256()
-        with open(self._local(target), "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return fsio.sha256_of(self._local(target))
 
     def lstat(self, target: str) -> Optional[os.stat_result]:
         try:
@@ -244,6 +239,12 @@ class Host:
                 shutil.copyfileobj(src, out, fsio.CHUNK_SIZE)
 
         return self._commit(target, mode, copy)
+
+    def write_stream(self, source: IO[bytes], target: str, mode: int = 0o755) -> FileChange:
+        """Atomically put what `source` yields (an archive member) at `target`."""
+        return self._commit(
+            target, mode, lambda out: shutil.copyfileobj(source, out, fsio.CHUNK_SIZE)
+        )
 
     def symlink(self, target: str, points_to: str) -> FileChange:
         """Atomically make target a symlink to points_to (a file in its place is

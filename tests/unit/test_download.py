@@ -19,8 +19,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from frakti_install import download
-from frakti_install.download import Downloader, Progress, parse_sha256_file, sha256_of
+from frakti_install.download import Downloader, Progress, parse_sha256_file
 from frakti_install.errors import ChecksumMismatch, DownloadError
+from frakti_install.fsio import sha256_of
 
 PROXY_VARS = (
     "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",

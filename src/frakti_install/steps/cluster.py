@@ -3,13 +3,13 @@ the master, the kubelet's own kubeconfig on a worker)."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from frakti_install.constants import ADMIN_CONF, KUBELET_CONF
 from frakti_install.engine import Action
 from frakti_install.errors import VerifyFailed
+from frakti_install.polling import poll_until
 
 if TYPE_CHECKING:
     from frakti_install.context import Context
@@ -81,15 +81,18 @@ class WaitForNode(Action):
 
     def apply(self, ctx: Context) -> None:
         condition = CONDITIONS[self.until]
-        deadline = time.monotonic() + self.timeout
-        while True:
-            ctx.facts.invalidate()
+
+        def met() -> bool:
             node = this_node(ctx)
-            if node is not None and condition(node):
-                return
-            if time.monotonic() >= deadline:
-                raise VerifyFailed(
-                    f"node {self.name} is not {self.until} after {self.timeout:.0f} s",
-                    hint="See 'journalctl -u kubelet -u frakti' on this host.",
-                )
-            time.sleep(2)
+            return node is not None and condition(node)
+
+        def timed_out(detail: str) -> VerifyFailed:
+            return VerifyFailed(
+                f"node {self.name} is not {self.until} after {self.timeout:.0f} s",
+                hint="See 'journalctl -u kubelet -u frakti' on this host.",
+            )
+
+        poll_until(
+            met, timeout=self.timeout, interval=2, what=f"node {self.name} {self.until}",
+            on_timeout=timed_out, before_each=ctx.facts.invalidate,
+        )  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import stat
-import time
 from typing import TYPE_CHECKING, Callable, List, Sequence
 
 from frakti_install.actions import (
@@ -16,7 +15,7 @@ from frakti_install.actions import (
     run,
 )
 from frakti_install.engine import Action
-from frakti_install.errors import VerifyFailed
+from frakti_install.polling import poll_until
 from frakti_install.render import render
 
 if TYPE_CHECKING:
@@ -85,11 +84,6 @@ def wait_for(
     condition: Callable[[], bool], what: str, timeout: float, ctx: Context, interval: float = 0.5
 ) -> None:
     """Poll until condition() holds, re-reading facts each time; else VerifyFailed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        ctx.facts.invalidate()
-        if condition():
-            return
-        if time.monotonic() >= deadline:
-            raise VerifyFailed(f"{what} (waited {timeout:.0f} s)")
-        time.sleep(interval)
+    poll_until(
+        condition, timeout=timeout, interval=interval, what=what, before_each=ctx.facts.invalidate
+    )

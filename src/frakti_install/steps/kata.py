@@ -5,25 +5,23 @@ the RuntimeClass, and proof that a kata pod is admitted."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import stat
-import tarfile
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
+from frakti_install import tarsafe
 from frakti_install.actions import KubectlApply, Symlink, run
 from frakti_install.constants import ADMIN_CONF
 from frakti_install.engine import Action, Check, Step
 from frakti_install.errors import (
     ConfigError,
-    ExitCode,
-    FraktiInstallError,
     VerifyFailed,
 )
+from frakti_install.fsio import sha256_of
+from frakti_install.polling import NotYet, poll_until
 from frakti_install.render import render
 from frakti_install.steps.common import template_actions
 from frakti_install.steps.preflight import (
@@ -35,18 +33,13 @@ from frakti_install.steps.preflight import (
     missing_checksums,
     ports_taken,
 )
+from frakti_install.tarsafe import UnsafeArchive  # noqa: F401  what a refused archive raises
 
 if TYPE_CHECKING:
     from frakti_install.context import Context
 
 ARTIFACT = "kata"
 ADMISSION_TIMEOUT = 120.0
-
-
-class UnsafeArchive(FraktiInstallError):
-    """An archive holds something that must not be unpacked (nothing was installed)."""
-
-    exit_code = ExitCode.CHECKSUM
 
 
 def kata_spec(ctx: Context) -> Dict[str, Any]:
@@ -144,67 +137,6 @@ def skip_unloadable_modules(ctx: Context) -> bool:
 
 
 # --- the release tarball ------------------------------------------------------
-@dataclass(frozen=True)
-class Member:
-    info: tarfile.TarInfo
-    target: str  # where it goes on the host
-
-
-def safe_members(archive: tarfile.TarFile, prefix: str) -> Tuple[List[Member], Dict[str, str]]:
-    """Regular files, and symlinks that stay inside prefix; directories are made
-    as needed. Anything else (devices, hard links, paths outside prefix,
-    files below a link) refuses the whole archive before anything is written."""
-    root = prefix.strip("/")
-    files: List[Member] = []
-    links: Dict[str, str] = {}
-    for info in archive.getmembers():
-        name = info.name
-        while name.startswith("./"):
-            name = name[2:]
-        name = name.rstrip("/")
-        if name in ("", "."):
-            continue
-        parts = name.split("/")
-        if info.name.startswith("/") or ".." in parts:
-            raise UnsafeArchive(f"archive member {info.name!r} leaves the tree; nothing installed")
-        inside = name == root or name.startswith(root + "/")
-        if info.isdir() and (inside or root.startswith(name + "/")):
-            continue
-        if not inside or name == root:
-            raise UnsafeArchive(
-                f"archive member {info.name!r} is outside ./{root}; nothing installed"
-            )
-        target = "/" + name
-        if info.isreg():
-            files.append(Member(info, target))
-        elif info.issym():
-            link = info.linkname
-            resolved = os.path.normpath(
-                link if link.startswith("/") else os.path.join(os.path.dirname(target), link)
-            )
-            if not resolved.startswith(prefix.rstrip("/") + "/"):
-                raise UnsafeArchive(
-                    f"archive link {info.name!r} points outside {prefix} ({link}); "
-                    "nothing installed"
-                )
-            links[target] = link
-        else:
-            raise UnsafeArchive(
-                f"archive member {info.name!r} is neither a file, a directory nor a link "
-                "inside the tree; nothing installed"
-            )
-    for member in files:
-        parent = os.path.dirname(member.target)
-        while parent.startswith("/" + root):
-            if parent in links:
-                raise UnsafeArchive(
-                    f"archive file {member.info.name!r} lies below the link {parent}; "
-                    "nothing installed"
-                )
-            parent = os.path.dirname(parent)
-    return files, links
-
-
 def manifest_path(ctx: Context) -> str:
     return f"{ctx.settings.state_dir}/kata-files.json"
 
@@ -239,19 +171,13 @@ def tree_drift(ctx: Context) -> Optional[str]:
     return None
 
 
-def _sha256(path: Path) -> str:
-    from frakti_install.download import sha256_of
-
-    return sha256_of(path)
-
-
 def _same_file(ctx: Context, target: str, staged: Path, mode: int) -> bool:
     st = ctx.host.lstat(target)
     if st is None or not stat.S_ISREG(st.st_mode):
         return False
     if st.st_size != staged.stat().st_size or stat.S_IMODE(st.st_mode) != mode:
         return False
-    return ctx.host.sha256(target) == _sha256(staged)
+    return ctx.host.sha256(target) == sha256_of(staged)
 
 
 @dataclass(frozen=True)
@@ -269,16 +195,13 @@ class ExtractKata(Action):
         artifact = ctx.artifacts.get(ARTIFACT)
         previous = read_manifest(ctx) or {}
         files: Dict[str, int] = {}
+        selection = tarsafe.safe_members(local, prefix=self.prefix)  # refused: nothing written
+        links = selection.links
         # staged beside the download: the cache has room for the release
-        with tarfile.open(local) as archive, tempfile.TemporaryDirectory(
-            prefix="kata-", dir=str(local.parent)
-        ) as tmp:
-            members, links = safe_members(archive, self.prefix)
+        with tempfile.TemporaryDirectory(prefix="kata-", dir=str(local.parent)) as tmp:
             staged = Path(tmp) / "member"
-            for member in members:
-                source = archive.extractfile(member.info)
-                assert source is not None, member.info.name
-                with source, open(staged, "wb") as out:
+            for member, source in selection.read():
+                with open(staged, "wb") as out:
                     shutil.copyfileobj(source, out, 1 << 20)
                 mode = (member.info.mode & 0o755) | 0o400
                 if not _same_file(ctx, member.target, staged, mode):
@@ -295,7 +218,7 @@ class ExtractKata(Action):
             "artifact": ARTIFACT,
             "version": ctx.runtime.version("kata"),
             "identity": artifact.identity,
-            "sha256": _sha256(local),
+            "sha256": sha256_of(local),
             "files": files,
             "links": links,
         }
@@ -409,19 +332,21 @@ class WaitForAdmission(Action):
 
     def apply(self, ctx: Context) -> None:
         # Right after init the default service account may not exist yet.
-        deadline = time.monotonic() + self.timeout
-        while True:
-            ctx.facts.invalidate()
+        def admitted() -> object:
             ok, detail = admission(ctx)
-            if ok:
-                return
-            if time.monotonic() >= deadline:
-                raise VerifyFailed(
-                    f"a pod with runtimeClassName: {self.runtime_class} is not admitted: {detail}",
-                    hint=f"See 'kubectl get runtimeclass {self.runtime_class} -o yaml' and the "
-                    "API server's admission plugins.",
-                )
-            time.sleep(2)
+            return True if ok else NotYet(detail)
+
+        def refused(detail: str) -> VerifyFailed:
+            return VerifyFailed(
+                f"a pod with runtimeClassName: {self.runtime_class} is not admitted: {detail}",
+                hint=f"See 'kubectl get runtimeclass {self.runtime_class} -o yaml' and the "
+                "API server's admission plugins.",
+            )
+
+        poll_until(
+            admitted, timeout=self.timeout, interval=2, what="admission",
+            on_timeout=refused, before_each=ctx.facts.invalidate,
+        )  # fmt: skip
 
 
 class KataPodAdmitted(Step):
