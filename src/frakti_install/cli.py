@@ -300,6 +300,7 @@ def node(
 
         joining = {"join_endpoint": join, "join_token": token, "join_ca_hash": ca_hash}
         settings = session.load_settings(run.config, {**run.flags, **joining})
+        session.check_join(settings)  # a malformed join stops here, before any change
         _run(
             lambda ctx: plans.node(ctx.runtime), settings, dry_run=run.dry_run, yes=run.yes,
             as_json=run.as_json, verbose=run.verbose, bundle=run.bundle,

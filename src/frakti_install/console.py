@@ -77,8 +77,6 @@ class _NullObserver:
         pass
 
 
-null_observer = _NullObserver()
-
 
 class StepProgress(_NullObserver):
     """A spinner per running step with its time; a line per finished step."""

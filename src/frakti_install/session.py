@@ -21,6 +21,7 @@ from frakti_install.context import Context
 from frakti_install.engine import Observer, Status, Step, StepResult, _quiet, first_error, run_plan
 from frakti_install.errors import Aborted, ConfigError
 from frakti_install.host import Host
+from frakti_install.steps.kubeadm_join import check_join_settings
 
 log = logging.getLogger("frakti_install")
 
@@ -102,6 +103,11 @@ def installed_settings(config_file: Optional[Path]) -> Settings:
     if text is None:
         return defaults
     return runtimes.load_settings(Path(recorded), {}, file_text=text)
+
+
+def check_join(settings: Settings) -> None:
+    """The join parameters are well formed (ConfigError), checked before any change."""
+    check_join_settings(settings.join_endpoint, settings.join_token, settings.join_ca_hash)
 
 
 # --- which plan -------------------------------------------------------------------

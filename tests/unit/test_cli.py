@@ -81,6 +81,41 @@ def test_allinone_refuses_unsupported_os_with_exit_4(sim):
     assert not m.p("/etc/hyper").exists() and m.runner.mutations == 0
 
 
+CA_HASH = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "token", "ca_hash", "message"),
+    [
+        ("10.0.0.1", "abcdef.0123456789abcdef", CA_HASH, "is not HOST:PORT"),
+        ("10.0.0.1:6443", "not-a-token", CA_HASH, "not a kubeadm bootstrap token"),
+        ("10.0.0.1:6443", "abcdef.0123456789abcdef", "sha256:abc", "sha256:<64 hex digits>"),
+    ],
+)
+def test_a_malformed_join_changes_nothing(sim, endpoint, token, ca_hash, message):
+    m, config = sim()
+    before = m.snapshot()
+    result = invoke(
+        "node", "--yes", "-c", config, "--join", endpoint, "--token", token,
+        "--discovery-token-ca-cert-hash", ca_hash,
+    )  # fmt: skip
+    assert result.exit_code == ExitCode.CONFIG, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert m.runner.mutations == 0 and m.snapshot() == before
+
+
+def test_node_takes_every_setting_allinone_gives_a_node():
+    """One option list: node has allinone's settings, less the master's own."""
+
+    def options(command: str) -> set:
+        text = invoke(command, "--help", env={"COLUMNS": "200"}).output
+        return {word.rstrip(",") for word in text.split() if word.startswith("--")}
+
+    assert options("allinone") - options("node") == {"--advertise-address"}
+    for flag in ("--kubernetes-version", "--key-fingerprint", "--allow-unverified"):
+        assert flag in options("node")
+
+
 def test_dry_run_json_is_the_plan_and_changes_nothing(sim):
     m, config = sim()
     result = invoke("allinone", "--dry-run", "--json", "-c", config)

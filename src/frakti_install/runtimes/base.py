@@ -8,6 +8,7 @@ the pod network, routes) is the same for every profile and lives in plans.py.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Sequence
 
@@ -55,8 +56,9 @@ class Runtime(ABC):
     def kubernetes(self) -> KubernetesSource:
         """How kubelet, kubeadm and kubectl get onto the host."""
 
-    @property
+    @functools.cached_property
     def data(self) -> Dict[str, Any]:
+        """Its data file (data/<table>.yaml), validated; this profile's own copy."""
         return datafiles.load(self.table)
 
     def family(self, profile: Profile) -> Dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 
-from frakti_install import datafiles
 from frakti_install.errors import ConfigError, UnsupportedOS
 from frakti_install.kubesource import KubernetesSource, PackageRepository
 from frakti_install.runtimes.base import Runtime
@@ -63,7 +62,7 @@ class KataContainersRuntime(Runtime):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        data = datafiles.load(TABLE)
+        data = self.data
         kubernetes = kubernetes_release(settings, str(data["versions"]["kubernetes"]))
         self._versions = {
             "kubernetes": kubernetes,
