@@ -33,13 +33,13 @@ import stat
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 from urllib.parse import urlsplit
 
 from frakti_install import __version__, datafiles
 from frakti_install.artifacts import Artifacts
 from frakti_install.config import Settings
-from frakti_install.download import Downloader
+from frakti_install.download import Digest, Downloader
 from frakti_install.errors import ChecksumMismatch, ConfigError, DownloadError
 from frakti_install.fsio import CHUNK_SIZE, sha256_of, staged
 from frakti_install.profiles import identify, profile_for
@@ -75,7 +75,7 @@ _CREATE_HINT = "On a connected machine: frakti-install bundle create"
 # --------------------------------------------------------------------------- what goes in
 
 
-def _package_format(family: str) -> str:
+def package_format(family: str) -> str:
     """'deb'/'rpm' (or the profile family 'debian'/'rhel') -> 'deb'/'rpm'."""
     value = family.strip().lower()
     if value in FAMILIES:
@@ -107,7 +107,7 @@ def artifact_names(family: str, os_id_version: Optional[Tuple[str, str]] = None)
     With ``os_id_version`` (e.g. ("debian", "12")) the list is exact for that
     system: the CNI plugins tarball is left out where they come from an OS package.
     """
-    fmt = _package_format(family)
+    fmt = package_format(family)
     names = list(datafiles.load("artifacts")["artifacts"])
     if os_id_version is not None:
         profile = _system_profile(fmt, os_id_version)
@@ -124,7 +124,7 @@ def os_packages_for(
     Without ``os_id_version``: the family's defaults (one system may differ,
     e.g. EL8/9 use docker-ce from Docker's repository).
     """
-    fmt = _package_format(family)
+    fmt = package_format(family)
     if os_id_version is not None:
         packages = _system_profile(fmt, os_id_version).packages
     else:
@@ -176,7 +176,7 @@ def create_bundle(
     family (whatever system of it installs), and appears atomically: a partial
     bundle is never left at ``output``.
     """
-    fmt = _package_format(family)
+    fmt = package_format(family)
     _check_resolver(artifacts, fmt, arch, versions)
     output = Path(output)
 
@@ -193,13 +193,14 @@ def create_bundle(
     files: Dict[str, Path] = {}  # arcname -> local file
     for name in artifact_names(fmt):
         artifact = artifacts.get(name)
-        expected = artifacts.sha256(name)  # MissingChecksum when nobody can know it
-        if expected is None:
+        if artifacts.expected(name) is None:  # MissingChecksum when nobody can know it
             raise ConfigError(
                 f"{name} has no checksum ({artifact.url}); a bundle carries verified files only.",
                 hint=f"Give it with --checksum {name}=SHA256 instead of --allow-unverified.",
             )
-        local = artifacts.fetch(name)
+        local = artifacts.fetch(name)  # verified by whatever upstream publishes (sha512...)
+        # the manifest records the sha256 of the verified file (the cache's name for it)
+        expected = artifacts.sha256(name) or sha256_of(local)
         arcname = f"{ARTIFACT_DIR}/{expected}"
         entries[name] = {
             "file": arcname,
@@ -420,7 +421,7 @@ class Bundle:
 
     def check_compatible(self, versions: VersionSet, family: str, arch: str) -> None:
         """ConfigError listing every way the bundle does not fit this host's install."""
-        fmt = _package_format(family)
+        fmt = package_format(family)
         wanted = versions.as_dict()
         problems: List[str] = []
         if self.family != fmt:
@@ -618,10 +619,11 @@ class BundleDownloader(Downloader):
     def cached(self, sha256: str) -> Optional[Path]:
         return self.bundle.path_of(sha256.strip().lower())
 
-    def fetch(self, url: str, sha256: str) -> Path:
-        expected = sha256.strip().lower()
-        if expected.startswith("sha256:"):
-            expected = expected[len("sha256:") :]
+    def fetch(self, url: str, sha256: Union[str, Digest]) -> Path:
+        want = Digest.of(sha256)
+        if want.algorithm != "sha256":  # the manifest gives every artifact a sha256
+            raise self._not_in_bundle(f"{url} ({want.algorithm} {want.hexdigest[:16]}...)")
+        expected = want.hexdigest
         path = self.bundle.path_of(expected)
         if path is None:
             raise self._not_in_bundle(f"{url} (sha256 {expected})")

@@ -461,18 +461,19 @@ def bundle_create(
 
     def _create() -> None:
         from frakti_install import bundle, console, session
-
+        package_format = bundle.package_format(family)  # deb | rpm (debian | rhel too)
         settings = session.load_settings(config, flags)
         runtime = session.bundled_runtime(settings)
-        target = output or Path(f"frakti-bundle-{family}-{arch}-{settings.versions.frakti}.tar.gz")
+        name = f"frakti-bundle-{package_format}-{arch}-{settings.versions.frakti}.tar.gz"
+        target = output or Path(name)
         display = console.StepProgress(dry_run=False)
         with display:
             artifacts = runtime.artifacts(
-                arch, family, console.downloader_factory(settings, display)
+                arch, package_format, console.downloader_factory(settings, display)
             )
             written = bundle.create_bundle(
-                target, artifacts, family=family, arch=arch, versions=settings.versions,
-                os_packages=bundle.os_packages_for(family),
+                target, artifacts, family=package_format, arch=arch, versions=settings.versions,
+                os_packages=bundle.os_packages_for(package_format),
                 wheels=sorted(wheels.glob("*.whl")) if wheels else (),
             )  # fmt: skip
         typer.echo(f"wrote {written}")

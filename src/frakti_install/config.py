@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
+import logging
 import os
 import pkgutil
 import re
@@ -16,11 +18,14 @@ import yaml
 from frakti_install import datafiles, versions
 from frakti_install.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 FINGERPRINT_RE = re.compile(r"^[0-9A-F]{40}$")
 TIME_SPAN_RE = re.compile(r"^(off|[1-9][0-9]*(s|min|h))$")
 CGROUP_DRIVERS = ("auto", "cgroupfs", "systemd")
 ENV_PREFIX = "FRAKTI_INSTALL_"
+NODE_PREFIX = 24  # kubeadm's controller manager gives each node a /24 of the pod CIDR
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,21 @@ def validate(settings: Settings) -> Settings:
                 raise ConfigError(
                     f"key_fingerprints: {fingerprint!r} for {name} is not 40 hex digits"
                 )
+    if settings.node_subnet == "auto" and pod.prefixlen > NODE_PREFIX:
+        raise ConfigError(
+            f"pod_cidr {pod} cannot hold a /{NODE_PREFIX} per node (node_subnet auto)",
+            hint=f"Use a pod CIDR of /{NODE_PREFIX - 8} to /{NODE_PREFIX - 1}, e.g. 10.244.0.0/16.",
+        )
+    host, _, port = settings.hyper_grpc.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"hyper_grpc {settings.hyper_grpc!r} is not HOST:PORT",
+            hint="Write it like 127.0.0.1:22318 (hyperd's gRPC address).",
+        )
+    if settings.node_ready_timeout <= 0:
+        raise ConfigError(
+            f"node_ready_timeout {settings.node_ready_timeout} must be a positive number of seconds"
+        )
     if not 0 < settings.streaming_port < 65536:
         raise ConfigError(f"streaming_port {settings.streaming_port} is not a TCP port")
     if settings.lock_wait < 0:
@@ -191,8 +211,18 @@ def _coerce(name: str, value: Any) -> Any:
             raise ConfigError(f"{name} must be a mapping of NAME: VALUE")
         return {str(k): str(v).strip() for k, v in value.items()}
     if name in ("allow_unverified", "ignore_preflight_errors"):
-        items = value.split(",") if isinstance(value, str) else value
+        if isinstance(value, str):
+            items = value.split(",")
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise ConfigError(
+                f"{name} must be a list of names (or NAME,NAME), not {value!r}",
+                hint=f"Write it like {name}: [Swap, KVM].",
+            )
         return tuple(str(item).strip() for item in items if str(item).strip())
+    if isinstance(value, (dict, list)) and not isinstance(default, tuple):
+        raise ConfigError(f"{name} must be a single value, not a {type(value).__name__}")
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
@@ -236,6 +266,11 @@ def read_yaml(path: Path, what: str) -> Any:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what} {path} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#x})",
+            hint="Save it as UTF-8.",
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
 
@@ -253,6 +288,12 @@ def from_file(path: Path, text: Optional[str] = None) -> Dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of settings")
+    not_names = [key for key in data if not isinstance(key, str)]
+    if not_names:
+        raise ConfigError(
+            f"config file {path}: {not_names[0]!r} is not a setting name",
+            hint="Keys are setting names, e.g. pod_cidr: 10.244.0.0/16.",
+        )
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
         raise ConfigError(
@@ -279,12 +320,26 @@ def as_config_file(settings: Settings, leave_out: Collection[str] = ()) -> str:
     return yaml.safe_dump(values, sort_keys=True) if values else ""
 
 
+# FRAKTI_INSTALL_* variables that are not settings: bootstrap.py's and cluster's own.
+NOT_SETTINGS = ("PREFIX", "BIN_LINK", "BOOTSTRAP")
+
+
 def from_env(environ: Mapping[str, str]) -> Dict[str, Any]:
-    return {
-        key[len(ENV_PREFIX) :].lower(): value
-        for key, value in environ.items()
-        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in FIELDS
-    }
+    found = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :]
+        if name.lower() in FIELDS:
+            found[name.lower()] = value
+        elif name not in NOT_SETTINGS:
+            near = difflib.get_close_matches(name.lower(), FIELDS, n=1)
+            log.warning(
+                "ignoring %s: no such setting%s",
+                key,
+                f" (did you mean {ENV_PREFIX}{near[0].upper()}?)" if near else "",
+            )
+    return found
 
 
 def proxies_from_env(environ: Mapping[str, str]) -> Dict[str, Any]:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from frakti_install.engine import Event, Status, StepResult
 from frakti_install.errors import FraktiInstallError
@@ -32,13 +33,14 @@ def configure_logging(verbose: int, quiet: bool = False) -> None:
 
 
 def error(exc: FraktiInstallError) -> None:
-    err.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True)
+    # The message may quote what the user typed: printed as text, never as markup.
+    err.print(Text.assemble(("error: ", "bold red"), exc.message), highlight=False)
     if exc.hint:
-        err.print(f"[dim]{exc.hint}[/]", highlight=False)
+        err.print(Text(exc.hint, style="dim"), highlight=False)
 
 
 def internal_error(exc: BaseException) -> None:
-    err.print(f"[bold red]internal error:[/] {exc!r}", highlight=False)
+    err.print(Text.assemble(("internal error: ", "bold red"), repr(exc)), highlight=False)
     err.print(
         "This is a bug in frakti-install; the traceback is in /var/log/frakti-install.log "
         "(or the file log_file names).",

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Type
 
 from frakti_install import config
 from frakti_install.config import Settings
+from frakti_install.errors import ConfigError
 from frakti_install.runtimes.base import Runtime
+from frakti_install.steps.preflight import Role
 
 if TYPE_CHECKING:
     from frakti_install.facts import Facts
@@ -38,7 +40,19 @@ def load_settings(
     """config.load, then the profile's own checks (its versions): everything a
     run needs validated before it changes anything."""
     settings = config.load(config_file, flags, environ, file_text)
-    runtime_for(settings)
+    runtime = runtime_for(settings)
+    known = {check.name for role in Role for check in runtime.preflight_checks(role)}
+    unknown = [
+        name
+        for name in settings.ignore_preflight_errors
+        if name.lower() != "all" and name.lower() not in {k.lower() for k in known}
+    ]
+    if unknown:
+        raise ConfigError(
+            f"ignore_preflight_errors: the {runtime.name} profile has no preflight check "
+            f"named {', '.join(unknown)}",
+            hint="Its checks: " + ", ".join(sorted(known)) + " (or all).",
+        )
     return settings
 
 

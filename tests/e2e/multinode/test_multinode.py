@@ -261,6 +261,26 @@ def cluster_traces(machine: testbed.Machine) -> List[str]:
 # --------------------------------------------------------------------------- by hand
 
 
+def wait_until_released(machine: testbed.Machine, unit: str, timeout: float = 60) -> None:
+    """Wait until systemd has finished with the unit's last run and let go of its cgroup.
+
+    The timer starts the sync as soon as it is enabled (OnBootSec has passed),
+    so a start right after the install can come while that run's cgroup is
+    still being torn down; systemd in these containers then fails the start
+    with status=219/CGROUP ("Failed to attach to cgroup"). A unit that never
+    lets go fails here, with its state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = machine.run(
+            ["systemctl", "show", "-p", "ActiveState", "-p", "ControlGroup", unit], check=False
+        ).stdout
+        state = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+        if state.get("ActiveState") in ("inactive", "failed") and not state.get("ControlGroup"):
+            return
+        assert time.monotonic() < deadline, f"{machine.name}: {unit} still holds: {state}"
+        time.sleep(0.5)
+
+
 def run(machine: testbed.Machine, argv: List[str]) -> subprocess.CompletedProcess[str]:
     result = machine.run(argv, check=False, timeout=INSTALL_TIMEOUT)
     assert result.returncode == 0, (
@@ -299,6 +319,7 @@ def hand_cluster(
         record_timing("by hand: node on both workers (parallel)", time.monotonic() - started)
         # What the timer does every few minutes, started now instead of waited for.
         for node in nodes:
+            wait_until_released(node.machine, SYNC_SERVICE)
             run(node.machine, ["systemctl", "start", SYNC_SERVICE])
         yield {"nodes": nodes}
 
@@ -343,9 +364,11 @@ class TestByHand:
             assert enabled.stdout.strip() == "enabled", f"{node.name}: {enabled.stdout}"
         trace = ["wc", "-c", "/var/lib/frakti-install/journal.jsonl", "/var/log/frakti-install.log"]
         before = master.machine.run(trace).stdout
+        wait_until_released(master.machine, SYNC_SERVICE)
         run(master.machine, ["systemctl", "start", SYNC_SERVICE])
         assert master.machine.run(trace).stdout == before, "a run with nothing to do was logged"
         master.machine.run(["ip", "route", "del", cidrs[worker.name]])
+        wait_until_released(master.machine, SYNC_SERVICE)
         run(master.machine, ["systemctl", "start", SYNC_SERVICE])
         assert lab.routes(master.machine).get(cidrs[worker.name]) == worker.address
         assert master.machine.run(trace).stdout != before, "the repair left no record"
