@@ -143,10 +143,14 @@ class InstallPackageFiles(Action):
     """OS packages that are artifacts (hyperd's .deb/.rpm): download, verify, install."""
 
     artifacts: Tuple[str, ...]
+    verified_with: str = ""  # Artifact.verified_with() of each: which hash, from where
 
     def describe(self) -> str:
         plural = "s" if len(self.artifacts) > 1 else ""
-        return f"download, verify and install the {' and '.join(self.artifacts)} package{plural}"
+        how = f" (verified: {self.verified_with})" if self.verified_with else ""
+        return (
+            f"download, verify and install the {' and '.join(self.artifacts)} package{plural}{how}"
+        )
 
     def apply(self, ctx: Context) -> None:
         paths = []
@@ -173,9 +177,11 @@ class InstallArtifact(Action):
     artifact: str
     path: str
     mode: int = 0o755
+    verified_with: str = ""  # Artifact.verified_with(): which hash, from where
 
     def describe(self) -> str:
-        return f"download, verify and install {self.artifact} to {self.path}"
+        how = f" (verified: {self.verified_with})" if self.verified_with else ""
+        return f"download, verify and install {self.artifact} to {self.path}{how}"
 
     def apply(self, ctx: Context) -> None:
         local = ctx.artifacts.fetch(self.artifact)
@@ -190,10 +196,12 @@ class ExtractArtifact(Action):
     artifact: str
     directory: str
     members: Tuple[str, ...] = ()  # empty: every regular file at the top level
+    verified_with: str = ""  # Artifact.verified_with(): which hash, from where
 
     def describe(self) -> str:
         what = ", ".join(self.members) if self.members else "all files"
-        return f"download, verify and unpack {self.artifact} ({what}) into {self.directory}"
+        how = f" (verified: {self.verified_with})" if self.verified_with else ""
+        return f"download, verify and unpack {self.artifact} ({what}) into {self.directory}{how}"
 
     def apply(self, ctx: Context) -> None:
         local = ctx.artifacts.fetch(self.artifact)

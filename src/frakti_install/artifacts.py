@@ -19,9 +19,10 @@ from frakti_install.config import Settings, split_fingerprints
 from frakti_install.errors import MissingChecksum
 from frakti_install.host import Host
 from frakti_install.versions import VersionSet
+from frakti_install.versions import parse as parse_version
 
 if TYPE_CHECKING:
-    from frakti_install.download import Downloader
+    from frakti_install.download import Digest, Downloader
 
 log = logging.getLogger("frakti_install.artifacts")
 
@@ -34,14 +35,35 @@ class Artifact:
     kind: str
     url: str
     identity: str  # the URL without its base: the same file from any mirror
-    checksum: str  # "published" | "given" | "fingerprint" (a signing key)
-    sha256_url: Optional[str]
+    # "published" | "given" | "fingerprint" (a signing key); "given" too for a
+    # release whose upstream publishes no sha256/sha512 (hash_files: none)
+    checksum: str
+    hash_url: Optional[str]  # the published hash file of this release
+    hash_algorithm: Optional[str]  # its digest: "sha256" | "sha512"
+    hash_source: str  # which upstream fact says so (hash_files ... source)
     given_sha256: Optional[str]
     unverified_ok: bool
 
     @property
     def filename(self) -> str:
         return self.identity.rsplit("/", 1)[-1]
+
+    @property
+    def sha256_url(self) -> Optional[str]:
+        return self.hash_url if self.hash_algorithm == "sha256" else None
+
+    def verified_with(self) -> str:
+        """Which hash, from where, this artifact is checked with (plan, info)."""
+        if self.given_sha256:
+            return "sha256 given in checksums"
+        if self.checksum == "published" and self.hash_url:
+            return f"{self.hash_algorithm} from {self.hash_url}; {self.hash_source}"
+        if self.checksum == "fingerprint":
+            return "signing key fingerprint"
+        if self.unverified_ok:
+            return "UNVERIFIED (--allow-unverified)"
+        why = f"; {self.hash_source}" if self.hash_source else ""
+        return f"sha256 to be given (upstream publishes none{why})"
 
 
 class Artifacts:
@@ -64,7 +86,7 @@ class Artifacts:
         self._format = package_format
         self._downloader_factory = downloader_factory
         self._downloader: Optional[Downloader] = None
-        self._sums: Dict[str, str] = {}
+        self._sums: Dict[str, Digest] = {}
         self._table_name = table
 
     def _table(self) -> Dict[str, Any]:
@@ -93,7 +115,7 @@ class Artifacts:
         template = entry["url"][self._format] if isinstance(entry["url"], dict) else entry["url"]
         identity = template.format(base="", **self._values)
         url = self.base_url(entry["kind"]) + identity
-        sha256_url = entry.get("sha256_url")
+        checksum, hash_url, algorithm, source = self._published(entry, url)
         if entry["sha256"] == "fingerprint":
             # Trusting other keys makes it another artifact: the keyring is installed again.
             identity += "#trust=" + ",".join(sorted(self.fingerprints(name)))
@@ -102,11 +124,32 @@ class Artifacts:
             kind=entry["kind"],
             url=url,
             identity=identity,
-            checksum=entry["sha256"],
-            sha256_url=sha256_url.format(url=url) if sha256_url else None,
+            checksum=checksum,
+            hash_url=hash_url,
+            hash_algorithm=algorithm,
+            hash_source=source,
             given_sha256=self._settings.checksums.get(name),
             unverified_ok=name in self._settings.allow_unverified,
         )
+
+    def _published(
+        self, entry: Dict[str, Any], url: str
+    ) -> Tuple[str, Optional[str], Optional[str], str]:
+        """(checksum, hash file URL, its algorithm, source) for this release."""
+        checksum = str(entry["sha256"])
+        if checksum != "published":
+            return checksum, None, None, ""
+        if "sha256_url" in entry:  # a .sha256 beside the file for every release
+            return checksum, entry["sha256_url"].format(url=url), "sha256", "published beside it"
+        table = self._table()["hash_files"][entry["hash_files"]]
+        release = parse_version(self._values[table["version"]])
+        for row in table["ranges"]:
+            if release >= parse_version(row["from"]):
+                if row["algorithm"] == "none":
+                    return "given", None, None, row["source"]
+                return checksum, row["url"].format(url=url), row["algorithm"], row["source"]
+        first = table["ranges"][-1]["from"]
+        return "given", None, None, f"no hash file is known before {first}"
 
     def require_checksum_source(self, name: str) -> None:
         """Fail before any change when an artifact's checksum cannot be known."""
@@ -116,27 +159,32 @@ class Artifacts:
             and not artifact.given_sha256
             and not artifact.unverified_ok
         ):
+            why = f" ({artifact.hash_source})" if artifact.hash_source else ""
             raise MissingChecksum(
-                f"upstream publishes no checksum for {name} ({artifact.url}), and none was given.",
+                f"upstream publishes no sha256 or sha512 for {name} ({artifact.url}){why}, "
+                "and none was given.",
                 hint=f"Give it with --checksum {name}=SHA256 (or checksums: in the config file); "
                 f"only if you accept an unverified download, --allow-unverified {name}.",
             )
 
-    def sha256(self, name: str) -> Optional[str]:
-        """The expected sum; None only for an explicitly allowed unverified download."""
+    def expected(self, name: str) -> Optional[Digest]:
+        """The expected sum and its algorithm: the given sha256, else the published
+        hash of this release; None only for an explicitly allowed unverified download."""
+        from frakti_install.download import Digest, parse_sum_file
+
         if name in self._sums:
             return self._sums[name]
         artifact = self.get(name)
         self.require_checksum_source(name)
         if artifact.checksum == "fingerprint" and not artifact.given_sha256:
             return None  # fetched as is; the key's fingerprint is checked before use
+        value: Optional[Digest]
         if artifact.given_sha256:
-            value: Optional[str] = artifact.given_sha256
-        elif artifact.checksum == "published" and artifact.sha256_url:
-            from frakti_install.download import parse_sha256_file
-
-            text = self.downloader().fetch_text(artifact.sha256_url)
-            value = parse_sha256_file(text, artifact.filename)
+            value = Digest.of(artifact.given_sha256)
+        elif artifact.checksum == "published" and artifact.hash_url and artifact.hash_algorithm:
+            text = self.downloader().fetch_text(artifact.hash_url)
+            algorithm = artifact.hash_algorithm
+            value = Digest(algorithm, parse_sum_file(text, artifact.filename, algorithm))
         else:
             log.warning(
                 "UNVERIFIED download of %s from %s (allowed by --allow-unverified)",
@@ -148,12 +196,21 @@ class Artifacts:
             self._sums[name] = value
         return value
 
+    def sha256(self, name: str) -> Optional[str]:
+        """The expected sha256 when it is known before the download (given or a
+        published .sha256); None otherwise (a sha512, or unverified)."""
+        value = self.expected(name)
+        return value.hexdigest if value is not None and value.algorithm == "sha256" else None
+
     def fetch(self, name: str) -> Path:
-        """Download (or take from the cache) and verify; returns the local file."""
+        """Download (or take from the cache) and verify; returns the local file,
+        which the cache names by its sha256 whatever digest verified it."""
         artifact = self.get(name)
-        expected = self.sha256(name)
+        expected = self.expected(name)
         if expected is None:
             return self.downloader().fetch_unverified(artifact.url)
+        if expected.algorithm == "sha256":  # a plain sum: what every downloader takes
+            return self.downloader().fetch(artifact.url, expected.hexdigest)
         return self.downloader().fetch(artifact.url, expected)
 
     def downloader(self) -> Downloader:

@@ -200,6 +200,8 @@ def show_info(data: Dict[str, Any]) -> None:
     table.add_row("swap", "on" if data["swap"] else "off")
     table.add_row("CPUs / memory", f"{data['cpus']} / {data['memory_mb']} MB")
     table.add_row("would install", ", ".join(f"{k} {v}" for k, v in data["versions"].items()))
+    for name, how in data.get("verified_with", {}).items():
+        table.add_row(f"  {name}", Text(how))  # verified with: which hash, from where
     out.print(table)
 
 

@@ -52,20 +52,38 @@ ARTIFACT = {
     "kind": str,
     "url": (str, {"deb": str, "rpm": str}),  # one URL, or one per package format
     "sha256": frozenset({"published", "given"}),
-    "sha256_url?": str,
+    "sha256_url?": str,  # a .sha256 published beside the file for every release
+    "hash_files?": str,  # or a hash_files entry: which hash file, by release
 }
 KATA_ARTIFACT = {
     **ARTIFACT,
     "sha256": frozenset({"published", "given", "fingerprint"}),
     "fingerprints?": [str],
 }
+HASH_FILES = {  # artifacts.Artifacts.published_hash
+    "*": {
+        "version": str,  # a key of the version set: its value picks the range
+        "ranges": [
+            {
+                "from": str,
+                "algorithm": frozenset({"sha256", "sha512", "none"}),  # none: must be given
+                "url?": str,
+                "source": str,
+            }
+        ],
+    }
+}
 SYSTEM = {"id": str, "version": str, "match?": frozenset({"major"})}
 PUBLISHED_NEEDS_URL = ("artifacts.*", "sha256", "published", "sha256_url")
 
 ARTIFACTS = Spec(
-    {"bases": NAMES, "artifacts": {"*": ARTIFACT}},
-    references=(("artifacts.*.kind", "bases"),),
-    requires=(PUBLISHED_NEEDS_URL,),
+    {"bases": NAMES, "hash_files": HASH_FILES, "artifacts": {"*": ARTIFACT}},
+    references=(("artifacts.*.kind", "bases"), ("artifacts.*.hash_files", "hash_files")),
+    requires=(
+        ("artifacts.*", "sha256", "published", "hash_files"),
+        ("hash_files.*.ranges.*", "algorithm", "sha256", "url"),
+        ("hash_files.*.ranges.*", "algorithm", "sha512", "url"),
+    ),
 )
 
 KATA = Spec(
@@ -136,6 +154,7 @@ VERSIONS = Spec(
     {
         "default": str,
         "sets": {"*": _strings("frakti kubernetes cri hyperd crictl cni_plugins")},
+        "removed?": {"*": str},  # a set no longer offered -> why (versions.resolve says it)
         "rules": {
             "frakti_matches_kubernetes_minor_from": str,
             "hyperd_for_frakti": [

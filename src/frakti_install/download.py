@@ -3,11 +3,18 @@
 Engine code: no UI here. Progress is reported through a callback receiving
 :class:`Progress` events; the CLI decides how to draw them.
 
-Cache layout (content-addressed by checksum, so mirrors share it)::
+Cache layout (content-addressed by sha256, so mirrors share it)::
 
     cache_dir/
       sha256/<hexsum>          verified files, mode 0644
+      sha512/<hexsum>          for a file verified by its sha512: the sha256 it has
       partial/<hexsum>.part    interrupted transfers, resumed with a Range request
+                               (sha512-<hexsum>.part for a sha512-verified one)
+
+The expected sum is a :class:`Digest` (its algorithm and hex value; a plain
+string is a sha256). A sha512-verified download is hashed with sha256 in the
+same pass and stored under that sha256, so every file of the cache is found
+by its sha256 whatever upstream published for it.
 
 Retry policy (``fetch`` and ``fetch_text``): connection errors, timeouts,
 truncated bodies and HTTP 5xx/429 are retried ``retries`` times, sleeping
@@ -33,7 +40,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -45,10 +52,13 @@ from frakti_install import fsio
 from frakti_install.errors import ChecksumMismatch, DownloadError
 
 __all__ = [
+    "ALGORITHMS",
     "CHUNK_SIZE",
+    "Digest",
     "Downloader",
     "Progress",
     "parse_sha256_file",
+    "parse_sum_file",
 ]
 
 CHUNK_SIZE = 1 << 20  # 1 MiB: bytes read, hashed and written per step
@@ -57,11 +67,21 @@ DIR_MODE = 0o755
 MAX_RETRY_AFTER = 60.0  # never let a server make us sleep longer than this per retry
 USER_AGENT = "frakti-install"
 
+# The digests a published or given sum may be in, with their hex length.
+ALGORITHMS = {"sha256": 64, "sha512": 128}
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+_HEX = {name: re.compile(rf"^[0-9a-fA-F]{{{n}}}$") for name, n in ALGORITHMS.items()}
 # "<sum>  <name>" (GNU text), "<sum> *<name>" (GNU binary), "<sum> <name>"
-_GNU_LINE = re.compile(r"^([0-9a-fA-F]{64})(?:\s+\*?(.*))?$")
+_GNU_LINE = {
+    name: re.compile(rf"^([0-9a-fA-F]{{{n}}})(?:\s+\*?(.*))?$") for name, n in ALGORITHMS.items()
+}
 # "SHA256 (<name>) = <sum>" (BSD / openssl style)
-_BSD_LINE = re.compile(r"^SHA256\s*\((.*)\)\s*=\s*([0-9a-fA-F]{64})$", re.IGNORECASE)
+_BSD_LINE = {
+    name: re.compile(
+        rf"^{name.upper()}\s*\((.*)\)\s*=\s*([0-9a-fA-F]{{{n}}})$", re.IGNORECASE
+    )
+    for name, n in ALGORITHMS.items()
+}
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 # Request errors that another attempt cannot fix.
@@ -97,33 +117,75 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True)
+class Digest:
+    """An expected sum: its algorithm (a key of ALGORITHMS) and lowercase hex value."""
+
+    algorithm: str
+    hexdigest: str
+
+    @classmethod
+    def of(cls, value: Union[str, Digest]) -> Digest:
+        """A Digest as given; a string is a sha256 (optionally "sha256:"-prefixed)."""
+        if isinstance(value, Digest):
+            return cls(value.algorithm, _normalize_sum(value.hexdigest, value.algorithm))
+        return cls("sha256", _normalize_sum(value))
+
+    def new(self) -> Any:
+        return hashlib.new(self.algorithm)
+
+
 # --------------------------------------------------------------------------- helpers
 
 
-def _hash_stream(fh: IO[bytes], digest: Any) -> int:
+def _hash_stream(fh: IO[bytes], *digests: Any) -> int:
     size = 0
     while True:
         block = fh.read(CHUNK_SIZE)
         if not block:
             return size
-        digest.update(block)
+        for digest in digests:
+            digest.update(block)
         size += len(block)
 
 
-def _normalize_sum(sha256: str) -> str:
+def _hash_file(path: Path, algorithms: Tuple[str, ...]) -> Dict[str, str]:
+    """Several digests of a file in one read."""
+    digests = [hashlib.new(algorithm) for algorithm in algorithms]
+    with open(path, "rb") as fh:
+        _hash_stream(fh, *digests)
+    return {algorithm: d.hexdigest() for algorithm, d in zip(algorithms, digests)}
+
+
+def _mismatch(safe: str, want: Digest, actual: str) -> ChecksumMismatch:
+    error = ChecksumMismatch(safe, want.hexdigest, actual)
+    if want.algorithm != "sha256":  # the message names the algorithm that was checked
+        error.message = error.message.replace("sha256 mismatch", f"{want.algorithm} mismatch", 1)
+    return error
+
+
+def _normalize_sum(sha256: str, algorithm: str = "sha256") -> str:
     value = sha256.strip()
-    if value.lower().startswith("sha256:"):
-        value = value[len("sha256:"):]
-    if not _HEX64.match(value):
+    if algorithm not in _HEX:
+        raise DownloadError(f"unknown digest algorithm {algorithm!r}")
+    if value.lower().startswith(algorithm + ":"):
+        value = value[len(algorithm) + 1:]
+    if not _HEX[algorithm].match(value):
         raise DownloadError(
-            f"invalid sha256 {sha256!r}: expected 64 hexadecimal characters",
-            hint="Give the checksum as printed by 'sha256sum'.",
+            f"invalid {algorithm} {sha256!r}: expected {ALGORITHMS[algorithm]} "
+            "hexadecimal characters",
+            hint=f"Give the checksum as printed by '{algorithm}sum'.",
         )
     return value.lower()
 
 
 def parse_sha256_file(text: str, filename: str = "") -> str:
-    """The sum in the text of a ``.sha256`` / ``SHA256SUMS`` file, lowercased.
+    """The sum in the text of a ``.sha256`` / ``SHA256SUMS`` file (see parse_sum_file)."""
+    return parse_sum_file(text, filename, "sha256")
+
+
+def parse_sum_file(text: str, filename: str = "", algorithm: str = "sha256") -> str:
+    """The sum in the text of a ``.sha256``/``.sha512`` (or ``SHA256SUMS``) file, lowercased.
 
     Accepts a bare hex sum, ``sha256sum`` lines (``<sum>  <name>``, ``<sum> *<name>``)
     and BSD lines (``SHA256 (<name>) = <sum>``); blank lines and ``#`` comments
@@ -136,20 +198,21 @@ def parse_sha256_file(text: str, filename: str = "") -> str:
         line = raw.strip().lstrip("\ufeff")
         if not line or line.startswith("#"):
             continue
-        gnu = _GNU_LINE.match(line)
+        gnu = _GNU_LINE[algorithm].match(line)
         if gnu:
             entries.append((gnu.group(1).lower(), (gnu.group(2) or "").strip()))
             continue
-        bsd = _BSD_LINE.match(line)
+        bsd = _BSD_LINE[algorithm].match(line)
         if bsd:
             entries.append((bsd.group(2).lower(), bsd.group(1).strip()))
             continue
         raise DownloadError(
-            f"not a sha256 checksum file: unexpected line {_shorten(line)!r}",
-            hint="Expected a 64-character hex sum, optionally followed by a file name.",
+            f"not a {algorithm} checksum file: unexpected line {_shorten(line)!r}",
+            hint=f"Expected a {ALGORITHMS[algorithm]}-character hex sum, optionally followed "
+            "by a file name.",
         )
     if not entries:
-        raise DownloadError("empty sha256 checksum file")
+        raise DownloadError(f"empty {algorithm} checksum file")
 
     want = _basename(filename)
     if len(entries) == 1:
@@ -159,13 +222,13 @@ def parse_sha256_file(text: str, filename: str = "") -> str:
         if len(sums) == 1:
             return sums.pop()
         if len(sums) > 1:
-            raise DownloadError(f"sha256 checksum file lists {want!r} with different sums")
-        raise DownloadError(f"sha256 checksum file has no entry for {want!r}")
+            raise DownloadError(f"{algorithm} checksum file lists {want!r} with different sums")
+        raise DownloadError(f"{algorithm} checksum file has no entry for {want!r}")
     sums = {s for s, _ in entries}
     if len(sums) == 1:
         return sums.pop()
     raise DownloadError(
-        "sha256 checksum file lists several files and no file name was given to choose one"
+        f"{algorithm} checksum file lists several files and no file name was given to choose one"
     )
 
 
@@ -278,21 +341,20 @@ class Downloader:
         path = self._final_path(_normalize_sum(sha256))
         return path if path.is_file() else None
 
-    def fetch(self, url: str, sha256: str) -> Path:
-        """Download ``url`` into the cache, verify its sha256 and return the cache path.
+    def fetch(self, url: str, expected: Union[str, Digest]) -> Path:
+        """Download ``url`` into the cache, verify it and return the cache path.
 
-        A cached file that still hashes to ``sha256`` is returned without any
-        network access. Raises ChecksumMismatch (not retried) or DownloadError.
+        ``expected`` is a sha256 (a string) or a :class:`Digest`. The file is
+        stored under its sha256 in any case. A cached file that still hashes
+        to the expected sum is returned without any network access. Raises
+        ChecksumMismatch (not retried) or DownloadError.
         """
-        expected = _normalize_sum(sha256)
-        final = self._final_path(expected)
+        want = Digest.of(expected)
         safe = _safe_url(url)
         try:
-            if final.is_file():
-                if fsio.sha256_of(final) == expected:
-                    return final
-                _unlink(final)  # corrupted cache entry: fetch it again
-            self._download(url, expected, final)
+            final = self._cached_verified(want)
+            if final is None:
+                final = self._download(url, want)
         except requests.RequestException:  # an OSError too; never escapes _with_retries
             raise
         except OSError as exc:  # disk full, permissions...
@@ -315,11 +377,11 @@ class Downloader:
             "unverified-" + hashlib.sha256(url.encode()).hexdigest()[:16] + ".part"
         )
         _unlink(part)
-        sums: List[str] = []
+        sums: List[Dict[str, str]] = []
         self._with_retries(
             url, lambda: sums.append(self._transfer(url, safe, _url_name(url) or "file", part))
         )
-        final = self._final_path(sums[-1])
+        final = self._final_path(sums[-1]["sha256"])
         _ensure_dir(final.parent)
         self._install(part, final)
         return final
@@ -346,28 +408,73 @@ class Downloader:
     def _partial_dir(self) -> Path:
         return self.cache_dir / "partial"
 
-    def _download(self, url: str, expected: str, final: Path) -> None:
+    def _index_path(self, want: Digest) -> Path:
+        """Where the sha256 of a file known by another digest is recorded."""
+        return self.cache_dir / want.algorithm / want.hexdigest
+
+    def _cached_verified(self, want: Digest) -> Optional[Path]:
+        """The cached file that still hashes to ``want``, else None (one read)."""
+        if want.algorithm == "sha256":
+            final = self._final_path(want.hexdigest)
+            if final.is_file():
+                if fsio.sha256_of(final) == want.hexdigest:
+                    return final
+                _unlink(final)  # corrupted cache entry: fetch it again
+            return None
+        index = self._index_path(want)
+        if not index.is_file():
+            return None
+        recorded = index.read_text().strip()
+        cached = self._final_path(recorded) if _HEX64.match(recorded) else None
+        if cached is not None and cached.is_file():
+            final = cached
+            sums = _hash_file(final, (want.algorithm, "sha256"))
+            if sums[want.algorithm] == want.hexdigest and sums["sha256"] == recorded:
+                return final
+            _unlink(final)  # corrupted cache entry: fetch it again
+        _unlink(index)
+        return None
+
+    def _download(self, url: str, want: Digest) -> Path:
         _ensure_dir(self.cache_dir)
-        _ensure_dir(final.parent)
+        _ensure_dir(self._final_path(want.hexdigest).parent)
         _ensure_dir(self._partial_dir())
-        part = self._partial_dir() / f"{expected}.part"
+        stem = want.hexdigest
+        if want.algorithm != "sha256":
+            stem = f"{want.algorithm}-{stem}"
+        part = self._partial_dir() / f"{stem}.part"
+        algorithms = tuple(dict.fromkeys((want.algorithm, "sha256")))
 
         # A previous run may have finished the transfer but not the rename.
-        if part.is_file() and fsio.sha256_of(part) == expected:
-            self._install(part, final)
-            return
+        if part.is_file():
+            sums = _hash_file(part, algorithms)
+            if sums[want.algorithm] == want.hexdigest:
+                return self._install_verified(part, want, sums["sha256"])
 
         safe = _safe_url(url)
-        name = _url_name(url) or expected
+        name = _url_name(url) or want.hexdigest
+        got: List[Dict[str, str]] = []
 
         def attempt() -> None:
-            actual = self._transfer(url, safe, name, part)
-            if actual != expected:
+            sums = self._transfer(url, safe, name, part, algorithms)
+            actual = sums[want.algorithm]
+            if actual != want.hexdigest:
                 _unlink(part)
-                raise ChecksumMismatch(safe, expected, actual)
+                raise _mismatch(safe, want, actual)
+            got.append(sums)
 
         self._with_retries(url, attempt)
+        return self._install_verified(part, want, got[-1]["sha256"])
+
+    def _install_verified(self, part: Path, want: Digest, sha256: str) -> Path:
+        final = self._final_path(sha256)
+        _ensure_dir(final.parent)
         self._install(part, final)
+        if want.algorithm != "sha256":
+            index = self._index_path(want)
+            _ensure_dir(index.parent)
+            fsio.atomic_write(index, (sha256 + "\n").encode(), mode=FILE_MODE)
+        return final
 
     def _with_retries(self, url: str, attempt: Callable[[], None]) -> None:
         safe = _safe_url(url)
@@ -437,8 +544,11 @@ class Downloader:
             hint = "Access denied: check --mirror or the version (and any credentials)."
         raise DownloadError(f"cannot download {safe}: {reason}", hint=hint)
 
-    def _transfer(self, url: str, safe: str, name: str, part: Path) -> str:
-        """One attempt: append to (or restart) ``part``; return the sha256 of the whole.
+    def _transfer(
+        self, url: str, safe: str, name: str, part: Path, algorithms: Tuple[str, ...] = ("sha256",)
+    ) -> Dict[str, str]:
+        """One attempt: append to (or restart) ``part``; return the whole's digests
+        (algorithm -> hex), computed while the bytes stream by.
 
         Raises _Transient when the transfer should be retried (and resumed).
         """
@@ -470,7 +580,7 @@ class Downloader:
                     total = self._content_length(resp)
                     offset = 0
                 mode = "ab" if offset else "wb"
-                return self._stream_to(resp, part, mode, offset, total, safe, name)
+                return self._stream_to(resp, part, mode, offset, total, safe, name, algorithms)
             finally:
                 resp.close()
 
@@ -499,26 +609,28 @@ class Downloader:
         total: Optional[int],
         safe: str,
         name: str,
-    ) -> str:
-        digest = hashlib.sha256()
+        algorithms: Tuple[str, ...] = ("sha256",),
+    ) -> Dict[str, str]:
+        digests = [hashlib.new(algorithm) for algorithm in algorithms]
         with open(part, mode + "+" if mode == "ab" else mode) as fh:
             if mode == "ab":
                 fh.seek(0)
-                if _hash_stream(fh, digest) != offset:
+                if _hash_stream(fh, *digests) != offset:
                     raise _Transient("partial file changed during the download")
                 fh.seek(0, os.SEEK_END)
             done = offset
             self._emit(safe, name, done, total)
             for chunk in self._body(resp):
                 fh.write(chunk)
-                digest.update(chunk)
+                for digest in digests:
+                    digest.update(chunk)
                 done += len(chunk)
                 self._emit(safe, name, done, total)
             fh.flush()
             os.fsync(fh.fileno())
         if total is not None and done != total:
             raise _Transient(f"transfer ended early: got {done} of {total} bytes")
-        return digest.hexdigest()
+        return {algorithm: d.hexdigest() for algorithm, d in zip(algorithms, digests)}
 
     @staticmethod
     def _body(resp: requests.Response) -> Iterator[bytes]:

@@ -35,6 +35,15 @@ def _versions(ctx: Context) -> Dict[str, Any]:
         return {"error": error.message}
 
 
+def _verification(ctx: Context) -> Dict[str, str]:
+    """Artifact -> which hash, from where, it is verified with (nothing is fetched)."""
+    try:
+        artifacts = ctx.artifacts
+        return {name: artifacts.get(name).verified_with() for name in artifacts.names()}
+    except FraktiInstallError as error:
+        return {"error": error.message}
+
+
 def host_info(ctx: Context) -> Dict[str, Any]:
     facts = ctx.facts
     return {
@@ -53,5 +62,6 @@ def host_info(ctx: Context) -> Dict[str, Any]:
         "cpus": facts.cpu_count(),
         "memory_mb": facts.memory_mb(),
         "versions": _versions(ctx),
+        "verified_with": _verification(ctx),
         "profile_fit": profile_fit(facts),
     }

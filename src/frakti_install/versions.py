@@ -49,6 +49,12 @@ def resolve(set_name: Optional[str] = None, **overrides: Optional[str]) -> Versi
     """Pick a version set, apply single-version overrides, then check the rules."""
     name = set_name or default_set_name()
     sets = known_sets()
+    removed = datafiles.load("versions").get("removed", {})
+    if name not in sets and name in removed:
+        raise ConfigError(
+            f"version set {name!r} was removed: {removed[name]}.",
+            hint="Known sets: " + ", ".join(sorted(sets)) + ".",
+        )
     if name not in sets:
         raise ConfigError(
             f"unknown version set {name!r}", hint="Known sets: " + ", ".join(sorted(sets)) + "."

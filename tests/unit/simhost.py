@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Set
@@ -541,12 +542,47 @@ class SimCluster:
         return self.nodes[name]
 
 
+# What the real servers publish beside a file, by release (docs/upstream-facts.md),
+# kept here apart from data/artifacts.yaml so that a wrong belief there fails:
+# dl.k8s.io has .md5/.sha1 for every release, .sha512 from v1.12.0 (kubernetes/
+# release#630), .sha256 only from v1.16.0 (kubernetes/kubernetes#68555, kops#7550,
+# kops#8242, flavio/kuberlr#80); the CNI plugins' GitHub releases carry .sha1,
+# .sha256 and .sha512 (v0.6.0, v0.7.5); frakti, crictl v1.12 and hyperd none.
+_K8S_RELEASE = re.compile(r"/release/v(\d+)\.(\d+)\.(\d+)/bin/")
+
+
+def upstream_hash_files(url: str) -> Set[str]:
+    """The hash file suffixes upstream serves beside ``url`` (others are a 404)."""
+    release = _K8S_RELEASE.search(url)
+    if release:
+        minor = (int(release.group(1)), int(release.group(2)))
+        found = {"md5", "sha1"}
+        if minor >= (1, 12):
+            found.add("sha512")
+        if minor >= (1, 16):
+            found.add("sha256")
+        return found
+    if "/containernetworking/plugins/releases/download/" in url:
+        return {"sha1", "sha256", "sha512"}
+    return set()
+
+
+# The hypercontainer-install bucket only ever held hyperd 0.8.1 packages; no public
+# location of hyperd 1.x .deb/.rpm is known (docs/upstream-facts.md).
+HYPER_DEFAULT_BASE = "https://hypercontainer-install.s3.amazonaws.com"
+
+
+def upstream_serves(url: str) -> bool:
+    return not (url.startswith(HYPER_DEFAULT_BASE + "/") and "0.8.1" not in url)
+
+
 class SimDownloader:
-    """Serves made-up artifact bytes; sums are what a real mirror would publish."""
+    """Serves made-up artifact bytes, and only the hash files upstream publishes."""
 
     def __init__(self, cache: Path) -> None:
         self.cache = cache
         self.fetched: List[str] = []
+        self.texts: List[str] = []  # every hash file asked for, served or not
         self.corrupt: Set[str] = set()
 
     @staticmethod
@@ -560,17 +596,40 @@ class SimDownloader:
         return hashlib.sha256(cls.content(url)).hexdigest()
 
     def fetch_text(self, url: str) -> str:
-        return self.sha256_for(url[: -len(".sha256")]) + "\n"
+        from frakti_install.errors import DownloadError
 
-    def fetch(self, url: str, sha256: str) -> Path:
-        from frakti_install.errors import ChecksumMismatch
+        self.texts.append(url)
+        target, _, suffix = url.rpartition(".")
+        if suffix not in upstream_hash_files(target) or suffix == "md5":
+            # as requests sees a missing object on dl.k8s.io / GitHub
+            raise DownloadError(f"cannot download {url}: HTTP 404 Not Found")
+        return hashlib.new(suffix, self.content(target)).hexdigest() + "\n"
 
+    def cached(self, sha256: str) -> Optional[Path]:
+        path = self.cache / sha256.lower()
+        return path if path.is_file() else None
+
+    def put_in_cache(self, url: str) -> None:
+        """A file the operator copied into the cache (or a bundle carries)."""
+        data = self.content(url)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        (self.cache / hashlib.sha256(data).hexdigest()).write_bytes(data)
+
+    def fetch(self, url: str, expected: object) -> Path:
+        from frakti_install.download import Digest
+        from frakti_install.errors import ChecksumMismatch, DownloadError
+
+        want = Digest.of(expected)  # type: ignore[arg-type]
+        if want.algorithm == "sha256" and self.cached(want.hexdigest):
+            return self.cache / want.hexdigest  # no network, as the real cache
         self.fetched.append(url)
+        if not upstream_serves(url):
+            raise DownloadError(f"cannot download {url}: HTTP 404 Not Found")
         data = self.content(url) + (b"x" if url in self.corrupt else b"")
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != sha256:
-            raise ChecksumMismatch(url, sha256, actual)
-        path = self.cache / sha256
+        actual = hashlib.new(want.algorithm, data).hexdigest()
+        if actual != want.hexdigest:
+            raise ChecksumMismatch(url, want.hexdigest, actual)
+        path = self.cache / hashlib.sha256(data).hexdigest()  # keyed by sha256, as the cache
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         return path
@@ -594,16 +653,25 @@ def _tarball(url: str) -> bytes:
     return buffer.getvalue()
 
 
-def given_checksums(os_id: str = "debian") -> Dict[str, str]:
-    """The sums a user gives for artifacts with no published checksum."""
+def _resolver(os_id: str) -> object:
     from frakti_install import artifacts, versions
 
     fmt = "deb" if os_id in ("ubuntu", "debian") else "rpm"
-    resolver = artifacts.Artifacts(Settings(), versions.resolve(), "amd64", fmt, lambda: None)  # type: ignore[arg-type,return-value]
+    return artifacts.Artifacts(Settings(), versions.resolve(), "amd64", fmt, lambda: None)  # type: ignore[arg-type,return-value]
+
+
+def given_checksums(os_id: str = "debian") -> Dict[str, str]:
+    """The sums a user gives for artifacts with no published checksum."""
+    resolver = _resolver(os_id)
     return {
-        name: SimDownloader.sha256_for(resolver.get(name).url)
+        name: SimDownloader.sha256_for(resolver.get(name).url)  # type: ignore[attr-defined]
         for name in ("frakti", "crictl", "hypercontainer", "hyperstart")
     }
+
+
+def hyper_package_urls(os_id: str = "debian") -> List[str]:
+    resolver = _resolver(os_id)
+    return [resolver.get(n).url for n in ("hypercontainer", "hyperstart")]  # type: ignore[attr-defined]
 
 
 class SimMachine:
@@ -622,12 +690,19 @@ class SimMachine:
         selinux_enforcing: bool = True,
         ip: str = "10.0.0.1",
         cluster: Optional[SimCluster] = None,
+        hyper_packages_cached: bool = True,
     ) -> None:
+        """hyper_packages_cached: the operator has put the hyperd packages in the
+        download cache (no public download of hyperd 1.x is known), as a copy or a
+        bundle would; without it the install needs --mirror hyper=URL."""
         self.root = root
         self.os_id = os_id
         self.state = SimState(cluster=cluster or SimCluster())
         self.runner = SimRunner(root, self.state, ip)
         self.downloader = SimDownloader(root / "var/cache/sim")
+        if hyper_packages_cached:
+            for url in hyper_package_urls(os_id):
+                self.downloader.put_in_cache(url)
         w = self.runner.write
         w("/etc/os-release", OS_RELEASE[(os_id, version)])
         w("/proc/sys/kernel/hostname", hostname + "\n")

@@ -97,10 +97,27 @@ def test_every_version_set_is_compatible():
         versions.resolve(name)
 
 
-def test_old_frakti_needs_old_hyperd():
-    assert versions.resolve("1.9").hyperd == "1.0.0"
-    with pytest.raises(IncompatibleVersions):
-        versions.resolve("1.9", hyperd="1.1.0")
+@pytest.mark.parametrize("name", ["1.9", "1.10"])
+def test_removed_pre_1_11_sets_say_why(name):
+    # kubeadm/kubelet <= 1.10 need the old kubelet drop-in and have no `kubeadm reset -f`
+    # (kubernetes/release rpm/kubelet.spec and debian/ of the time): such a row cannot work
+    with pytest.raises(ConfigError) as info:
+        versions.resolve(name)
+    assert f"version set {name!r} was removed" in info.value.message
+    assert "drop-in" in info.value.message and "reset" in info.value.message
+    assert "use 1.12" in info.value.message
+    assert "Known sets: 1.12." in info.value.hint
+
+
+def test_removed_1_11_set_says_no_sha256_is_published():
+    # dl.k8s.io has only .sha1/.md5 beside the v1.11.x binaries (kubernetes/kubernetes#68555)
+    with pytest.raises(ConfigError, match=r"'1.11' was removed: .*only \.sha1/\.md5"):
+        versions.resolve("1.11")
+
+
+def test_old_frakti_is_not_in_the_table():
+    with pytest.raises(IncompatibleVersions, match="not in the compatibility table"):
+        versions.resolve("1.12", frakti="v1.9.1", kubernetes="v1.9.11", hyperd="1.0.0")
 
 
 

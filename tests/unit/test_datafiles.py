@@ -127,11 +127,17 @@ CASES = {
         "data file profiles.yaml: systems[0].set['packages.cni']: expected a list of strings, "
         "got 'containernetworking-plugins'",
     ),
-    "published without its URL": (
+    "published without its hash files": (
         "artifacts",
-        lambda d: d["artifacts"]["kubeadm"].pop("sha256_url"),
-        "data file artifacts.yaml: artifacts.kubeadm.sha256_url: missing "
+        lambda d: d["artifacts"]["kubeadm"].pop("hash_files"),
+        "data file artifacts.yaml: artifacts.kubeadm.hash_files: missing "
         "(sha256: published needs it)",
+    ),
+    "a sha512 hash file without its URL": (
+        "artifacts",
+        lambda d: d["hash_files"]["kubernetes-release"]["ranges"][1].pop("url"),
+        "data file artifacts.yaml: hash_files.kubernetes-release.ranges[1].url: missing "
+        "(algorithm: sha512 needs it)",
     ),
     "signing key without fingerprints": (
         "kata",
@@ -142,7 +148,7 @@ CASES = {
     "default set": (
         "versions",
         _set("default", "1.13"),
-        "data file versions.yaml: default: '1.13' is not one of sets: 1.12, 1.11, 1.10, 1.9",
+        "data file versions.yaml: default: '1.13' is not one of sets: 1.12",
     ),
 }
 

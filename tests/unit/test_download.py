@@ -728,3 +728,41 @@ def test_unverified_fetch_stores_under_actual_sum_and_never_resumes(
     assert path.read_bytes() == data
     assert "Range" not in server.seen[0].headers
     assert _partials(cache) == []
+
+
+# --------------------------------------------------------------------------- sha512
+# dl.k8s.io publishes .sha512 (no .sha256) beside the v1.12.x binaries
+# (kubernetes/release#630, kubernetes/kubernetes#68555): a file can be verified by
+# its sha512 and still be cached by its sha256.
+
+
+def test_fetch_verifies_sha512_and_caches_by_sha256(server: Server, cache: Path) -> None:
+    data = os.urandom(3 * download.CHUNK_SIZE + 17)
+    url = server.serve("/v1.12.10/kubeadm", data)
+    want = download.Digest("sha512", hashlib.sha512(data).hexdigest())
+    dl = Downloader(cache)
+
+    path = dl.fetch(url, want)
+
+    assert path == cache / "sha256" / sha(data) and path.read_bytes() == data
+    assert (cache / "sha512" / want.hexdigest).read_text().strip() == sha(data)
+    assert dl.cached(sha(data)) == path
+    before = len(server.seen)
+    assert dl.fetch(url, want) == path  # from the cache: no request
+    assert len(server.seen) == before
+
+
+def test_sha512_mismatch_names_the_algorithm(server: Server, cache: Path) -> None:
+    url = server.serve("/v1.12.10/kubelet", b"tampered")
+    with pytest.raises(ChecksumMismatch, match="sha512 mismatch") as info:
+        Downloader(cache, retries=0).fetch(url, download.Digest("sha512", "0" * 128))
+    assert info.value.actual == hashlib.sha512(b"tampered").hexdigest()
+    assert not list((cache / "sha256").glob("*"))
+
+
+def test_parse_sha512_file() -> None:
+    digest = hashlib.sha512(b"x").hexdigest()
+    assert download.parse_sum_file(digest + "\n", "kubeadm", "sha512") == digest
+    assert download.parse_sum_file(f"{digest}  kubeadm\n", "kubeadm", "sha512") == digest
+    with pytest.raises(DownloadError, match="not a sha512 checksum file"):
+        download.parse_sum_file("ab" * 32 + "\n", "kubeadm", "sha512")

@@ -44,7 +44,9 @@ def plugin_actions(ctx: Context) -> List[Action]:
         for plugin in PLUGINS
         if not ctx.installed.matches(f"{profile.cni_bin_dir}/{plugin}", artifact)
     )
-    return [ExtractArtifact("cni-plugins", profile.cni_bin_dir, stale)] if stale else []
+    if not stale:
+        return []
+    return [ExtractArtifact("cni-plugins", profile.cni_bin_dir, stale, artifact.verified_with())]
 
 
 class CniPlugins(Step):

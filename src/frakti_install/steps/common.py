@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import stat
-from typing import TYPE_CHECKING, Callable, List, Sequence
+from typing import TYPE_CHECKING, Callable, List, Sequence, Tuple
 
 from frakti_install.actions import (
     InstallArtifact,
@@ -47,10 +47,23 @@ def package_actions(ctx: Context, names: Sequence[str]) -> List[Action]:
     return [InstallPackages(missing)] if missing else []
 
 
+def outdated_hyper_packages(ctx: Context) -> Tuple[str, ...]:
+    """The hyper artifacts (hypercontainer, hyperstart) whose package is missing or
+    of another version: the ones an install downloads (hyperd step, preflight)."""
+    wanted = ctx.profile.hyper_packages
+    installed = ctx.facts.packages(ctx.profile.package_manager, tuple(wanted.values()))
+    return tuple(
+        artifact
+        for artifact, package in wanted.items()
+        if not (installed.get(package) or "").startswith(ctx.runtime.version("hyperd"))
+    )
+
+
 def artifact_actions(ctx: Context, artifact: str, path: str, mode: int = 0o755) -> List[Action]:
-    if ctx.installed.matches(path, ctx.artifacts.get(artifact)):
+    resolved = ctx.artifacts.get(artifact)
+    if ctx.installed.matches(path, resolved):
         return []
-    return [InstallArtifact(artifact, path, mode)]
+    return [InstallArtifact(artifact, path, mode, resolved.verified_with())]
 
 
 def service_actions(

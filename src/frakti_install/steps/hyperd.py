@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, List
 from frakti_install.actions import InstallPackageFiles
 from frakti_install.engine import Action, Check, Step
 from frakti_install.steps.common import (
+    outdated_hyper_packages,
     package_actions,
     service_actions,
     template_actions,
@@ -31,14 +32,11 @@ class Hyperd(Step):
 
     def check(self, ctx: Context) -> Check:
         actions: List[Action] = package_actions(ctx, ctx.profile.packages["hypervisor"])
-        wanted = ctx.profile.hyper_packages
-        installed = ctx.facts.packages(ctx.profile.package_manager, tuple(wanted.values()))
-        outdated = tuple(
-            artifact
-            for artifact, package in wanted.items()
-            if not (installed.get(package) or "").startswith(ctx.runtime.version("hyperd"))
+        outdated = outdated_hyper_packages(ctx)
+        how = "; ".join(
+            f"{name}: {ctx.artifacts.get(name).verified_with()}" for name in outdated
         )
-        inputs: List[Action] = [InstallPackageFiles(outdated)] if outdated else []
+        inputs: List[Action] = [InstallPackageFiles(outdated, how)] if outdated else []
         inputs += template_actions(
             ctx,
             CONFIG,

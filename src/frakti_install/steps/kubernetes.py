@@ -1,5 +1,6 @@
 """kubeadm, kubelet, kubectl and crictl from the release binaries (verified
-against the published .sha256), plus the tools kubeadm's preflight wants."""
+against the hash upstream publishes for that release, data/artifacts.yaml),
+plus the tools kubeadm's preflight wants."""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ class Kubernetes(Step):
         actions: List[Action] = package_actions(ctx, ctx.profile.packages["kube_deps"])
         for binary in BINARIES:
             actions += artifact_actions(ctx, binary, f"{BIN_DIR}/{binary}")
-        if not ctx.installed.matches(f"{BIN_DIR}/crictl", ctx.artifacts.get("crictl")):
-            actions.append(ExtractArtifact("crictl", BIN_DIR, ("crictl",)))
+        crictl = ctx.artifacts.get("crictl")
+        if not ctx.installed.matches(f"{BIN_DIR}/crictl", crictl):
+            actions.append(ExtractArtifact("crictl", BIN_DIR, ("crictl",), crictl.verified_with()))
         if not actions:
             return Check.ok(
                 f"Kubernetes {ctx.runtime.kubernetes_version} binaries and crictl "

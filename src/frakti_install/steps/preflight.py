@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 from frakti_install.constants import ADMIN_CONF, KUBELET_CONF
 from frakti_install.engine import Check, Step
 from frakti_install.errors import MissingChecksum, PreflightFailed
+from frakti_install.steps.common import outdated_hyper_packages
 
 if TYPE_CHECKING:
     from frakti_install.context import Context
@@ -162,8 +163,36 @@ def missing_checksums(ctx: Context) -> Optional[str]:
             missing.append(name)
     if not missing:
         return None
-    return f"no sha256 given for {', '.join(missing)} (upstream publishes none)"
+    return f"no sha256 given for {', '.join(missing)} (upstream publishes no sha256 or sha512)"
 
+
+def hyper_source(ctx: Context) -> Optional[str]:
+    """No public location of hyperd 1.x packages is known (docs/upstream-facts.md):
+    the hyper packages an install needs must come from a mirror (--mirror hyper=URL),
+    a bundle, or the download cache (a bundle's or a copied file, found by the sum
+    given for it); never from the default base, where they 404 half-way."""
+    if "hyper" in ctx.settings.mirrors:
+        return None
+    missing = []
+    for name in outdated_hyper_packages(ctx):
+        artifact = ctx.artifacts.get(name)
+        given = artifact.given_sha256
+        if given and ctx.artifacts.downloader().cached(given) is not None:
+            continue  # already here, verified by its sum: nothing is downloaded
+        missing.append(artifact.filename)
+    if not missing:
+        return None
+    return (
+        f"no public download of hyperd {ctx.runtime.version('hyperd')} is known: "
+        f"{', '.join(missing)} would come from {ctx.artifacts.base_url('hyper')}, "
+        "which never published them"
+    )
+
+
+HYPER_HINT = (
+    "Give a mirror that holds the hyperd packages with --mirror hyper=URL (mirrors: hyper: URL "
+    "in the config file), or install from an offline bundle with --bundle FILE."
+)
 
 PORT_HINT = "Stop whatever listens there (ss -ltnp shows it)."
 
@@ -220,6 +249,7 @@ FRAKTI_CHECKS = (
         missing_checksums,
         "Give the sums with --checksum NAME=SHA256 or checksums: in the config file.",
     ),
+    PreflightCheck("HyperPackages", hyper_source, HYPER_HINT),
     PreflightCheck(
         "KVM", _kvm, "Enable VT-x/AMD-V in the firmware, or nested virtualisation.", fatal=False
     ),

@@ -18,7 +18,7 @@ Built on tests/e2e/testbed.py (not changed here):
 - ``build_lab_mirror()``: the stand-in mirror, with the kubeadm, kubelet and
   kubectl stand-ins extended by standin_multinode.py (one cluster state on
   the master, reached through its stand-in kube-apiserver on 6443; kubeadm
-  join; pod CIDR allocation) and their .sha256 files redone.
+  join; pod CIDR allocation) and their hash files (.sha512 for v1.12) redone.
 - ``add_pod()``: a network namespace on a host, plugged into the node's cni0
   by Debian's real CNI bridge plugin (``CNI_COMMAND=ADD``, the node's
   /etc/cni/net.d/10-mynet.conf).
@@ -112,7 +112,11 @@ def build_lab_mirror(mirror: Dict[str, object], dest: Path) -> Path:
         path.write_text(text)
         py_compile.compile(str(path), cfile=str(dest / f".{program}.pyc"), doraise=True)
         (dest / f".{program}.pyc").unlink()
-        (path.parent / f"{program}.sha256").write_text(hashlib.sha256(text.encode()).hexdigest())
+        # redo the hash files dl.k8s.io has for this release (no .sha256 before v1.16)
+        for algorithm in ("md5", "sha1", "sha256", "sha512"):
+            hashed = path.parent / f"{program}.{algorithm}"
+            if hashed.exists():
+                hashed.write_text(hashlib.new(algorithm, text.encode()).hexdigest())
     return dest
 
 

@@ -5,7 +5,7 @@ TEST SUPPORT, not product code. The tree is laid out exactly like the
 upstream download hosts, so pointing the installer's mirror base URLs at it
 is all it takes:
 
-    kubernetes/release/<k8s>/bin/linux/amd64/{kubeadm,kubelet,kubectl}(.sha256)
+    kubernetes/release/<k8s>/bin/linux/amd64/{kubeadm,kubelet,kubectl}(.md5/.sha1/.sha512)
                                               (dl.k8s.io/release/...)
     kubernetes/release/stable-<minor>.txt
     github/kubernetes/frakti/releases/download/<frakti>/frakti
@@ -13,9 +13,12 @@ is all it takes:
     hyper/hypercontainer_<hyperd>-1_amd64.deb, hyper/hyperstart_<hyperd>-1_amd64.deb
 
 Every program in it is a Python stand-in from this directory (see each
-file's header). Kubernetes binaries get a .sha256 file beside them, as on
-dl.k8s.io; frakti, crictl and the hyper packages publish none upstream, so
-their sums are returned for the installer's `checksums:` config.
+file's header). Kubernetes binaries get the hash files dl.k8s.io has for
+their release (hash_files_for): .md5 and .sha1 always, .sha512 from v1.12.0
+(kubernetes/release#630), .sha256 only from v1.16.0 (kubernetes/kubernetes#68555),
+so v1.12.10 has no .sha256 here either: asking for one is a 404. frakti, crictl
+and the hyper packages publish none upstream, so their sums are returned for
+the installer's `checksums:` config. See docs/upstream-facts.md.
 
 Usage: build.py DEST  -> builds DEST and prints {"versions", "sha256", "paths"} as JSON.
 Needs dpkg-deb.
@@ -55,6 +58,24 @@ def render(source: str, version: str, program: str = "") -> bytes:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def hash_files_for(kubernetes: str) -> tuple[str, ...]:
+    """The hash files dl.k8s.io publishes beside a release binary of this version."""
+    minor = tuple(int(p) for p in kubernetes.lstrip("v").split(".")[:2])
+    found = ["md5", "sha1"]
+    if minor >= (1, 12):
+        found.append("sha512")
+    if minor >= (1, 16):
+        found.append("sha256")
+    return tuple(found)
+
+
+def write_hash_files(binary: Path, data: bytes, kubernetes: str) -> None:
+    """Bare hex digests, as dl.k8s.io serves them."""
+    for algorithm in hash_files_for(kubernetes):
+        _write(binary.parent / f"{binary.name}.{algorithm}",
+               hashlib.new(algorithm, data).hexdigest().encode())
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -183,7 +204,7 @@ def build(dest: Path | str, versions: dict[str, str] | None = None) -> dict[str,
     for program in ("kubeadm", "kubelet", "kubectl"):
         data = render("kube.py", v["kubernetes"], program)
         _write(dest / k8s / program, data, 0o755)
-        _write(dest / k8s / f"{program}.sha256", sha256(data).encode())
+        write_hash_files(dest / k8s / program, data, v["kubernetes"])
         sums[program], paths[program] = sha256(data), f"{k8s}/{program}"
     minor = ".".join(v["kubernetes"].lstrip("v").split(".")[:2])
     _write(dest / f"kubernetes/release/stable-{minor}.txt", f"{v['kubernetes']}\n".encode())
