@@ -96,16 +96,24 @@ def test_mirror_serves_the_standins(standin_host: testbed.Machine, mirror: dict)
     )
     for name, path in paths.items():
         assert got[f"{mirror['url']}/{path}"] == sums[name], name
-    for name in ("kubeadm", "kubelet", "kubectl"):  # published beside the binaries, as on dl.k8s.io
-        url = f"{mirror['url']}/{paths[name]}.sha256"
-        text = standin_host.run(
-            [
-                "python3",
-                "-c",
-                f"import urllib.request; print(urllib.request.urlopen({url!r}).read().decode())",
-            ]
-        ).stdout
-        assert text.strip() == sums[name]
+    # Beside the binaries, what dl.k8s.io publishes for v1.12.10: .sha512
+    # (kubernetes/release#630), and no .sha256 before v1.16.0 (kubernetes/kubernetes#68555).
+    check_sums = (
+        "import hashlib, sys, urllib.error, urllib.request\n"
+        "url = sys.argv[1]\n"
+        "binary = urllib.request.urlopen(url).read()\n"
+        "published = urllib.request.urlopen(url + '.sha512').read().decode().split()[0]\n"
+        "print(published == hashlib.sha512(binary).hexdigest())\n"
+        "try:\n"
+        "    urllib.request.urlopen(url + '.sha256')\n"
+        "    print('sha256 served')\n"
+        "except urllib.error.HTTPError as exc:\n"
+        "    print(exc.code)\n"
+    )
+    for name in ("kubeadm", "kubelet", "kubectl"):
+        url = f"{mirror['url']}/{paths[name]}"
+        answer = standin_host.run(["python3", "-c", check_sums, url]).stdout.split()
+        assert answer == ["True", "404"], (name, answer)
     missing = standin_host.run(
         ["python3", "-c", f"import urllib.request; urllib.request.urlopen('{mirror['url']}/nope')"],
         check=False,
