@@ -159,10 +159,14 @@ class Facts:
     def module_loaded(self, name: str) -> bool:
         return self.host.exists(f"/sys/module/{name}")
 
+    def module_present(self, name: str) -> bool:
+        """Loaded, or its device node is there (opening it loads the module)."""
+        return self.module_loaded(name) or self.host.exists("/dev/" + name.replace("_", "-"))
+
     @cached
     def module_loadable(self, name: str) -> bool:
-        """Loaded, its device is there, or modinfo finds it for the running kernel."""
-        if self.module_loaded(name) or self.host.exists("/dev/" + name.replace("_", "-")):
+        """Present, or modinfo finds it for the running kernel."""
+        if self.module_present(name):
             return True
         result = self.host.run(["modinfo", "-F", "filename", name], check=False)
         return result.ok and probes.parse_modinfo_filename(result.stdout) is not None

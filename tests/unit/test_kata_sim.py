@@ -18,6 +18,7 @@ from frakti_install.errors import ConfigError, PreflightFailed, UnsupportedOS
 from frakti_install.steps import kata as kata_step
 from frakti_install.steps.containerd import edit_main_config
 from frakti_install.steps.preflight import Preflight, Role
+from frakti_install.tarsafe import UnsafeArchive
 from frakti_install.toml_text import flatten, scalar
 from tests.unit.simhost import Killed, SimCluster, kata
 from tests.unit.simkata import (
@@ -385,7 +386,7 @@ def test_unsafe_kata_tarball_installs_nothing(machine, extra, message):
 
     report = run_once(m, checksums={"kata": hashlib.sha256(evil).hexdigest()})
     failed = next(r for r in report.steps if r.status is Status.FAIL)
-    assert failed.name == "kata" and isinstance(failed.error, kata_step.UnsafeArchive)
+    assert failed.name == "kata" and isinstance(failed.error, UnsafeArchive)
     assert message in failed.detail
     assert not m.p("/opt/kata").exists() and not m.p("/etc/cron.d/evil").exists()
 

@@ -33,7 +33,6 @@ from frakti_install.steps.preflight import (
     missing_checksums,
     ports_taken,
 )
-from frakti_install.tarsafe import UnsafeArchive  # noqa: F401  what a refused archive raises
 
 if TYPE_CHECKING:
     from frakti_install.context import Context
@@ -226,11 +225,6 @@ class ExtractKata(Action):
         ctx.host.write_file(manifest_path(ctx), content.encode(), 0o644)
 
 
-def module_present(ctx: Context, module: str) -> bool:
-    """Loaded, or its device node is there (opening it loads the module)."""
-    return ctx.facts.module_loaded(module) or ctx.host.exists("/dev/" + module.replace("_", "-"))
-
-
 class KataRuntime(Step):
     name = "kata"
     title = "Kata Containers in /opt/kata and its containerd shim"
@@ -247,7 +241,7 @@ class KataRuntime(Step):
             ctx, r["modules_file"], "kata-modules-load.conf.j2", modules=r["modules"]
         )
         for module in r["modules"]:
-            if module_present(ctx, module):
+            if ctx.facts.module_present(module):
                 continue
             if skip_unloadable_modules(ctx) and not ctx.facts.module_loadable(module):
                 continue  # preflight warned: kata pods cannot start on this kernel
