@@ -166,8 +166,32 @@ VERSIONS = Spec(
     references=(("default", "sets"),),
 )
 
+CONTAINERD = Spec(
+    {
+        "releases": [
+            {
+                **_strings("from max_version default_version"),
+                "sections": frozenset({"merged", "replaced"}),
+                "cni_bin": frozenset({"bin_dir", "bin_dirs"}),
+            }
+        ],
+        "config_versions": {
+            "*": {
+                "runtimes": [str],  # table keys from the top of the file
+                "default_runtime": [str],
+                "sandbox_image": [str],
+                "cni": [str],
+                "plugins": [str],
+                "disabled": [str],
+            }
+        },
+    },
+    references=(("releases.*.max_version", "config_versions"),),
+)
+
 SCHEMAS: Dict[str, Spec] = {
     "artifacts": ARTIFACTS,
+    "containerd": CONTAINERD,
     "kata": KATA,
     "profiles": PROFILES,
     "versions": VERSIONS,

@@ -292,6 +292,14 @@ class Facts:
         )
         return probes.parse_containerd_dump(result.stdout, result.returncode, result.stderr)
 
+    @cached
+    def containerd_version(self) -> Optional[Tuple[int, int, int]]:
+        """The installed containerd's release, or None (not installed, or unreadable)."""
+        if not self.host.which("containerd"):
+            return None
+        result = self.host.run(["containerd", "--version"], check=False, timeout=30)
+        return probes.parse_containerd_version(result.stdout) if result.ok else None
+
     # --- Kubernetes ---------------------------------------------------------
     @cached
     def nodes(self, kubeconfig: str) -> Optional[List[Dict[str, Any]]]:

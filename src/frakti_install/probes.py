@@ -8,6 +8,7 @@ parser is tested against output captured from the real program
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
@@ -118,6 +119,22 @@ def parse_containerd_dump(stdout: str, returncode: int = 0, stderr: str = "") ->
         return ContainerdDump(False, tail(stderr or stdout) or str(exc))
     version = values.get("version", 1)
     return ContainerdDump(True, "", values, version if isinstance(version, int) else 1)
+
+
+# --- containerd --version ------------------------------------------------------
+_RELEASE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def parse_containerd_version(text: str) -> Optional[Tuple[int, int, int]]:
+    """`containerd --version` ("containerd PACKAGE VERSION REVISION": Debian prints
+    "... 1.6.20~ds1 1.6.20~ds1-1+deb12u3", Docker's containerd.io "... v2.1.5 <commit>"):
+    the release as (major, minor, patch), or None."""
+    words = text.split()
+    for word in words[2:3] + words[1:2] + words[3:]:  # the version is the third word
+        match = _RELEASE.match(word)
+        if match:
+            return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+    return None
 
 
 # --- kubectl ... -o json ---------------------------------------------------------

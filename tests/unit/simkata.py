@@ -50,6 +50,22 @@ KUBERNETES_KEY = "DE15B14486CD377B9E876E1A234654DA9A296436"
 SOCKET = "/run/containerd/containerd.sock"
 CONFIG = "/etc/containerd/config.toml"
 CRI = "io.containerd.grpc.v1.cri"
+CRI_RUNTIME = "io.containerd.cri.v1.runtime"  # containerd 2.x's CRI runtime plugin (config v3)
+CRI_IMAGES = "io.containerd.cri.v1.images"
+CRI_NAMES = {"cri", CRI, CRI_RUNTIME, CRI_IMAGES}
+# `containerd --version` of each system's containerd: Debian's and Ubuntu's print
+# their package version, Docker's containerd.io (2.x on EL9 now) its tag and commit
+CONTAINERD_RELEASES = {
+    "debian": (
+        (1, 6, 20),
+        "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3",
+    ),
+    "ubuntu": ((1, 7, 24), "containerd github.com/containerd/containerd 1.7.24 "),
+    "containerd.io": (
+        (2, 1, 5),
+        "containerd containerd.io v2.1.5 fcd43222d6b07379a4be9786bda52438f0dd16a1",
+    ),
+}
 KUBE_PACKAGES = ("kubelet", "kubeadm", "kubectl", "kubernetes-cni", "cri-tools")
 
 PACKAGE_UNITS = {
@@ -199,6 +215,81 @@ def merge_containerd(into: Dict[str, Any], other: Dict[str, Any]) -> None:
             into[key] = value
 
 
+def _merge_2x(into: Dict[str, Any], other: Dict[str, Any], top: bool = True) -> None:
+    """containerd 2.x's mergeConfig: the main fields take what is set (an empty
+    value leaves them be), lists gain what they lack, tables merge key by key
+    (plugins too: containerd issue #5837 fixed), where any value overrides."""
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge_2x(into[key], value, top=False)
+        elif top and isinstance(value, list) and isinstance(into.get(key), list):
+            into[key] = into[key] + [v for v in value if v not in into[key]]
+        elif not top or value not in (0, "", [], {}) or key not in into:
+            into[key] = json.loads(json.dumps(value))
+
+
+def _v1_migrate(config: Dict[str, Any]) -> Dict[str, Any]:
+    """Version 1 plugin names to URIs (only the one the sim meets)."""
+    config = json.loads(json.dumps(config))
+    plugins = config.get("plugins", {})
+    if "cri" in plugins:
+        plugins[CRI] = plugins.pop("cri")
+    config["disabled_plugins"] = [
+        CRI if name == "cri" else name for name in config.get("disabled_plugins", [])
+    ]
+    return config
+
+
+IMAGE_KEYS = (
+    "registry",
+    "image_decryption",
+    "max_concurrent_downloads",
+    "image_pull_progress_timeout",
+    "image_pull_with_sync_fs",
+    "stats_collect_period",
+)
+IMAGE_CONTAINERD_KEYS = ("snapshotter", "disable_snapshot_annotations", "discard_unpacked_layers")
+SERVER_KEYS = (
+    "disable_tcp_service",
+    "stream_server_address",
+    "stream_server_port",
+    "stream_idle_timeout",
+    "enable_tls_streaming",
+    "x509_key_pair_streaming",
+)
+
+
+def _cri_migrate(plugins: Dict[str, Any]) -> None:
+    """containerd 2.x's config v2 -> v3 migration of the CRI tables: what the
+    v3 tables set already wins over the v2 table's (runtimes included)."""
+    src = plugins.get(CRI)
+    if not isinstance(src, dict):
+        return
+    runtime = plugins.setdefault(CRI_RUNTIME, {})
+    for key, value in src.items():
+        if key not in ("cni", "containerd", "sandbox_image", *IMAGE_KEYS, *SERVER_KEYS):
+            runtime.setdefault(key, value)
+    cni = runtime.setdefault("cni", {}) if "cni" in src else None
+    for key, value in src.get("cni", {}).items():
+        if key == "bin_dir":
+            if not cni.get("bin_dirs"):
+                cni["bin_dirs"] = [value]
+        else:
+            cni.setdefault(key, value)
+    if "containerd" in src:
+        containerd = runtime.setdefault("containerd", {})
+        for key, value in src["containerd"].items():
+            if key not in IMAGE_CONTAINERD_KEYS:
+                containerd.setdefault(key, value)
+    images = plugins.setdefault(CRI_IMAGES, {})
+    if "sandbox_image" in src:
+        images.setdefault("pinned_images", {})["sandbox"] = src["sandbox_image"]
+    for key in IMAGE_KEYS:
+        if key in src:
+            images[key] = src[key]
+    plugins[CRI] = {k: v for k, v in src.items() if k in SERVER_KEYS}
+
+
 def toml_text(table: Dict[str, Any], path: Tuple[str, ...] = ()) -> str:
     """A dict as TOML, indented like `containerd config dump`."""
 
@@ -234,6 +325,8 @@ class KataSimRunner(SimRunner):
         self.holds: List[str] = []
         self.runtime_classes: Dict[str, Dict[str, Any]] = {}
         self.containerd_loaded: Optional[Dict[str, Any]] = None  # as it last (re)started
+        # the release `containerd --version` prints (KataSimMachine sets it per system)
+        self.containerd_release, self.containerd_version_output = CONTAINERD_RELEASES["debian"]
         # modules the kernel can load (a kernel without vhost support drops two)
         self.kernel_modules = {"overlay", "br_netfilter", "vhost_vsock", "vhost_net"}
 
@@ -250,6 +343,8 @@ class KataSimRunner(SimRunner):
     # --- dispatch: what counts as a change on this host ---
     def mutating(self, argv: Sequence[str]) -> bool:
         if list(argv[:2]) == ["apt-mark", "showhold"] or list(argv[-2:]) == ["config", "dump"]:
+            return False
+        if list(argv) == ["containerd", "--version"]:
             return False
         if argv[0] == "kubectl" and "--dry-run=server" in argv:
             return False
@@ -389,41 +484,89 @@ class KataSimRunner(SimRunner):
 
     # --- containerd -----------------------------------------------------------
     def effective_config(self) -> Tuple[Optional[Dict[str, Any]], str]:
-        """What containerd 1.x makes of its files (None and the error when it cannot)."""
+        """What containerd makes of its files (None and the error when it cannot)."""
+        if self.containerd_release[0] >= 2:
+            return self._effective_config_2x()
         merged: Dict[str, Any] = {"version": 2, "disabled_plugins": [], "plugins": {}}
         main = self.p(CONFIG)
         try:
             config = tomllib.loads(main.read_text()) if main.exists() else {}
         except tomllib.TOMLDecodeError as error:
             return None, f"failed to load TOML from {CONFIG}: {error}"
+        if not isinstance(config.get("imports", []), list):
+            return None, "failed to unmarshal TOML: Can't convert imports(string) to []string"
+        if config.get("version", 1) > 2:  # 1.x's ValidateV2
+            return None, f"unsupported config version `{config['version']}`"
         merge_containerd(merged, config)
         if config.get("version", 1) != 2:
             merged["version"] = 1  # version 1 names plugins "cri": no imported v2 section applies
             merged["plugins"] = {}
             return merged, ""
-        seen = {CONFIG}
+        for path in self._imports(CONFIG, config, {CONFIG}):
+            try:
+                merge_containerd(merged, tomllib.loads(self.p(path).read_text()))
+            except tomllib.TOMLDecodeError as error:
+                return None, f"failed to load TOML from {path}: {error}"
+        return merged, ""
+
+    def _imports(self, parent: str, config: Dict[str, Any], seen: set) -> List[str]:
+        found = []
         for pattern in config.get("imports", []):
+            if not pattern.startswith("/"):
+                pattern = f"{os.path.dirname(parent)}/{pattern}"
             directory, name = os.path.split(pattern)
             folder = self.p(directory)
-            matches = (
-                sorted(e for e in os.listdir(folder) if fnmatch.fnmatch(e, name))
-                if folder.is_dir()
-                else []
-            )
+            if "*" in name:
+                entries = os.listdir(folder) if folder.is_dir() else []
+                matches = sorted(e for e in entries if fnmatch.fnmatch(e, name))
+            else:
+                matches = [name]
             for entry in matches:
                 path = f"{directory}/{entry}"
-                if path in seen:
-                    continue
-                seen.add(path)
-                try:
-                    merge_containerd(merged, tomllib.loads(self.p(path).read_text()))
-                except tomllib.TOMLDecodeError as error:
-                    return None, f"failed to load TOML from {path}: {error}"
+                if path not in seen:
+                    seen.add(path)
+                    found.append(path)
+        return found
+
+    def _effective_config_2x(self) -> Tuple[Optional[Dict[str, Any]], str]:
+        """containerd 2.x's LoadConfig and dump: each file read (a version 1 file
+        migrated to the version so far), merged table by table, the result
+        migrated from the version of the last file that named one to 3."""
+        merged: Dict[str, Any] = {"version": 3, "disabled_plugins": [], "plugins": {}}
+        pending, seen = [CONFIG], {CONFIG}
+        while pending:
+            path = pending.pop(0)
+            if not self.p(path).exists():
+                if path == CONFIG:
+                    break  # `config dump` ignores a missing main config
+                return None, f"open {path}: no such file or directory"
+            try:
+                config = tomllib.loads(self.p(path).read_text())
+            except tomllib.TOMLDecodeError as error:
+                return None, f"failed to unmarshal TOML: {error}"
+            if not isinstance(config.get("imports", []), list):
+                return None, (
+                    "failed to unmarshal TOML: toml: cannot decode TOML string into struct "
+                    "field config.Config.Imports of type []string"
+                )
+            if config.get("version", 0) in (0, 1):
+                config = _v1_migrate(config)
+                config["version"] = merged["version"]
+            _merge_2x(merged, config)
+            pending += self._imports(path, config, seen)
+        if merged["version"] > 3:
+            return None, (
+                "expected containerd config version equal to or less than `3`, "
+                f"got `{merged['version']}`"
+            )
+        if merged["version"] < 3:
+            _cri_migrate(merged["plugins"])
+        merged["version"] = 3
         return merged, ""
 
     def cri_enabled(self) -> bool:
         loaded = self.containerd_loaded
-        return loaded is not None and not {"cri", CRI} & set(loaded.get("disabled_plugins", []))
+        return loaded is not None and not CRI_NAMES & set(loaded.get("disabled_plugins", []))
 
     def _start_containerd(self) -> Optional[str]:
         config, error = self.effective_config()
@@ -460,6 +603,8 @@ class KataSimRunner(SimRunner):
         return self.ok(argv, "Client:\n  Version:  1.7.24\n\nServer:\n  Version:  1.7.24\n")
 
     def cmd_containerd(self, argv: List[str]) -> CommandResult:
+        if argv[1:] == ["--version"]:
+            return self.ok(argv, self.containerd_version_output + "\n")
         if argv[-2:] != ["config", "dump"]:
             return self.fail(argv, "unsupported in the simulation")
         config, error = self.effective_config()
@@ -542,6 +687,10 @@ class KataSimMachine(SimMachine):
         super().__init__(root, os_id, version, cgroup=cgroup, **kwargs)
         deb = os_id in ("ubuntu", "debian")
         self.kata = KataSimRunner(root, self.state, kwargs.get("ip", "10.0.0.1"), deb=deb)
+        packaged = os_id if deb else "containerd.io"
+        self.kata.containerd_release, self.kata.containerd_version_output = CONTAINERD_RELEASES[
+            packaged
+        ]
         self.runner = self.kata
         self.kata._refresh_ports()
         self.downloader = KataSimDownloader(root / "var/cache/sim")

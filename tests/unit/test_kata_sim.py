@@ -16,10 +16,9 @@ from frakti_install import joining, plans, runtimes, session
 from frakti_install.engine import Status
 from frakti_install.errors import ConfigError, PreflightFailed, UnsupportedOS
 from frakti_install.steps import kata as kata_step
-from frakti_install.steps.containerd import edit_main_config
+from frakti_install.steps.containerd import dig, edit_main_config, release
 from frakti_install.steps.preflight import Preflight, Role
 from frakti_install.tarsafe import UnsafeArchive
-from frakti_install.toml_text import flatten, scalar
 from tests.unit.simhost import Killed, SimCluster, kata
 from tests.unit.simkata import (
     CONFIG,
@@ -39,6 +38,10 @@ GLOB = "/etc/containerd/conf.d/*.toml"
 IDS = [f"{i}-{v}" for i, v in KATA_SYSTEMS]
 CRI = ("plugins", "io.containerd.grpc.v1.cri")
 RUNC_OPTIONS = (*CRI, "containerd", "runtimes", "runc", "options")
+RUNTIMES_V3 = ("plugins", "io.containerd.cri.v1.runtime", "containerd", "runtimes")
+CONTAINERD_16 = release((1, 6, 20))
+CONTAINERD_21 = release((2, 1, 9))
+CONTAINERD_23 = release((2, 3, 0))
 MIRROR_CONFIG = """version = 2
 
 # my registry mirror
@@ -189,9 +192,8 @@ def test_users_runc_options_are_merged_not_duplicated(machine):
     drop_in = m.p(DROP_IN).read_text()
     tomllib.loads(drop_in)  # a table defined twice would not parse
     assert drop_in.count("runtimes.runc.options]") == 1
-    options = flatten(drop_in)
-    assert scalar(options[RUNC_OPTIONS + ("BinaryName",)]) == "/usr/local/bin/crun"
-    assert scalar(options[RUNC_OPTIONS + ("SystemdCgroup",)]) == "true"
+    options = dig(tomllib.loads(drop_in), RUNC_OPTIONS)
+    assert options == {"BinaryName": "/usr/local/bin/crun", "SystemdCgroup": True}
     runc = m.kata.containerd_loaded["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]
     assert runc["runtimes"]["runc"]["options"] == {
         "SystemdCgroup": True,
@@ -206,8 +208,12 @@ def test_docker_containerd_io_config_gets_cri_back_and_keeps_the_rest(machine):
     assert "disabled_plugins = []" in text and '"cri"' not in text
     assert text.startswith("#   Copyright 2018-2022 Docker Inc.")
     assert '#[grpc]\n#  address = "/run/containerd/containerd.sock"' in text
-    assert text.index("version = 2") < text.index("imports = [") < text.index("disabled_plugins")
+    # containerd.io is 2.x: its config (no version) becomes version 3, the drop-in too
+    assert text.index("version = 3") < text.index("imports = [") < text.index("disabled_plugins")
+    assert m.p(DROP_IN).read_text().count("\nversion = 3\n") == 1
     assert m.kata.cri_enabled() and len(m.state.inits) == 1
+    kata_runtime = dig(m.kata.containerd_loaded, (*RUNTIMES_V3, "kata", "runtime_type"))
+    assert kata_runtime == "io.containerd.kata.v2"
 
 
 def test_user_config_change_restarts_containerd_only_and_is_carried_over(machine):
@@ -227,18 +233,21 @@ def test_user_config_change_restarts_containerd_only_and_is_carried_over(machine
 
 
 def test_killed_between_writing_and_restarting_still_restarts(machine):
-    m = machine("rocky", "9.3")
+    m = machine("rocky", "9.3")  # containerd.io 2.x: the drop-in repeats nothing
     apply(m)
-    m.runner.write(CONFIG, m.p(CONFIG).read_text() + MIRROR_CONFIG.split("\n", 1)[1])
-    restart_at = m.runner.mutations  # the containerd step's first command is its restart
-    m.runner.kill_at = restart_at
+    mirror = '\n[plugins."io.containerd.cri.v1.images".registry]\n  config_path = "/certs.d"\n'
+    m.runner.write(CONFIG, m.p(CONFIG).read_text() + mirror)
+    drop_in = m.p(DROP_IN).read_text()
+    m.runner.kill_at = m.runner.mutations  # the containerd step's first command: its restart
     with pytest.raises(Killed, match="systemctl restart containerd.service"):
         apply(m)
-    assert "mirror.example.com" in m.p(DROP_IN).read_text()  # written, not yet loaded
-    assert "registry" not in m.kata.containerd_loaded["plugins"]["io.containerd.grpc.v1.cri"]
+    assert m.p(DROP_IN).read_text() == drop_in
+    assert "registry" not in m.kata.containerd_loaded["plugins"]["io.containerd.cri.v1.images"]
     m.runner.kill_at = None
     apply(m)
     assert m.kata.containerd_loaded == effective(m)
+    images = m.kata.containerd_loaded["plugins"]["io.containerd.cri.v1.images"]
+    assert images["registry"] == {"config_path": "/certs.d"}
 
 
 @pytest.mark.parametrize(
@@ -303,7 +312,7 @@ EDITS = [
     ),
     pytest.param(
         'version = 2\nimports = [\n  "/etc/a.toml",  # mine\n]\n',
-        f'version = 2\nimports = [\n  "/etc/a.toml", "{GLOB}",  # mine\n]\n',
+        f'version = 2\nimports = [\n  "/etc/a.toml",  # mine\n  "{GLOB}",\n]\n',
         [f"append {GLOB} to imports"],
         id="append-multi-line",
     ),
@@ -329,7 +338,10 @@ EDITS = [
     pytest.param(
         'version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri", "x"]\n',
         f'version = 2\nimports = ["{GLOB}"]\ndisabled_plugins = ["x"]\n',
-        ["add the imports line", "enable the CRI plugin (remove cri from disabled_plugins)"],
+        [
+            "add the imports line",
+            "enable the CRI plugin (remove io.containerd.grpc.v1.cri from disabled_plugins)",
+        ],
         id="cri-disabled",
     ),
 ]
@@ -337,21 +349,53 @@ EDITS = [
 
 @pytest.mark.parametrize("before,after,done", EDITS)
 def test_main_config_edits_are_targeted(before, after, done):
-    assert edit_main_config(before, GLOB) == (after, done)
-    assert edit_main_config(after, GLOB) == (after, [])  # and idempotent
+    edited = edit_main_config(before, GLOB, CONTAINERD_16)
+    assert (edited.text, list(edited.done)) == (after, done)
+    again = edit_main_config(after, GLOB, CONTAINERD_16)
+    assert (again.text, again.done) == (after, ())  # and idempotent
     tomllib.loads(after)
 
 
+def test_imports_given_as_one_string_becomes_a_valid_list():
+    # toml_text's line-based edit turned this into invalid TOML (imports = "/etc/x/*.toml", ...)
+    text = 'version = 2\nimports = "/etc/x/*.toml" # mine\n'
+    edited = edit_main_config(text, GLOB, CONTAINERD_16)
+    assert tomllib.loads(edited.text)["imports"] == ["/etc/x/*.toml", GLOB]
+    assert edited.imports == ("/etc/x/*.toml", GLOB)
+    assert "make imports a list" in edited.done[0]
+
+
 @pytest.mark.parametrize(
-    "text,message",
+    "found,before,version",
     [
-        ("[plugins.cri]\n  sandbox_image = 'x'\n", "version 1 config"),
-        ("version = 3\n", "version = 3"),
+        (CONTAINERD_16, None, 2),
+        (CONTAINERD_21, None, 3),
+        (CONTAINERD_23, None, 4),
+        (CONTAINERD_21, "# mine\n", 3),
+        (CONTAINERD_21, "version = 2\n", 2),  # kept: the drop-in follows it
+        (CONTAINERD_23, "version = 3\n", 3),
     ],
 )
-def test_main_configs_that_cannot_be_edited_safely_are_refused(text, message):
+def test_the_config_version_follows_the_release_and_the_users_file(found, before, version):
+    edited = edit_main_config(before, GLOB, found)
+    assert edited.config_version == version
+    assert tomllib.loads(edited.text)["version"] == version
+
+
+@pytest.mark.parametrize(
+    "text,found,message",
+    [
+        ("[plugins.cri]\n  sandbox_image = 'x'\n", CONTAINERD_16, "version 1 config"),
+        ("version = 3\n", CONTAINERD_16, "containerd 1.6.20 reads config versions up to 2"),
+        ("version = 4\n", CONTAINERD_21, "containerd 2.1.9 reads config versions up to 3"),
+        ("version = '2'\n", CONTAINERD_16, "wants a number"),
+        ("version = 2\n[plugins\n", CONTAINERD_16, "is not valid TOML"),
+        ("version = 2\nimports = 3\n", CONTAINERD_16, "not a list of file names"),
+    ],
+)
+def test_main_configs_that_cannot_be_edited_safely_are_refused(text, found, message):
     with pytest.raises(ConfigError, match=message):
-        edit_main_config(text, GLOB)
+        edit_main_config(text, GLOB, found)
 
 
 # --- kata: verified, safely unpacked ------------------------------------------

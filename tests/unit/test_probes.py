@@ -61,6 +61,9 @@ def kubectl_result(c: Dict[str, Any]) -> Any:
 PARSERS: Dict[str, Callable[[Dict[str, Any]], Any]] = {
     "apt-mark": lambda c: sorted(probes.parse_showhold(c["stdout"])),
     "containerd": containerd_result,
+    "containerd-version": lambda c: {
+        "release": list(probes.parse_containerd_version(c["stdout"]) or []) or None
+    },
     "id": lambda c: c["stdout"].strip(),
     "ip-route": lambda c: probes.parse_ip_routes(c["stdout"]),
     "iptables": iptables_result,
@@ -131,6 +134,19 @@ def test_containerd_dump_that_is_not_toml() -> None:
     assert not dump.ok and dump.error == "b version = [ c ="
     assert dump.get("version", default="none") == "none"
     assert probes.parse_containerd_dump("", 2, "").error == "containerd exited 2, printing nothing"
+
+
+@pytest.mark.parametrize(
+    "text,release",
+    [
+        # Docker's containerd.io (as its users post it: tag with a v, then the commit)
+        ("containerd containerd.io v2.1.5 fcd43222d6b07379a4be9786bda52438f0dd16a1\n", (2, 1, 5)),
+        ("", None),
+        ("containerd: command not found\n", None),
+    ],
+)
+def test_containerd_version_forms(text: str, release: Optional[Tuple[int, int, int]]) -> None:
+    assert probes.parse_containerd_version(text) == release
 
 
 def test_systemctl_blocks_keyed_by_id() -> None:
