@@ -161,6 +161,7 @@ def test_users_registry_and_runc_settings_stay_in_effect(binaries, tmp_path, sui
     # containerd 1.x replaces a plugin's table: there the drop-in repeats the user's
     replaced = result["found"].sections == "replaced"
     assert (result["carried_from"] == CONFIG) is replaced
+    assert "= {" not in result["drop_in"]  # carried settings become tables of the drop-in
 
 
 @pytest.mark.parametrize("suite", SUITES)

@@ -236,8 +236,10 @@ def edit_main_config(
 
 # --- the drop-in ------------------------------------------------------------
 def cri_settings(doc: Any, config_version: int) -> Dict[str, Any]:
-    """The CRI plugin tables a file sets (as tables, dotted keys or inline tables)."""
-    plugins = doc.get("plugins") if isinstance(doc, dict) else None
+    """The CRI plugin tables a file sets (as tables, dotted keys or inline tables),
+    as plain values: the drop-in writes them as tables of its own."""
+    values = doc.unwrap() if isinstance(doc, tomlkit.TOMLDocument) else doc
+    plugins = values.get("plugins") if isinstance(values, dict) else None
     if not isinstance(plugins, dict):
         return {}
     names = config_paths(config_version)["plugins"]
