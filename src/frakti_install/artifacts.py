@@ -8,6 +8,7 @@ installed path, the artifact's identity, its sha256 and the file's stat.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 from dataclasses import dataclass
@@ -35,14 +36,16 @@ class Artifact:
     kind: str
     url: str
     identity: str  # the URL without its base: the same file from any mirror
-    # "published" | "given" | "fingerprint" (a signing key); "given" too for a
-    # release whose upstream publishes no sha256/sha512 (hash_files: none)
+    # "published" | "given" | "fingerprint" (a signing key) | "pinned" (a
+    # sha256 in the data file); "given" too for a release whose upstream
+    # publishes no sha256/sha512 (hash_files: none) or whose file has no pin
     checksum: str
     hash_url: Optional[str]  # the published hash file of this release
     hash_algorithm: Optional[str]  # its digest: "sha256" | "sha512"
     hash_source: str  # which upstream fact says so (hash_files ... source)
     given_sha256: Optional[str]
     unverified_ok: bool
+    pinned_sha256: Optional[str] = None  # checksum "pinned": the data file's sum of this file
 
     @property
     def filename(self) -> str:
@@ -56,6 +59,8 @@ class Artifact:
         """Which hash, from where, this artifact is checked with (plan, info)."""
         if self.given_sha256:
             return "sha256 given in checksums"
+        if self.checksum == "pinned":
+            return f"sha256 pinned in the data file ({self.hash_source})"
         if self.checksum == "published" and self.hash_url:
             return f"{self.hash_algorithm} from {self.hash_url}; {self.hash_source}"
         if self.checksum == "fingerprint":
@@ -116,6 +121,14 @@ class Artifacts:
         identity = template.format(base="", **self._values)
         url = self.base_url(entry["kind"]) + identity
         checksum, hash_url, algorithm, source = self._published(entry, url)
+        pinned = None
+        if checksum == "pinned":
+            pinned = entry.get("pinned", {}).get(identity.rsplit("/", 1)[-1])
+            checksum, source = (
+                ("pinned", str(entry.get("pinned_source", "")))
+                if pinned
+                else ("given", "no sha256 pinned for this release and arch")
+            )
         if entry["sha256"] == "fingerprint":
             # Trusting other keys makes it another artifact: the keyring is installed again.
             identity += "#trust=" + ",".join(sorted(self.fingerprints(name)))
@@ -130,6 +143,7 @@ class Artifacts:
             hash_source=source,
             given_sha256=self._settings.checksums.get(name),
             unverified_ok=name in self._settings.allow_unverified,
+            pinned_sha256=pinned,
         )
 
     def _published(
@@ -181,6 +195,8 @@ class Artifacts:
         value: Optional[Digest]
         if artifact.given_sha256:
             value = Digest.of(artifact.given_sha256)
+        elif artifact.pinned_sha256:
+            value = Digest.of(artifact.pinned_sha256)
         elif artifact.checksum == "published" and artifact.hash_url and artifact.hash_algorithm:
             text = self.downloader().fetch_text(artifact.hash_url)
             algorithm = artifact.hash_algorithm
@@ -284,3 +300,81 @@ class InstalledRecord:
     def _save(self) -> None:
         content = json.dumps(self._load(), indent=1, sort_keys=True).encode()
         self._host.write_file(self._path, content, 0o600)
+
+
+# --- signing keys (gpg --show-keys --with-colons) ------------------------------
+@dataclass(frozen=True)
+class KeyPart:
+    """A primary key or subkey: when it expires (None: never), whether revoked, whether it signs."""
+
+    expires: Optional[datetime.datetime]
+    revoked: bool
+    signs: bool
+
+    def usable_at(self, now: datetime.datetime) -> bool:
+        return not self.revoked and (self.expires is None or self.expires > now)
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    fingerprint: str
+    primary: KeyPart
+    subkeys: Tuple[KeyPart, ...]
+
+    def problem_at(self, now: datetime.datetime) -> Optional[str]:
+        """Why apt or dnf would refuse what this key signs at `now` (None: usable).
+        pkgs.k8s.io renewed expired keys under the same fingerprint
+        (kubernetes/kubernetes#128609), so the fingerprint alone proves nothing."""
+        if self.primary.revoked:
+            return f"key {self.fingerprint} is revoked"
+        if not self.primary.usable_at(now):
+            assert self.primary.expires is not None
+            return f"key {self.fingerprint} expired on {self.primary.expires.date().isoformat()}"
+        signers = [self.primary] if self.primary.signs else []
+        signers += [sub for sub in self.subkeys if sub.signs]
+        if any(part.usable_at(now) for part in signers):
+            return None
+        ends = sorted(p.expires.date().isoformat() for p in signers if p.expires is not None)
+        when = f" (the last expired on {ends[-1]})" if ends else ""
+        return f"key {self.fingerprint} has no valid signing key or subkey{when}"
+
+
+def _key_part(fields: List[str]) -> KeyPart:
+    expires = (
+        datetime.datetime.fromtimestamp(int(fields[6]), tz=datetime.timezone.utc)
+        if len(fields) > 6 and fields[6].isdigit()
+        else None
+    )
+    own_caps = fields[11] if len(fields) > 11 else ""
+    return KeyPart(expires=expires, revoked=fields[1] == "r", signs="s" in own_caps)
+
+
+def signing_keys(colons: str) -> List[SigningKey]:
+    """The keys in `gpg --show-keys --with-colons` output: each primary key's
+    fingerprint, expiry and signing subkeys (field 7 is the expiry in epoch
+    seconds, field 12 the capabilities: lower case for this key part's own)."""
+    keys: List[SigningKey] = []
+    primary: Optional[KeyPart] = None
+    fingerprint = ""
+    subkeys: List[KeyPart] = []
+    record = ""
+
+    def flush() -> None:
+        if primary is not None and fingerprint:
+            keys.append(SigningKey(fingerprint, primary, tuple(subkeys)))
+
+    for line in colons.splitlines():
+        fields = line.split(":")
+        if fields[0] == "pub":
+            flush()
+            primary, fingerprint, subkeys, record = _key_part(fields), "", [], "pub"
+        elif fields[0] == "sub" and primary is not None:
+            subkeys.append(_key_part(fields))
+            record = "sub"
+        elif fields[0] in ("sec", "ssb"):
+            record = fields[0]
+        elif fields[0] == "fpr" and record == "pub" and len(fields) > 9:
+            fingerprint = fields[9].upper()
+            record = ""
+    flush()
+    return keys

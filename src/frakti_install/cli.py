@@ -93,6 +93,9 @@ VersionSetOpt = typer.Option(
 FraktiVersionOpt = typer.Option(None, "--frakti-version", help="Override frakti's version.")
 KubeVersionOpt = typer.Option(None, "--kubernetes-version", help="Override Kubernetes' version.")
 HyperdVersionOpt = typer.Option(None, "--hyperd-version", help="Override hyperd's version.")
+KataVersionOpt = typer.Option(
+    None, "--kata-version", help="Kata Containers release for the kata profile (e.g. 3.32.0)."
+)
 CgroupDriverOpt = typer.Option(
     None, "--cgroup-driver", help="auto (docker's), cgroupfs or systemd; for frakti and kubelet."
 )
@@ -110,7 +113,7 @@ RuntimeOpt = typer.Option(
     None,
     "--runtime",
     help="frakti (default: hyperd VMs, Kubernetes 1.12, cgroup v1 hosts) or kata "
-    "(containerd + Kata Containers on Kubernetes 1.31; cgroup v2 is fine).",
+    "(containerd + Kata Containers on a supported Kubernetes; cgroup v2 is fine).",
 )
 ChecksumOpt = typer.Option(
     None, "--checksum", help="NAME=SHA256 for artifacts upstream publishes no sum for."
@@ -120,6 +123,9 @@ AllowUnverifiedOpt = typer.Option(
 )
 IgnorePreflightOpt = typer.Option(
     None, "--ignore-preflight-errors", help="Preflight checks (NAME,...) to only warn about."
+)
+AllowEolOpt = typer.Option(
+    None, "--allow-eol", help="Install a Kubernetes release past its end of life (kata)."
 )
 DisableSwapOpt = typer.Option(None, "--disable-swap", help="Turn swap off now and in /etc/fstab.")
 AdvertiseOpt = typer.Option(
@@ -155,11 +161,13 @@ NODE_OPTIONS: Dict[str, Tuple[Any, Any]] = {
     "frakti_version": (Optional[str], FraktiVersionOpt),
     "kubernetes_version": (Optional[str], KubeVersionOpt),
     "hyperd_version": (Optional[str], HyperdVersionOpt),
+    "kata_version": (Optional[str], KataVersionOpt),
     "cgroup_driver": (Optional[str], CgroupDriverOpt),
     "mirror": (Optional[List[str]], MirrorOpt),
     "checksum": (Optional[List[str]], ChecksumOpt),
     "allow_unverified": (Optional[List[str]], AllowUnverifiedOpt),
     "ignore_preflight_errors": (Optional[List[str]], IgnorePreflightOpt),
+    "allow_eol": (Optional[bool], AllowEolOpt),
     "disable_swap": (Optional[bool], DisableSwapOpt),
     "node_ip": (Optional[str], NodeIpOpt),
     "bundle": (Optional[Path], BundleOpt),

@@ -35,6 +35,7 @@ class Settings:
     frakti_version: Optional[str] = None
     kubernetes_version: Optional[str] = None
     hyperd_version: Optional[str] = None
+    kata_version: Optional[str] = None  # the kata profile's Kata Containers release
     pod_cidr: str = "10.244.0.0/16"
     node_subnet: str = "auto"  # the /24 the cluster allocates to this node
     service_cidr: str = "10.96.0.0/12"
@@ -54,6 +55,7 @@ class Settings:
     # OpenPGP fingerprints to trust for a signing key (a mirror that signs with its own key)
     key_fingerprints: Dict[str, str] = field(default_factory=dict)
     allow_unverified: Tuple[str, ...] = ()
+    allow_eol: bool = False  # install a Kubernetes release past its end of life (kata profile)
     ignore_preflight_errors: Tuple[str, ...] = ()
     http_proxy: str = ""
     https_proxy: str = ""

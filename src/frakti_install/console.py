@@ -202,6 +202,11 @@ def show_info(data: Dict[str, Any]) -> None:
     table.add_row("would install", ", ".join(f"{k} {v}" for k, v in data["versions"].items()))
     for name, how in data.get("verified_with", {}).items():
         table.add_row(f"  {name}", Text(how))  # verified with: which hash, from where
+    table.add_row("Kubernetes (kata)", "minor, latest patch, end of life")
+    for row in data.get("kata_kubernetes_releases", []):
+        status = "supported" if row["status"] == "supported" else "[red]end of life[/]"
+        mark = " [bold](default)[/]" if row["default"] else ""
+        table.add_row(f"  {row['minor']}", f"{row['latest_patch']}, {row['eol']}, {status}{mark}")
     out.print(table)
 
 

@@ -57,9 +57,17 @@ ARTIFACT = {
 }
 KATA_ARTIFACT = {
     **ARTIFACT,
-    "sha256": frozenset({"published", "given", "fingerprint"}),
+    "sha256": frozenset({"published", "given", "fingerprint", "pinned"}),
     "fingerprints?": [str],
+    "pinned?": {"*": str},  # file name -> sha256 (sha256: pinned)
+    "pinned_source?": str,  # where those sums come from (plan, info)
 }
+KATA_LAYOUT = {  # runtimes.kata.kata_layout
+    **_strings("from archive shim_target config_path"),
+    "runtime": frozenset({"go", "runtime-rs"}),
+    "not_installed?": str,
+}
+KUBERNETES_RELEASE = _strings("minor latest eol source")  # versions.KubernetesRelease
 HASH_FILES = {  # artifacts.Artifacts.published_hash
     "*": {
         "version": str,  # a key of the version set: its value picks the range
@@ -95,12 +103,19 @@ KATA = Spec(
             "unit socket config imports drop_in sandbox_image cni_bin_dir cni_conf_dir"
         ),
         "kata": {
-            **_strings("prefix shim shim_target config_path handler runtime_class modules_file"),
+            **_strings("prefix shim handler runtime_class modules_file"),
             "overhead": {"memory": str, "cpu": str},
             "modules": [str],
             "arches": [str],
+            "layouts": [KATA_LAYOUT],
+            "version_args": [str],
         },
-        "kubernetes": {"packages": [str], "extra_packages": [str]},
+        "kubernetes": {
+            "packages": [str],
+            "extra_packages": [str],
+            "reviewed": str,
+            "releases": [KUBERNETES_RELEASE],
+        },
         "families": {
             "*": {
                 "containerd_packages": [str],
@@ -118,7 +133,11 @@ KATA = Spec(
         ("artifacts.*.kind", "bases"),
         ("families.*.repo.key_artifact", "artifacts"),
     ),
-    requires=(PUBLISHED_NEEDS_URL, ("artifacts.*", "sha256", "fingerprint", "fingerprints")),
+    requires=(
+        PUBLISHED_NEEDS_URL,
+        ("artifacts.*", "sha256", "fingerprint", "fingerprints"),
+        ("artifacts.*", "sha256", "pinned", "pinned"),
+    ),
 )
 
 FAMILY = {  # profiles.Profile's fields

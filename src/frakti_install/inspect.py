@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+from frakti_install import datafiles, versions
 from frakti_install.context import Context
 from frakti_install.errors import FraktiInstallError
 from frakti_install.runtimes import profile_fit
@@ -64,4 +65,5 @@ def host_info(ctx: Context) -> Dict[str, Any]:
         "versions": _versions(ctx),
         "verified_with": _verification(ctx),
         "profile_fit": profile_fit(facts),
+        "kata_kubernetes_releases": versions.release_rows(datafiles.load("kata"), versions.today()),
     }

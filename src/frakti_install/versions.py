@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
+import re
 from dataclasses import asdict, dataclass
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from frakti_install import datafiles
 from frakti_install.errors import ConfigError, IncompatibleVersions
@@ -103,3 +105,108 @@ def check_compatible(versions: VersionSet) -> None:
         f"frakti {versions.frakti} is not in the compatibility table.",
         hint="Known sets: " + ", ".join(sorted(known_sets())) + ".",
     )
+
+
+# --- Kubernetes minors with their end of life (the kata profile's table) -------
+@dataclass(frozen=True)
+class KubernetesRelease:
+    """A row of kata.yaml's kubernetes.releases: a minor, its latest known patch, its EOL."""
+
+    minor: str  # v1.35
+    latest: str  # v1.35.9
+    eol: datetime.date
+    source: str
+
+    def supported_on(self, day: datetime.date) -> bool:
+        """Upstream supports it until the day before its end-of-life date."""
+        return day < self.eol
+
+
+def today() -> datetime.date:
+    """The host's date, which end of life is judged by (tests pass their own day)."""
+    return datetime.date.today()
+
+
+def kubernetes_releases(table: Dict[str, Any]) -> List[KubernetesRelease]:
+    """The rows of a profile's kubernetes.releases, newest first as written."""
+    return [
+        KubernetesRelease(
+            minor=str(row["minor"]),
+            latest=str(row["latest"]),
+            eol=datetime.date.fromisoformat(str(row["eol"])),
+            source=str(row["source"]),
+        )
+        for row in table["releases"]
+    ]
+
+
+_MINOR = re.compile(r"^v?(\d+)\.(\d+)$")
+_PATCH = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
+
+
+def resolve_kubernetes(
+    requested: str,
+    releases: List[KubernetesRelease],
+    *,
+    day: datetime.date,
+    allow_eol: bool,
+) -> Tuple[str, KubernetesRelease]:
+    """'v1.35' -> its latest patch; 'v1.35.4' -> itself if the table knows it as
+    released; refuses an unknown minor, an unknown patch and (unless allow_eol)
+    a minor whose end of life is `day` or earlier. Returns (patch, its row)."""
+    minor_match, patch_match = _MINOR.match(requested), _PATCH.match(requested)
+    known = ", ".join(r.minor for r in releases)
+    if not minor_match and not patch_match:
+        raise ConfigError(
+            f"kubernetes_version {requested!r} is neither a minor nor a patch release",
+            hint=f"Write a minor such as {releases[0].minor} (its latest patch) or a patch such "
+            f"as {releases[0].latest}. Known minors: {known}.",
+        )
+    match = minor_match or patch_match
+    assert match is not None
+    minor = f"v{match.group(1)}.{match.group(2)}"
+    row = next((r for r in releases if r.minor == minor), None)
+    if row is None:
+        raise ConfigError(
+            f"Kubernetes {minor} is not in the kata profile's release table (known: {known})",
+            hint="Pick a known minor; a new minor is a row in kata.yaml's kubernetes.releases.",
+        )
+    patch = row.latest
+    if patch_match:
+        patch = f"{minor}.{patch_match.group(3)}"
+        if parse(patch) > parse(row.latest):
+            raise ConfigError(
+                f"Kubernetes {patch} is not a released patch the table knows: the latest "
+                f"{minor} patch it knows is {row.latest}",
+                hint=f"Use {minor} (installs {row.latest}) or a patch up to {row.latest}.",
+            )
+    if not row.supported_on(day) and not allow_eol:
+        supported = [r.minor for r in releases if r.supported_on(day)]
+        raise ConfigError(
+            f"Kubernetes {minor} reached its end of life on {row.eol.isoformat()} "
+            "(no more security fixes upstream)",
+            hint=(
+                f"Pick a supported minor ({', '.join(supported)}) with --kubernetes-version, "
+                if supported
+                else "No minor in this frakti-install's table is supported any more: update "
+                "frakti-install, "
+            )
+            + "or pass --allow-eol (allow_eol: true) to install it anyway.",
+        )
+    return patch, row
+
+
+def release_rows(table: Dict[str, Any], day: datetime.date) -> List[Dict[str, Any]]:
+    """The kata profile's Kubernetes table as `info` shows it (data file kata.yaml)."""
+    default = str(table["versions"]["kubernetes"])
+    return [
+        {
+            "minor": row.minor,
+            "latest_patch": row.latest,
+            "eol": row.eol.isoformat(),
+            "status": "supported" if row.supported_on(day) else "end of life",
+            "default": row.minor == default,
+            "source": row.source,
+        }
+        for row in kubernetes_releases(table["kubernetes"])
+    ]

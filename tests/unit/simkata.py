@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
+import zstandard
 
 from frakti_install.config import Settings
 from frakti_install.host import CommandResult
@@ -40,12 +41,12 @@ KATA_SYSTEMS = [
     ("almalinux", "9.4"),
     ("rhel", "9.4"),
 ]
-KUBE_VERSION = "1.31.13"
+KUBE_VERSION = "1.35.9"
 KATA_URL = (
-    "https://github.com/kata-containers/kata-containers/releases/download/3.20.0/"
-    "kata-static-3.20.0-amd64.tar.xz"
+    "https://github.com/kata-containers/kata-containers/releases/download/3.32.0/"
+    "kata-static-3.32.0-amd64.tar.zst"
 )
-KEY_URL = "https://pkgs.k8s.io/core:/stable:/v1.31/deb/Release.key"
+KEY_URL = "https://pkgs.k8s.io/core:/stable:/v1.35/deb/Release.key"
 KUBERNETES_KEY = "DE15B14486CD377B9E876E1A234654DA9A296436"
 SOCKET = "/run/containerd/containerd.sock"
 CONFIG = "/etc/containerd/config.toml"
@@ -103,11 +104,11 @@ disabled_plugins = ["cri"]
 
 
 def kata_tarball(extra: Sequence[Tuple[str, str, str]] = ()) -> bytes:
-    """A small stand-in for kata-static-*.tar.xz (same layout: ./opt/kata/...).
+    """A small stand-in for kata-static-*.tar.zst (same layout: ./opt/kata/...).
 
     extra: (kind, name, data-or-link-target) members appended, kind file|link|dir|fifo."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:xz") as archive:
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
 
         def add(name: str, kind: str = "file", data: str = "", mode: int = 0o644) -> None:
             info = tarfile.TarInfo(name)
@@ -122,7 +123,7 @@ def kata_tarball(extra: Sequence[Tuple[str, str, str]] = ()) -> bytes:
             elif kind == "hardlink":
                 info.type, info.linkname = tarfile.LNKTYPE, data
             else:
-                payload = data.encode() or f"# {name} of kata 3.20.0\n".encode()
+                payload = data.encode() or f"# {name} of kata 3.32.0\n".encode()
                 info.size = len(payload)
             archive.addfile(info, io.BytesIO(payload) if payload else None)
 
@@ -152,13 +153,15 @@ def kata_tarball(extra: Sequence[Tuple[str, str, str]] = ()) -> bytes:
         )
         for kind, name, data in extra:
             add(name, kind, data)
-    return buffer.getvalue()
+    return zstandard.ZstdCompressor().compress(buffer.getvalue())
 
 
-def signing_key(fingerprint: str = KUBERNETES_KEY) -> bytes:
+def signing_key(fingerprint: str = KUBERNETES_KEY, expires: int = 0) -> bytes:
+    """expires: the primary key's expiry (epoch seconds, 0: never), as gpg's field 7."""
     return (
         "-----BEGIN PGP PUBLIC KEY BLOCK-----\n"
         f"sim-fingerprint: {fingerprint}\n"
+        f"sim-expires: {expires or ''}\n"
         "-----END PGP PUBLIC KEY BLOCK-----\n"
     ).encode()
 
@@ -172,7 +175,7 @@ class KataSimDownloader(SimDownloader):
 
     @staticmethod
     def content(url: str) -> bytes:
-        if url.endswith(".tar.xz"):
+        if url.endswith(".tar.zst"):
             return kata_tarball()
         if url.endswith("Release.key"):
             return signing_key()
@@ -384,7 +387,7 @@ class KataSimRunner(SimRunner):
             name, version = self._spec(item)
             if (
                 name in KUBE_PACKAGES
-                and "pkgs.k8s.io/core:/stable:/v1.31/deb/" not in self.apt_index
+                and "pkgs.k8s.io/core:/stable:/v1.35/deb/" not in self.apt_index
             ):
                 return self.fail(argv, f"E: Unable to locate package {name}", 100)
             old = self.state.packages.get(name)
@@ -443,9 +446,12 @@ class KataSimRunner(SimRunner):
             return self.fail(argv, "gpg: no valid OpenPGP data found.", 2)
         if "--show-keys" in argv:
             fpr = match.group(1).decode()
+            expires = re.search(rb"sim-expires: (\d*)", source)
+            until = expires.group(1).decode() if expires else ""
             return self.ok(
                 argv,
-                f"pub:-:2048:1:234654DA9A296436:0:::-:::scSC::::::23::0:\nfpr:::::::::{fpr}:\n",
+                f"pub:-:2048:1:234654DA9A296436:1661385600:{until}::-:::scSC::::::23::0:\n"
+                f"fpr:::::::::{fpr}:\n",
             )
         if "--dearmor" in argv:
             Path(argv[argv.index("--output") + 1]).write_bytes(b"\x99binary:" + source)
@@ -478,8 +484,12 @@ class KataSimRunner(SimRunner):
     def cmd_containerd_shim_kata_v2(self, argv: List[str]) -> CommandResult:
         if not self.resolve(argv[0]).is_file():
             return self.fail(argv, f"{argv[0]}: No such file or directory", 127)
+        if argv[1:] != ["--version"]:  # the Go shim's main.go: only this exact form
+            return self.fail(argv, "containerd-shim-kata-v2: start/delete need -id", 1)
         return self.ok(
-            argv, "containerd-shim-kata-v2: id: io.containerd.kata.v2, version: 3.20.0\n"
+            argv,
+            'Kata Containers containerd shim (Golang): id: "io.containerd.kata.v2", '
+            "version: 3.32.0, commit: 0000000\n",
         )
 
     # --- containerd -----------------------------------------------------------

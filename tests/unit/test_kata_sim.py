@@ -17,7 +17,7 @@ from frakti_install.engine import Status
 from frakti_install.errors import ConfigError, PreflightFailed, UnsupportedOS
 from frakti_install.steps import kata as kata_step
 from frakti_install.steps.containerd import dig, edit_main_config, release
-from frakti_install.steps.preflight import Preflight, Role
+from frakti_install.steps.preflight import Preflight, Role, missing_checksums
 from frakti_install.tarsafe import UnsafeArchive
 from tests.unit.simhost import Killed, SimCluster, kata
 from tests.unit.simkata import (
@@ -25,6 +25,7 @@ from tests.unit.simkata import (
     KATA_SYSTEMS,
     KATA_URL,
     KEY_URL,
+    KUBERNETES_KEY,
     KataSimMachine,
     kata_tarball,
     signing_key,
@@ -460,7 +461,7 @@ def test_kata_tree_and_shim(machine):
     m.p("/opt/kata/bin/kata-runtime").write_text("tampered\n")
     report = apply(m)
     assert [r.name for r in report.steps if r.status is Status.CHANGE] == ["kata"]
-    assert "kata 3.20.0" in m.p("/opt/kata/bin/kata-runtime").read_text()
+    assert "kata 3.32.0" in m.p("/opt/kata/bin/kata-runtime").read_text()
     written = [
         entry["path"]
         for entry in map(json.loads, journal.read_text().splitlines()[seen:])
@@ -476,11 +477,11 @@ def test_deb_packages_are_signed_pinned_and_held(machine):
     listing = m.p("/etc/apt/sources.list.d/kubernetes.list").read_text()
     assert (
         "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] "
-        "https://pkgs.k8s.io/core:/stable:/v1.31/deb/ /" in listing
+        "https://pkgs.k8s.io/core:/stable:/v1.35/deb/ /" in listing
     )
     keyring = m.p("/etc/apt/keyrings/kubernetes-apt-keyring.gpg")
     assert keyring.read_bytes().startswith(b"\x99") and keyring.stat().st_mode & 0o777 == 0o644
-    assert {m.state.packages[p] for p in ("kubelet", "kubeadm", "kubectl")} == {"1.31.13-1.1"}
+    assert {m.state.packages[p] for p in ("kubelet", "kubeadm", "kubectl")} == {"1.35.9-1.1"}
     assert m.kata.holds == ["kubelet", "kubeadm", "kubectl"]
     assert not any(call[0] == "apt-key" for call in m.runner.calls)
     assert KEY_URL in m.downloader.fetched
@@ -491,11 +492,11 @@ def test_rpm_packages_are_held_by_the_exclude_line(machine):
     apply(m)
     repo = m.p("/etc/yum.repos.d/kubernetes.repo").read_text()
     assert "gpgcheck=1\n" in repo
-    assert "gpgkey=https://pkgs.k8s.io/core:/stable:/v1.31/rpm/repodata/repomd.xml.key\n" in repo
+    assert "gpgkey=https://pkgs.k8s.io/core:/stable:/v1.35/rpm/repodata/repomd.xml.key\n" in repo
     assert "exclude=kubelet kubeadm kubectl cri-tools kubernetes-cni\n" in repo
-    install = next(c for c in m.runner.calls if "kubeadm-1.31.13" in c)
+    install = next(c for c in m.runner.calls if "kubeadm-1.35.9" in c)
     assert "--disableexcludes=kubernetes" in install
-    assert m.state.packages["kubelet"].startswith("1.31.13-")
+    assert m.state.packages["kubelet"].startswith("1.35.9-")
 
 
 def test_signing_key_with_another_fingerprint_is_not_installed(machine):
@@ -505,6 +506,18 @@ def test_signing_key_with_another_fingerprint_is_not_installed(machine):
     failed = report.steps[-1]
     assert failed.name == "kubernetes-repo" and failed.status is Status.FAIL
     assert "holds key(s) 0123456789ABCDEF0123456789ABCDEF01234567, not DE15B1" in failed.detail
+    assert not m.p("/etc/apt/keyrings/kubernetes-apt-keyring.gpg").exists()
+
+
+def test_an_expired_signing_key_is_not_installed(machine):
+    """pkgs.k8s.io's v1.24-v1.27 key expired 2024-11-02 with the fingerprint
+    unchanged (kubernetes/kubernetes#128609): the fingerprint alone is not enough."""
+    m = machine()
+    m.downloader.replace[KEY_URL] = signing_key(expires=1730505600)  # 2024-11-02
+    report = run_once(m)
+    failed = report.steps[-1]
+    assert failed.name == "kubernetes-repo" and failed.status is Status.FAIL
+    assert f"key {KUBERNETES_KEY} expired on 2024-11-02" in failed.detail
     assert not m.p("/etc/apt/keyrings/kubernetes-apt-keyring.gpg").exists()
 
 
@@ -541,11 +554,12 @@ def test_kubernetes_version_setting_picks_the_minor_repo(machine):
     m = machine("ubuntu", "24.04")
     report = session.execute(
         plans.allinone(kata()),
-        m.context(m.settings(kubernetes_version="v1.30.5")),
+        m.context(m.settings(kubernetes_version="v1.36.2")),
         dry_run=True,
     )
     plan = render_plan(report.steps)
-    assert "kubelet=1.30.5-1.1" in plan and "--kubernetes-version=v1.30.5" in plan
+    assert "kubelet=1.36.2-1.1" in plan and "--kubernetes-version=v1.36.2" in plan
+    assert "core:/stable:/v1.36/deb/" in plan or "v1.36" in plan
     with pytest.raises(ConfigError, match="older than the package repositories"):
         m.context(m.settings(kubernetes_version="v1.12.10")).runtime  # noqa: B018
 
@@ -619,9 +633,11 @@ def test_cgroup_v2_passes_and_frakti_checks_do_not_apply(machine):
 
 
 def test_missing_kata_checksum_is_named(machine):
+    """A release with no pinned sum (4.1.0) needs --checksum; the default does not."""
     m = machine()
+    assert not missing_checksums(m.context(m.settings(checksums={"kata": ""})))
     with pytest.raises(PreflightFailed, match=r"\[Checksums\] no sha256 given for kata"):
-        Preflight().check(m.context(m.settings(checksums={"kata": ""})))
+        Preflight().check(m.context(m.settings(checksums={"kata": ""}, kata_version="4.1.0")))
 
 
 def test_frakti_profile_leftovers_are_refused(machine):

@@ -5,9 +5,14 @@ run in Kata VMs. Its values are data (data/kata.yaml)."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence
+from datetime import date
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
+from frakti_install import datafiles, versions
+from frakti_install.artifacts import Artifacts
 from frakti_install.errors import ConfigError, UnsupportedOS
 from frakti_install.kubesource import KubernetesSource, PackageRepository
 from frakti_install.runtimes.base import Runtime
@@ -18,33 +23,53 @@ from frakti_install.steps.preflight import PreflightCheck, Role, for_role
 if TYPE_CHECKING:
     from frakti_install.config import Settings
     from frakti_install.context import Context
+    from frakti_install.download import Downloader
     from frakti_install.engine import Step
     from frakti_install.facts import Facts
     from frakti_install.profiles import OsInfo
 
 TABLE = "kata"
 OLDEST_REPO_MINOR = (1, 24)  # pkgs.k8s.io starts at v1.24
-_RELEASE = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
+_KATA_RELEASE = re.compile(r"^\d+\.\d+\.\d+$")
 
 
-def kubernetes_release(settings: Settings, default: str) -> str:
-    """The release the packages are pinned to: v1.31.13 (v1.24 or newer)."""
-    kubernetes = settings.kubernetes_version or default
-    if not kubernetes.startswith("v"):
-        kubernetes = "v" + kubernetes
-    match = _RELEASE.match(kubernetes)
-    if not match:
+def kubernetes_release(settings: Settings, data: Dict[str, Any], day: date) -> str:
+    """The patch the packages are pinned to: the setting (a minor means its
+    latest patch) or the default minor's; refused when past its end of life
+    on `day` unless allow_eol."""
+    requested = settings.kubernetes_version or str(data["versions"]["kubernetes"])
+    if not requested.startswith("v"):
+        requested = "v" + requested
+    if versions.parse(requested)[:2] < OLDEST_REPO_MINOR:
         raise ConfigError(
-            f"kubernetes_version {kubernetes!r} is not a release version",
-            hint="Write it like v1.31.13: the packages are pinned to one release.",
-        )
-    if (int(match.group(1)), int(match.group(2))) < OLDEST_REPO_MINOR:
-        raise ConfigError(
-            f"Kubernetes {kubernetes} is older than the package repositories "
+            f"Kubernetes {requested} is older than the package repositories "
             "(pkgs.k8s.io starts at v1.24)",
-            hint="Pick v1.24 or newer for the kata profile.",
+            hint="Pick a supported minor for the kata profile ('frakti-install info' lists them).",
         )
-    return kubernetes
+    releases = versions.kubernetes_releases(data["kubernetes"])
+    patch, _ = versions.resolve_kubernetes(
+        requested, releases, day=day, allow_eol=settings.allow_eol
+    )
+    return patch
+
+
+def kata_layout(data: Dict[str, Any], release: str) -> Dict[str, Any]:
+    """What the kata-static tarball of `release` holds (kata.layouts), or a
+    ConfigError for a release older than the table or not a release number."""
+    if not _KATA_RELEASE.match(release):
+        raise ConfigError(
+            f"kata_version {release!r} is not a Kata Containers release number",
+            hint=f"Write it like {data['versions']['kata']} (no leading v).",
+        )
+    layouts = data["kata"]["layouts"]
+    for layout in layouts:
+        if versions.parse(release) >= versions.parse(str(layout["from"])):
+            return dict(layout)
+    raise ConfigError(
+        f"Kata Containers {release} is older than the releases the kata profile knows "
+        f"(from {layouts[-1]['from']})",
+        hint=f"Use {data['versions']['kata']} (the default) or a newer release.",
+    )
 
 
 def _system_matches(system: Dict[str, Any], os: OsInfo) -> bool:
@@ -60,15 +85,37 @@ class KataContainersRuntime(Runtime):
     cri_name = "containerd (kata profile)"
     table = TABLE
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, day: Optional[date] = None) -> None:
         super().__init__(settings)
-        data = self.data
-        kubernetes = kubernetes_release(settings, str(data["versions"]["kubernetes"]))
+        table = datafiles.load(self.table)
+        kubernetes = kubernetes_release(settings, table, day or versions.today())
+        kata = settings.kata_version or str(table["versions"]["kata"])
+        self._layout = kata_layout(table, kata)
         self._versions = {
             "kubernetes": kubernetes,
-            "kubernetes_minor": kubernetes.rsplit(".", 1)[0],  # the repository's: v1.31
-            "kata": str(data["versions"]["kata"]),
+            "kubernetes_minor": kubernetes.rsplit(".", 1)[0],  # the repository's: v1.35
+            "kata": kata,
         }
+
+    @functools.cached_property
+    def data(self) -> Dict[str, Any]:
+        """The data file with kata.shim_target and kata.config_path of this
+        release's layout filled in (what the containerd and kata steps read)."""
+        data = copy.deepcopy(datafiles.load(self.table))
+        data["kata"].update(
+            shim_target=self._layout["shim_target"],
+            config_path=self._layout["config_path"],
+            runtime=self._layout["runtime"],
+        )
+        return data
+
+    def artifacts(
+        self, arch: str, package_format: str, downloader_factory: Callable[[], Downloader]
+    ) -> Artifacts:
+        values = dict(self.versions, kata_archive=self._layout["archive"])
+        return Artifacts(
+            self.settings, values, arch, package_format, downloader_factory, self.table
+        )
 
     @property
     def versions(self) -> Dict[str, str]:

@@ -110,8 +110,9 @@ KATA_CHECKS: Tuple[PreflightCheck, ...] = (
     PreflightCheck(
         "Checksums",
         missing_checksums,
-        "Give it with --checksum kata=SHA256 (sha256sum of the release tarball) or "
-        "checksums: in the config file.",
+        "The default Kata release's sha256 is pinned; for another release give it with "
+        "--checksum kata=SHA256 (sha256sum of the release tarball) or checksums: in the "
+        "config file.",
     ),
     # Fatal, unlike the frakti profile's warning: hyperd falls back to slow
     # emulation, but Kata's QEMU needs KVM, so the profile's whole point (pods
@@ -255,8 +256,9 @@ class KataRuntime(Step):
 
     def verify(self, ctx: Context) -> None:
         super().verify(ctx)
-        shim = kata_spec(ctx)["shim"]
-        runs, output = ctx.facts.runs((shim, "-v"), timeout=30)
+        r = kata_spec(ctx)
+        shim = r["shim"]
+        runs, output = ctx.facts.runs((shim, *r["version_args"]), timeout=30)
         if not runs:
             raise VerifyFailed(
                 f"{shim} does not run: {output}",

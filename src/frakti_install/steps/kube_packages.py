@@ -5,12 +5,14 @@ data (families.<family>: repo, package_spec, hold, ...)."""
 
 from __future__ import annotations
 
+import datetime
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Tuple
 
 from frakti_install.actions import prepare_package_index, run
+from frakti_install.artifacts import signing_keys
 from frakti_install.engine import Action, Check, Step
 from frakti_install.errors import ExitCode, FraktiInstallError
 from frakti_install.fsio import sha256_of
@@ -26,17 +28,9 @@ class KeyMismatch(FraktiInstallError):
     exit_code = ExitCode.CHECKSUM
 
 
-def primary_fingerprints(colons: str) -> List[str]:
-    """The primary keys' fingerprints in `gpg --with-colons` output (not subkeys')."""
-    found, record = [], ""
-    for line in colons.splitlines():
-        fields = line.split(":")
-        if fields[0] in ("pub", "sub", "sec", "ssb"):
-            record = fields[0]
-        elif fields[0] == "fpr" and record == "pub" and len(fields) > 9:
-            found.append(fields[9].upper())
-            record = ""
-    return found
+def now() -> datetime.datetime:
+    """When a signing key must be valid: now (tests pass their own moment)."""
+    return datetime.datetime.now(tz=datetime.timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -48,7 +42,7 @@ class InstallKeyring(Action):
 
     def describe(self) -> str:
         return (
-            f"download {self.artifact}, check its fingerprint and dearmor it into "
+            f"download {self.artifact}, check its fingerprint and expiry and dearmor it into "
             f"{self.path} (gpg --dearmor)"
         )
 
@@ -60,7 +54,8 @@ class InstallKeyring(Action):
             shown = ctx.host.run(
                 ["gpg", "--batch", "--homedir", home, "--show-keys", "--with-colons", str(local)]
             )
-            found = primary_fingerprints(shown.stdout)
+            keys = signing_keys(shown.stdout)
+            found = [key.fingerprint for key in keys]
             if not found or not set(found) <= wanted:
                 raise KeyMismatch(
                     f"{artifacts.get(self.artifact).url} holds key(s) "
@@ -68,6 +63,15 @@ class InstallKeyring(Action):
                     hint="The key was not installed. Check --mirror kubernetes-pkgs; a mirror "
                     "that signs with its own key needs --key-fingerprint "
                     f"{self.artifact}=<its fingerprint> (key_fingerprints: in the config).",
+                )
+            problems = [p for p in (key.problem_at(now()) for key in keys) if p]
+            if problems:
+                raise KeyMismatch(
+                    f"{artifacts.get(self.artifact).url}: {'; '.join(problems)}; apt would "
+                    "refuse the repository it signs",
+                    hint="The key was not installed. Pick a supported Kubernetes minor (their "
+                    "keys are renewed), or point --mirror kubernetes-pkgs at a mirror whose "
+                    "Release.key is current.",
                 )
             keyring = Path(home) / "keyring.gpg"
             ctx.host.run(

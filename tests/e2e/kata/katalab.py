@@ -17,7 +17,7 @@
           Packages, Packages.gz
           amd64/<name>_<version>_amd64.deb     kubelet, kubeadm, kubectl, kubernetes-cni
       github/kata-containers/kata-containers/releases/download/<kata>/
-          kata-static-<kata>-amd64.tar.xz      the kata release tarball's stand-in
+          kata-static-<kata>-amd64.tar.zst     the kata release tarball's stand-in
 
   Every program in it is a stand-in from standins/ (see each file's header);
   the kubelet and kubeadm packages also carry standins/kubelet.service and
@@ -374,7 +374,7 @@ def build_apt_repo(repo: Path, debs: List[Path], key: RepoKey, label: str) -> No
 
 
 def build_kata_tarball(version: str) -> bytes:
-    """kata-static-<version>-amd64.tar.xz's stand-in, laid out like the real one (./opt/kata)."""
+    """kata-static-<version>-amd64.tar.zst's stand-in, laid out like the real one (./opt/kata)."""
     programs = (STANDINS / "kata.sh").read_text().replace("@KATA_VERSION@", version).encode()
 
     def placeholder(what: str) -> bytes:
@@ -417,7 +417,7 @@ def build_kata_tarball(version: str) -> bytes:
         (f"{share}/kata-containers/kata-containers-initrd.img", "link", "kata-alpine-3.18.initrd"),
     ]
     raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w:xz", format=tarfile.GNU_FORMAT) as tar:
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for name, kind, data in members:
             info = tarfile.TarInfo(name)
             info.mtime, info.uname, info.gname = EPOCH, "root", "root"
@@ -432,7 +432,9 @@ def build_kata_tarball(version: str) -> bytes:
                 executable = "/bin/" in name or "/libexec/" in name
                 info.size, info.mode = len(data), 0o755 if executable else 0o644
                 tar.addfile(info, io.BytesIO(data))
-    return raw.getvalue()
+    import zstandard  # the installer's own dependency for .tar.zst
+
+    return zstandard.ZstdCompressor().compress(raw.getvalue())
 
 
 # --------------------------------------------------------------------------- the mirror
@@ -442,8 +444,9 @@ def build_kata_mirror(dest: Path, key: RepoKey) -> Dict[str, object]:
     """Everything the installer downloads, under dest (emptied first); returns what the
     test needs: {"versions", "kata_sha256", "fingerprint", "mirrors", "package_version"}."""
     data = kata_data()
-    kubernetes, kata = str(data["versions"]["kubernetes"]), str(data["versions"]["kata"])
-    minor = kubernetes.rsplit(".", 1)[0]
+    minor, kata = str(data["versions"]["kubernetes"]), str(data["versions"]["kata"])
+    # the default minor's latest patch, as the installer picks it
+    kubernetes = next(r["latest"] for r in data["kubernetes"]["releases"] if r["minor"] == minor)
     if dest.exists():
         shutil.rmtree(dest)
     repo = dest / f"pkgs/core:/stable:/{minor}/deb"
@@ -451,9 +454,9 @@ def build_kata_mirror(dest: Path, key: RepoKey) -> Dict[str, object]:
     build_apt_repo(repo, debs, key, f"isv:kubernetes:core:stable:{minor}")
     tarball = build_kata_tarball(kata)
     release = dest / f"github/kata-containers/kata-containers/releases/download/{kata}"
-    _write(release / f"kata-static-{kata}-amd64.tar.xz", tarball)
+    _write(release / f"kata-static-{kata}-amd64.tar.zst", tarball)
     return {
-        "versions": {"kubernetes": kubernetes, "kata": kata, "cni": CNI_VERSION},
+        "versions": {"kubernetes": kubernetes, "minor": minor, "kata": kata, "cni": CNI_VERSION},
         "package_version": kubernetes.lstrip("v") + "-1.1",
         "kata_sha256": hashlib.sha256(tarball).hexdigest(),
         "fingerprint": key.fingerprint,

@@ -425,7 +425,8 @@ def check_installed(machine: testbed.Machine, mirror: Dict[str, object]) -> None
     holds = set(machine.run(["apt-mark", "showhold"]).stdout.split())
     expect(set(HELD) <= holds, f"apt-mark showhold: {sorted(holds)}")
     listing = machine.read(APT_LIST).decode() if machine.exists(APT_LIST) else ""
-    url = f"{mirror['mirrors']['kubernetes-pkgs']}/core:/stable:/v1.31/deb/"  # type: ignore[index]
+    minor = mirror["versions"]["minor"]  # type: ignore[index]
+    url = f"{mirror['mirrors']['kubernetes-pkgs']}/core:/stable:/{minor}/deb/"  # type: ignore[index]
     expect(f"[signed-by={KEYRING}] {url} /" in listing, f"{APT_LIST}: {listing!r}")
     keyring = machine.run(["gpg", "--batch", "--show-keys", "--with-colons", KEYRING], check=False)
     expect(
@@ -433,7 +434,7 @@ def check_installed(machine: testbed.Machine, mirror: Dict[str, object]) -> None
         f"{KEYRING} does not hold the test key: {keyring.stdout}{keyring.stderr}",
     )
     # kata: the tarball unpacked, the shim on the PATH
-    shim = machine.run([SHIM_LINK, "-v"], check=False)
+    shim = machine.run([SHIM_LINK, "--version"], check=False)
     kata_version = mirror["versions"]["kata"]  # type: ignore[index]
     expect(shim.returncode == 0 and f"version: {kata_version}" in shim.stdout, f"shim: {shim}")
     expect(
