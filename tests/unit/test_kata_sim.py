@@ -501,7 +501,9 @@ def test_kubernetes_version_setting_picks_the_minor_repo(machine):
         dry_run=True,
     )
     plan = render_plan(report.steps)
-    assert "kubelet=1.30.5-1.1" in plan and "--kubernetes-version=v1.30.5" in plan
+    # 1.30's kubeadm reads v1beta3 (v1beta4 only from 1.31)
+    assert "kubelet=1.30.5-1.1" in plan and "kubeadm.k8s.io/v1beta3: " in plan
+    assert "Kubernetes v1.30.5" in plan
     with pytest.raises(ConfigError, match="older than the package repositories"):
         m.context(m.settings(kubernetes_version="v1.12.10")).runtime  # noqa: B018
 
