@@ -311,3 +311,55 @@ def test_token_file_reader_strips_the_newline(tmp_path: Path):
     token_file.write_text("abcdef.0123456789abcdef\n")
     token_file.chmod(0o600)
     assert joining.read_token_file(token_file) == "abcdef.0123456789abcdef"
+
+
+# --- the e2e stand-ins read the files as kubeadm (and PyYAML) do -------------------
+def _standin_common():
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "e2e/standins/common.py"
+    spec = importlib.util.spec_from_file_location("standin_common", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+@pytest.mark.parametrize("schema", ["kubeadm.k8s.io/v1alpha3", "kubeadm.k8s.io/v1beta4"])
+@pytest.mark.parametrize("advertise", ["", "192.168.56.10"])
+def test_the_e2e_standins_read_the_config_files_as_yaml_does(tmp_path, schema, advertise):
+    from frakti_install.render import render
+
+    common = _standin_common()
+    old = schema.endswith("v1alpha3")
+    files = {
+        "init": render(
+            "kubeadm-init.yaml.j2", api_version=schema, token="abcdef.0123456789abcdef",
+            endpoint_key="apiEndpoint" if old else "localAPIEndpoint",
+            pod_subnet="10.244.0.0/16", service_subnet="10.96.0.0/12",
+            kubernetes_version="v1.12.10", cri_socket="/var/run/frakti.sock",
+            node_name="n", advertise_address=advertise,
+        ),
+        "join": render(
+            "kubeadm-join.yaml.j2", api_version=schema, flat=old,
+            token="abcdef.0123456789abcdef", endpoint="10.0.0.1:6443", ca_hash=CA_HASH,
+            node_name="n", cri_socket="/var/run/frakti.sock",
+        ),
+    }  # fmt: skip
+    for name, text in files.items():
+        path = tmp_path / name
+        path.write_text(text)
+        assert common.read_yaml_documents(str(path)) == list(yaml.safe_load_all(text)), name
+    flags, error = common.kubeadm_config_flags(
+        str(tmp_path / "join"), (schema,), {"config": "x"}, ("config",)
+    )
+    assert error is None and flags["api-server"] == "10.0.0.1:6443"
+    assert flags["token"] == "abcdef.0123456789abcdef"
+    assert flags["discovery-token-ca-cert-hash"] == [CA_HASH]
+    _, error = common.kubeadm_config_flags(
+        str(tmp_path / "init"), ("kubeadm.k8s.io/v1beta3",), {"config": "x"}, ("config",)
+    )
+    assert error.startswith('no kind "InitConfiguration" is registered for version')
+    _, error = common.kubeadm_config_flags(
+        str(tmp_path / "init"), (schema,), {"config": "x", "token": "t"}, ("config",)
+    )
+    assert error == "can not mix '--config' with arguments [token]"
