@@ -7,6 +7,7 @@ import functools
 import inspect
 import json
 import logging
+import os
 import typing
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
@@ -292,8 +293,19 @@ def allinone(advertise_address: Optional[str] = AdvertiseOpt, *, run: NodeRun) -
 @node_command
 def node(
     join: str = typer.Option(..., "--join", help="The master's API endpoint, HOST:6443."),
-    token: str = typer.Option(
-        ..., "--token", envvar="FRAKTI_INSTALL_JOIN_TOKEN", help="Bootstrap token (a secret)."
+    token: Optional[str] = typer.Option(
+        None,
+        "--token",
+        envvar="FRAKTI_INSTALL_JOIN_TOKEN",
+        help="Bootstrap token (a secret). Other users can see a --token value while this "
+        "runs: prefer FRAKTI_INSTALL_JOIN_TOKEN or --token-file.",
+        show_envvar=True,
+    ),
+    token_file: Optional[Path] = typer.Option(
+        None,
+        "--token-file",
+        help="A file (mode 0600) holding the bootstrap token.",
+        dir_okay=False,
     ),
     ca_hash: str = typer.Option(
         ..., "--discovery-token-ca-cert-hash", help="sha256:<hash> of the cluster CA."
@@ -306,7 +318,11 @@ def node(
     def _node() -> None:
         from frakti_install import plans, session
 
-        joining = {"join_endpoint": join, "join_token": token, "join_ca_hash": ca_hash}
+        joining = {
+            "join_endpoint": join,
+            "join_token": _join_token(token, token_file),
+            "join_ca_hash": ca_hash,
+        }
         settings = session.load_settings(run.config, {**run.flags, **joining})
         session.check_join(settings)  # a malformed join stops here, before any change
         _run(
@@ -315,6 +331,29 @@ def node(
         )  # fmt: skip
 
     _guard(_node, as_json=run.as_json)
+
+
+def _join_token(token: Optional[str], token_file: Optional[Path]) -> str:
+    """The token from --token / FRAKTI_INSTALL_JOIN_TOKEN or --token-file (one of them)."""
+    from frakti_install import joining
+    from frakti_install.errors import ConfigError
+
+    # the commands this run starts need not see it in their environment
+    os.environ.pop(joining.TOKEN_ENV, None)
+    if token and token_file:
+        raise ConfigError(
+            "two join tokens given (--token or FRAKTI_INSTALL_JOIN_TOKEN, and --token-file)",
+            hint="Give one of them.",
+        )
+    if token_file is not None:
+        return joining.read_token_file(token_file)
+    if not token:
+        raise ConfigError(
+            "no join token given",
+            hint="Run the line 'frakti-install join-command' prints on the master, or give "
+            "--token-file PATH (mode 0600) or FRAKTI_INSTALL_JOIN_TOKEN.",
+        )
+    return token
 
 
 @app.command("join-command")

@@ -24,6 +24,7 @@ from frakti_install.state import Journal, RunLock, UndoLog, undo_log
 log = logging.getLogger("frakti_install.host")
 
 REDACTED = "<redacted>"
+WITHHELD = "<stdout withheld: it holds a secret>\n"
 
 
 @dataclass(frozen=True)
@@ -115,23 +116,27 @@ class Host:
         env: Optional[Mapping[str, str]] = None,
         input: Optional[str] = None,
         timeout: Optional[float] = None,
+        secret_output: bool = False,
     ) -> CommandResult:
+        """secret_output: stdout holds a secret not known before the command ran
+        (a token kubeadm generates): it is neither logged nor shown on failure."""
         shown = self.redact(" ".join(argv))
         started = time.monotonic()
         result = self.runner(argv, env, input, timeout)
+        stdout = WITHHELD if secret_output else result.stdout
         log.debug(
             "$ %s -> %s in %.2fs\n%s%s",
             shown,
             result.returncode,
             time.monotonic() - started,
-            self.redact(result.stdout),
+            self.redact(stdout),
             self.redact(result.stderr),
         )
         if check and not result.ok:
             raise CommandFailed(
                 [self.redact(a) for a in argv],
                 result.returncode,
-                self.redact(result.stdout + result.stderr),
+                self.redact(stdout + result.stderr),
             )
         return result
 
@@ -216,6 +221,19 @@ class Host:
         path = self._local(target)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         path.touch(mode=mode)
+
+    def write_secret(self, target: str, content: bytes) -> None:
+        """Atomically put a file that holds a secret at target, mode 0600 from its
+        creation, its directory made 0700. Neither backed up nor journaled: a
+        backup or a journal entry would keep the secret after the file is gone."""
+        path = self._local(target)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with fsio.staged(path, 0o600) as out:
+            out.write(content)
+
+    def remove_secret(self, target: str) -> None:
+        """Remove a file made by write_secret() (no backup, no journal)."""
+        self._local(target).unlink(missing_ok=True)
 
     def unlink_marker(self, target: str) -> None:
         """Remove a marker file made by touch() (no backup, no journal: it is ours)."""

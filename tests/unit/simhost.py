@@ -15,7 +15,9 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Set
+from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
+
+import yaml
 
 from frakti_install import runtimes
 from frakti_install.config import Settings
@@ -164,6 +166,7 @@ class SimRunner:
         self.calls: List[List[str]] = []
         self.kill_at: Optional[int] = None  # index among mutating commands
         self.last_input: Optional[str] = None
+        self.kubeadm_configs: List[Tuple[str, int, str]] = []  # (path, mode, text) of each --config kubeadm read
         self.mutations = 0
 
     # helpers -------------------------------------------------------------
@@ -433,7 +436,63 @@ class SimRunner:
         kubelet.active, kubelet.starts = True, kubelet.starts + 1
         kubelet.loaded = self.inputs_digest("kubelet.service")
 
+    # kubeadm --config, as kubeadm 1.12 reads it: the schema it knows, and the
+    # flags its ValidateMixedArguments lets stand beside --config (v1alpha3-era
+    # cmd/kubeadm/app/apis/kubeadm/validation/validation.go; skip-* too).
+    KUBEADM_SCHEMAS: Sequence[str] = ("kubeadm.k8s.io/v1alpha3",)
+    KUBEADM_WITH_CONFIG: Sequence[str] = (
+        "config", "ignore-preflight-errors", "dry-run", "kubeconfig", "v", "rootfs",
+    )  # fmt: skip
+
+    def kubeadm_argv(self, argv: List[str]) -> Tuple[List[str], str]:
+        """argv with a --config file's settings as the flags they stand for, or
+        the error kubeadm gives for the file (an unknown schema, mixed flags)."""
+        config = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+        if config is None:
+            return argv, ""
+        mixed = [
+            a[2:].split("=", 1)[0]
+            for a in argv[2:]
+            if a.startswith("--") and a[2:].split("=", 1)[0] not in self.KUBEADM_WITH_CONFIG
+            and not a.startswith("--skip-")
+        ]
+        if mixed:
+            return argv, f"can not mix '--config' with arguments [{' '.join(mixed)}]"
+        path = self.p(config)
+        if not path.exists():
+            return argv, f"open {config}: no such file or directory"
+        self.kubeadm_configs.append((config, path.stat().st_mode & 0o777, path.read_text()))
+        flags: Dict[str, str] = {}
+        for doc in yaml.safe_load_all(path.read_text()):
+            version, kind = doc.get("apiVersion"), doc.get("kind")
+            if version not in self.KUBEADM_SCHEMAS:
+                return argv, f'no kind "{kind}" is registered for version "{version}"'
+            registration = doc.get("nodeRegistration") or {}
+            discovery = doc.get("discovery", {}).get("bootstrapToken", {})
+            endpoint = doc.get("apiEndpoint") or doc.get("localAPIEndpoint") or {}
+            found = {
+                "token": ((doc.get("bootstrapTokens") or [{}])[0].get("token")
+                          or doc.get("token") or discovery.get("token")),
+                "node-name": registration.get("name"),
+                "cri-socket": registration.get("criSocket"),
+                "apiserver-advertise-address": endpoint.get("advertiseAddress"),
+                "pod-network-cidr": doc.get("networking", {}).get("podSubnet"),
+                "service-cidr": doc.get("networking", {}).get("serviceSubnet"),
+                "kubernetes-version": doc.get("kubernetesVersion"),
+                "discovery-token-ca-cert-hash": (doc.get("discoveryTokenCACertHashes")
+                                                 or discovery.get("caCertHashes") or [None])[0],
+                "endpoint": (doc.get("discoveryTokenAPIServers")
+                             or [discovery.get("apiServerEndpoint")])[0],
+            }  # fmt: skip
+            flags.update({k: v for k, v in found.items() if v})
+        endpoint_arg = [flags.pop("endpoint")] if "endpoint" in flags else []
+        rest = [a for a in argv[2:] if not a.startswith("--config=")]
+        return argv[:2] + endpoint_arg + rest + [f"--{k}={v}" for k, v in flags.items()], ""
+
     def cmd_kubeadm(self, argv: List[str]) -> CommandResult:
+        argv, error = self.kubeadm_argv(argv)
+        if error:
+            return self.fail(argv, error)
         cluster = self.state.cluster
         flags = dict(a[2:].split("=", 1) for a in argv[2:] if a.startswith("--") and "=" in a)
         if argv[1] == "reset":
@@ -474,10 +533,12 @@ class SimRunner:
             cluster.add_node(flags["node-name"], self.ip, master=False)
             return self.ok(argv, "This node has joined the cluster\n")
         if argv[1:3] == ["token", "create"]:
-            cluster.tokens.add(argv[3])
+            given = argv[3] if len(argv) > 3 and not argv[3].startswith("-") else None
+            token = given or f"{os.urandom(3).hex()}.{os.urandom(8).hex()}"  # kubeadm makes one
+            cluster.tokens.add(token)
             return self.ok(
                 argv,
-                f"kubeadm join {self.ip}:6443 --token {argv[3]} "
+                f"kubeadm join {self.ip}:6443 --token {token} "
                 f"--discovery-token-ca-cert-hash sha256:{'ab' * 32}\n",
             )
         return self.fail(argv, "unknown kubeadm command")

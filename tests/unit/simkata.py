@@ -623,7 +623,17 @@ class KataSimRunner(SimRunner):
         return self.ok(argv, toml_text(config) + "\n")
 
     # --- Kubernetes -------------------------------------------------------------
+    # kubeadm 1.31 reads v1beta3 (deprecated) and v1beta4, and lets node-name,
+    # print-join-command and a few more stand beside --config (validation.go isAllowedFlag)
+    KUBEADM_SCHEMAS = ("kubeadm.k8s.io/v1beta3", "kubeadm.k8s.io/v1beta4")
+    KUBEADM_WITH_CONFIG = SimRunner.KUBEADM_WITH_CONFIG + (
+        "node-name", "kubeconfig-dir", "upload-certs", "print-join-command", "log-file",
+    )  # fmt: skip
+
     def cmd_kubeadm(self, argv: List[str]) -> CommandResult:
+        argv, error = self.kubeadm_argv(argv)
+        if error:
+            return self.fail(argv, error)
         argv = [a.replace("--cri-socket=unix://", "--cri-socket=") for a in argv]
         if argv[1] in ("init", "join") and not self.cri_enabled():
             return self.fail(

@@ -660,7 +660,7 @@ with open(os.environ["FAKE_LOG"], "a") as log:
     log.write(json.dumps({{"argv": args, "token": token}}) + "\\n")
 changed = os.environ.get("FAKE_CHANGED") == "1"
 if args[0] == "join-command":
-    print("frakti-install node --yes --join 10.99.0.10:6443 --token {token} "
+    print("FRAKTI_INSTALL_JOIN_TOKEN={token} frakti-install node --yes --join 10.99.0.10:6443 "
           "--discovery-token-ca-cert-hash {ca_hash}")
 elif args[0] == "node" and os.environ.get("FAKE_JOIN_FAILS") == "1":
     token = os.environ["FRAKTI_INSTALL_JOIN_TOKEN"]

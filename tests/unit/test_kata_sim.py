@@ -558,8 +558,9 @@ def test_kubernetes_version_setting_picks_the_minor_repo(machine):
         dry_run=True,
     )
     plan = render_plan(report.steps)
-    assert "kubelet=1.36.2-1.1" in plan and "--kubernetes-version=v1.36.2" in plan
-    assert "core:/stable:/v1.36/deb/" in plan or "v1.36" in plan
+    # 1.31+ kubeadm reads kubeadm.k8s.io/v1beta4
+    assert "kubelet=1.36.2-1.1" in plan and "kubeadm.k8s.io/v1beta4: " in plan
+    assert "Kubernetes v1.36.2" in plan and "core:/stable:/v1.36/deb/" in plan
     with pytest.raises(ConfigError, match="older than the package repositories"):
         m.context(m.settings(kubernetes_version="v1.12.10")).runtime  # noqa: B018
 

@@ -4,14 +4,22 @@ redone. The bootstrap token is a secret: never shown in plans or logs."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, List
 
 from frakti_install.actions import run
 from frakti_install.constants import KUBELET_CONF
 from frakti_install.engine import Action, Check, Step
 from frakti_install.errors import ConfigError
+from frakti_install.render import render
 from frakti_install.steps.cluster import node_name
+from frakti_install.steps.kubeadm_config import (
+    OLD_SCHEMA,
+    RemoveLeftoverConfig,
+    api_version,
+    config_path,
+    run_with_config,
+)
 
 if TYPE_CHECKING:
     from frakti_install.context import Context
@@ -41,31 +49,33 @@ def check_join_settings(endpoint: str, token: str, ca_hash: str) -> None:
 @dataclass(frozen=True)
 class KubeadmJoin(Action):
     endpoint: str
-    token: str
+    token: str = field(repr=False)
     ca_hash: str
     cri_socket: str
     node: str
+    path: str
+    api_version: str
 
     def describe(self) -> str:
         return (
-            f"run kubeadm join {self.endpoint} --token <secret> "
-            f"--discovery-token-ca-cert-hash {self.ca_hash} --node-name={self.node}"
+            f"run kubeadm join --config={self.path} ({self.api_version}: API server "
+            f"{self.endpoint}, the bootstrap token, CA hash {self.ca_hash}, node name "
+            f"{self.node}, CRI socket {self.cri_socket})"
         )
 
     def apply(self, ctx: Context) -> None:
         ctx.host.add_secret(self.token)
-        ctx.host.run(
-            [
-                "kubeadm",
-                "join",
-                self.endpoint,
-                f"--token={self.token}",
-                f"--discovery-token-ca-cert-hash={self.ca_hash}",
-                f"--cri-socket={self.cri_socket}",
-                f"--node-name={self.node}",
-            ],
-            timeout=600,
+        content = render(
+            "kubeadm-join.yaml.j2",
+            api_version=self.api_version,
+            flat=self.api_version == OLD_SCHEMA,
+            token=self.token,
+            endpoint=self.endpoint,
+            ca_hash=self.ca_hash,
+            node_name=self.node,
+            cri_socket=self.cri_socket,
         )
+        run_with_config(ctx, ["kubeadm", "join"], self.path, content, timeout=600)
 
 
 class KubeadmJoinStep(Step):
@@ -73,13 +83,25 @@ class KubeadmJoinStep(Step):
     title = "kubeadm join"
 
     def check(self, ctx: Context) -> Check:
+        path = config_path(ctx, "join")
+        actions: List[Action] = [RemoveLeftoverConfig(path)] if ctx.host.exists(path) else []
         if ctx.host.exists(KUBELET_CONF):
+            if actions:
+                return Check(actions)
             return Check.ok("this node has joined a cluster (kubelet.conf present)")
         settings = ctx.settings
         check_join_settings(settings.join_endpoint, settings.join_token, settings.join_ca_hash)
-        actions: List[Action] = []
-        if any(ctx.host.exists(path) for path in LEFTOVERS):
-            actions.append(run("kubeadm", "reset", "-f", why="clean up an unfinished join"))
+        if any(ctx.host.exists(leftover) for leftover in LEFTOVERS):
+            # without the runtime's socket kubeadm 1.12 resets dockershim's containers
+            actions.append(
+                run(
+                    "kubeadm",
+                    "reset",
+                    "-f",
+                    f"--cri-socket={ctx.runtime.kubeadm_cri_socket}",
+                    why="clean up an unfinished join",
+                )
+            )
         actions.append(
             KubeadmJoin(
                 settings.join_endpoint,
@@ -87,6 +109,8 @@ class KubeadmJoinStep(Step):
                 settings.join_ca_hash,
                 ctx.runtime.kubeadm_cri_socket,
                 node_name(ctx),
+                path,
+                api_version(ctx.runtime.kubernetes_version),
             )
         )
         return Check(actions)

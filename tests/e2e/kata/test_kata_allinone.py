@@ -503,7 +503,9 @@ def test_fresh_install(fresh: Dict[str, object], kata_mirror: Dict[str, object])
     check_installed(machine, kata_mirror)
     # Without -c, join-command goes by the recorded settings: workers must run kata too.
     line = machine.run(["frakti-install", "join-command"]).stdout
-    assert line.startswith("frakti-install node --yes --runtime kata --join "), line
+    words = line.split()
+    assert words[0].startswith("FRAKTI_INSTALL_JOIN_TOKEN=") and "--token" not in words, line
+    assert " ".join(words[1:]).startswith("frakti-install node --yes --runtime kata --join "), line
 
 
 # --------------------------------------------------------------------------- (b)

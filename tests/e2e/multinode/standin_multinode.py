@@ -20,7 +20,8 @@
 #   {"op": "join", "token": T}      -> {"ca": PEM, "kubeadm-config": {...}} or {"error": ...}
 #
 # Added on top:
-# - `kubeadm join HOST:PORT --token T --discovery-token-ca-cert-hash sha256:H`:
+# - `kubeadm join HOST:PORT --token T --discovery-token-ca-cert-hash sha256:H`, or
+#   `kubeadm join --config=FILE` with a kubeadm.k8s.io/v1alpha3 JoinConfiguration:
 #   checks the token and the CA's hash with the master, writes what kubeadm
 #   1.12 writes on a worker (pki/ca.crt, kubelet.conf, the kubelet's config and
 #   flags), remembers the master in /var/lib/standin-k8s/remote, restarts the
@@ -259,7 +260,10 @@ TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
 def kubeadm_join(args):
     opts, positionals = parse_flags(args, JOIN_FLAGS)
     if "config" in opts:
-        raise KubeadmExit(1, "kubeadm stand-in: --config is not implemented; pass flags")
+        if positionals:  # an endpoint argument is a flag kubeadm cannot mix either
+            raise KubeadmExit(1, f"can not mix '--config' with arguments {positionals}")
+        opts = config_opts(opts)
+        positionals = [opts.pop("api-server")] if "api-server" in opts else []
     if len(positionals) != 1:
         raise KubeadmExit(1, "[discovery] exactly one API server endpoint (HOST:PORT) is needed")
     endpoint = positionals[0]

@@ -281,6 +281,59 @@ def wait_until_released(machine: testbed.Machine, unit: str, timeout: float = 60
         time.sleep(0.5)
 
 
+STOP_WATCH = "/run/frakti-e2e-stop-watch"
+# Reads every /proc/*/cmdline until STOP_WATCH exists; the token comes on stdin
+# (on its own command line it would find itself). Prints whether it saw kubeadm
+# join run, then each command line that held the token (the token masked).
+WATCH_CMDLINES = r"""
+import os, sys, time
+token = sys.stdin.readline().strip().encode()
+stop, deadline = sys.argv[1], time.monotonic() + float(sys.argv[2])
+saw_join, holding = False, set()
+while not os.path.exists(stop) and time.monotonic() < deadline:
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as fh:
+                words = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if any(w.endswith(b"kubeadm") for w in words) and b"join" in words:
+            saw_join = True
+        if any(token in w for w in words):
+            holding.add(b" ".join(words).replace(token, b"<token>").decode(errors="replace"))
+    time.sleep(0.01)
+print("saw-join" if saw_join else "no-join")
+for line in sorted(holding):
+    print(line)
+"""
+
+
+def watch_cmdlines(machine: testbed.Machine, token: str) -> tuple[bool, List[str]]:
+    """(kubeadm join was seen running, the command lines that held the token)
+    inside machine, from now until STOP_WATCH is touched."""
+    machine.run(["rm", "-f", STOP_WATCH])
+    result = machine.run(
+        ["python3", "-c", WATCH_CMDLINES, STOP_WATCH, str(INSTALL_TIMEOUT)],
+        input=token + "\n", timeout=INSTALL_TIMEOUT + 60,
+    )  # fmt: skip
+    first, *holding = result.stdout.splitlines()
+    return first == "saw-join", holding
+
+
+def paste_join_line(machine: testbed.Machine, line: str) -> None:
+    """What an operator does: paste the printed line into a root shell (on the
+    shell's stdin, not its command line)."""
+    result = machine.run(
+        ["/bin/sh"], check=False, timeout=INSTALL_TIMEOUT, input=f"{line} --json -c {CONFIG}\n"
+    )
+    assert result.returncode == 0, (
+        f"{machine.name}: the join line exited {result.returncode}\n"
+        f"--- stdout ---\n{result.stdout[-3000:]}\n--- stderr ---\n{result.stderr[-3000:]}"
+    )
+
+
 def run(machine: testbed.Machine, argv: List[str]) -> subprocess.CompletedProcess[str]:
     result = machine.run(argv, check=False, timeout=INSTALL_TIMEOUT)
     assert result.returncode == 0, (
@@ -312,19 +365,32 @@ def hand_cluster(
         record_timing("by hand: allinone on the master", time.monotonic() - started)
         line = run(master.machine, ["frakti-install", "join-command", "-c", CONFIG]).stdout
         join = shlex.split(line.strip())
-        assert join[:3] == ["frakti-install", "node", "--yes"], line
+        assert join[0].startswith("FRAKTI_INSTALL_JOIN_TOKEN=") and "--token" not in join, line
+        assert join[1:4] == ["frakti-install", "node", "--yes"], line
+        token = join[0].split("=", 1)[1]
         started = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(len(workers)) as pool:
-            list(pool.map(lambda n: run(n.machine, [*join, "--json", "-c", CONFIG]), workers))
+        with concurrent.futures.ThreadPoolExecutor(2 * len(workers)) as pool:
+            watches = [pool.submit(watch_cmdlines, n.machine, token) for n in workers]
+            joins = [pool.submit(paste_join_line, n.machine, line.strip()) for n in workers]
+            for joined in joins:
+                joined.result()
+            for node in workers:
+                node.machine.run(["touch", STOP_WATCH])
+            cmdlines = {n.name: w.result() for n, w in zip(workers, watches)}
         record_timing("by hand: node on both workers (parallel)", time.monotonic() - started)
         # What the timer does every few minutes, started now instead of waited for.
         for node in nodes:
             wait_until_released(node.machine, SYNC_SERVICE)
             run(node.machine, ["systemctl", "start", SYNC_SERVICE])
-        yield {"nodes": nodes}
+        yield {"nodes": nodes, "cmdlines": cmdlines}
 
 
 class TestByHand:
+    def test_no_command_line_held_the_join_token(self, hand_cluster: Dict[str, Any]) -> None:
+        for name, (saw_join, holding) in hand_cluster["cmdlines"].items():
+            assert saw_join, f"{name}: the watch never saw kubeadm join run (it proves nothing)"
+            assert not holding, f"{name}: these command lines held the join token: {holding}"
+
     def test_master_and_two_workers_joined(self, hand_cluster: Dict[str, Any]) -> None:
         check_nodes(hand_cluster["nodes"])
 

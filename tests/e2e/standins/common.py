@@ -266,6 +266,98 @@ def read_simple_yaml(path):
     return pairs
 
 
+def _yaml_scalar(text):
+    text = text.strip()
+    if text.startswith('"'):
+        return json.loads(text)
+    if text.startswith("'"):
+        return text[1:-1].replace("''", "'")
+    return text or None
+
+
+def _yaml_block(lines, i, indent):
+    """The map or list whose lines start at lines[i] (indent, text); and the next i."""
+    if lines[i][1].startswith("- ") or lines[i][1] == "-":
+        items = []
+        while i < len(lines) and lines[i][0] == indent and lines[i][1][:1] == "-":
+            rest = lines[i][1][1:].strip()
+            if ": " in rest or rest.endswith(":"):  # a map as a list item
+                lines[i] = (indent + 2, rest)
+                value, i = _yaml_block(lines, i, indent + 2)
+            else:
+                value, i = _yaml_scalar(rest), i + 1
+            items.append(value)
+        return items, i
+    mapping = {}
+    while i < len(lines) and lines[i][0] == indent and lines[i][1][:1] != "-":
+        key, _, rest = lines[i][1].partition(":")
+        i += 1
+        nested = i < len(lines) and (
+            lines[i][0] > indent or (lines[i][0] == indent and lines[i][1][:1] == "-")
+        )
+        if rest.strip() or not nested:
+            mapping[key.strip()] = _yaml_scalar(rest)
+        else:
+            mapping[key.strip()], i = _yaml_block(lines, i, lines[i][0])
+    return mapping, i
+
+
+def read_yaml_documents(path):
+    """The documents of a block-style YAML file (maps, lists, plain or quoted
+    scalars: what a kubeadm --config file holds), as kubeadm splits them on ---."""
+    documents = []
+    chunk = []
+    for line in (read_text(path) or "").splitlines() + ["---"]:
+        if line.rstrip() == "---":
+            rows = [
+                (len(r) - len(r.lstrip(" ")), r.strip())
+                for r in chunk
+                if r.strip() and not r.lstrip().startswith("#")
+            ]
+            if rows:
+                documents.append(_yaml_block(rows, 0, rows[0][0])[0])
+            chunk = []
+        else:
+            chunk.append(line)
+    return documents
+
+
+def kubeadm_config_flags(path, schemas, opts, allowed):
+    """The flags a kubeadm --config file stands for, as kubeadm reads it: only a
+    schema this release knows, and only `allowed` flags beside --config
+    (ValidateMixedArguments). Returns (flags, error message or None)."""
+    mixed = sorted(k for k in opts if k not in allowed and not k.startswith("skip-"))
+    if mixed:
+        return None, f"can not mix '--config' with arguments [{' '.join(mixed)}]"
+    if not os.path.exists(path):
+        return None, f"unable to read config from {path!r} [open {path}: no such file or directory]"
+    flags = {}
+    for doc in read_yaml_documents(path):
+        version, kind = doc.get("apiVersion"), doc.get("kind")
+        if version not in schemas:
+            return None, f'no kind "{kind}" is registered for version "{version}" in scheme'
+        registration = doc.get("nodeRegistration") or {}
+        discovery = (doc.get("discovery") or {}).get("bootstrapToken") or {}
+        endpoint = doc.get("apiEndpoint") or doc.get("localAPIEndpoint") or {}
+        networking = doc.get("networking") or {}
+        found = {
+            "token": ((doc.get("bootstrapTokens") or [{}])[0].get("token")
+                      or doc.get("token") or discovery.get("token")),
+            "node-name": registration.get("name"),
+            "cri-socket": registration.get("criSocket"),
+            "apiserver-advertise-address": endpoint.get("advertiseAddress"),
+            "pod-network-cidr": networking.get("podSubnet"),
+            "service-cidr": networking.get("serviceSubnet"),
+            "kubernetes-version": doc.get("kubernetesVersion"),
+            "discovery-token-ca-cert-hash": (doc.get("discoveryTokenCACertHashes")
+                                             or discovery.get("caCertHashes")),
+            "api-server": ((doc.get("discoveryTokenAPIServers") or [None])[0]
+                           or discovery.get("apiServerEndpoint")),
+        }  # fmt: skip
+        flags.update({k: v for k, v in found.items() if v})
+    return flags, None
+
+
 class State:
     """The stand-in cluster's "etcd": one JSON file, locked and replaced atomically."""
 

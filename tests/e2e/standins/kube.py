@@ -35,6 +35,7 @@ from common import (  # build.py replaces this statement with common.py itself
     find_processes,
     flag_value,
     glog,
+    kubeadm_config_flags,
     listen_tcp,
     now_iso,
     parse_flags,
@@ -190,6 +191,22 @@ class KubeadmExit(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+# kubeadm 1.12 reads kubeadm.k8s.io/v1alpha3 (and v1alpha2, which the stand-in does
+# not implement), and lets only these flags stand beside --config
+# (ValidateMixedArguments in the v1alpha3-era validation.go; --skip-* too).
+CONFIG_SCHEMAS = ("kubeadm.k8s.io/v1alpha3",)
+WITH_CONFIG = ("config", "ignore-preflight-errors", "dry-run", "kubeconfig", "v", "rootfs")
+
+
+def config_opts(opts):
+    """opts with what the --config file says in place of --config (or KubeadmExit)."""
+    flags, error = kubeadm_config_flags(opts["config"], CONFIG_SCHEMAS, opts, WITH_CONFIG)
+    if error:
+        raise KubeadmExit(1, error)
+    rest = {k: v for k, v in opts.items() if k != "config"}
+    return dict(rest, **flags)
 
 
 def kubeadm_main(args):
@@ -460,7 +477,7 @@ def kubeadm_init(args):
     if positionals:
         raise KubeadmExit(1, f'Error: unknown command "{positionals[0]}" for "kubeadm init"')
     if "config" in opts:
-        raise KubeadmExit(1, "kubeadm stand-in: --config is not implemented; pass flags")
+        opts = config_opts(opts)
     pod_cidr = opts.get("pod-network-cidr", "")
     service_cidr = opts.get("service-cidr", "10.96.0.0/12")
     for flag, value in (("pod-network-cidr", pod_cidr), ("service-cidr", service_cidr)):

@@ -53,6 +53,7 @@ from common import (  # katalab.py replaces this statement with common.py itself
     atomic_write,
     default_route,
     glog,
+    kubeadm_config_flags,
     listen_tcp,
     now_iso,
     parse_flags,
@@ -548,12 +549,24 @@ staticPodPath: /etc/kubernetes/manifests
 """
 
 
+# kubeadm 1.31 reads v1beta3 (deprecated) and v1beta4, and lets these flags stand
+# beside --config (validation.go isAllowedFlag; --skip-* too).
+CONFIG_SCHEMAS = ("kubeadm.k8s.io/v1beta3", "kubeadm.k8s.io/v1beta4")
+WITH_CONFIG = (
+    "config", "ignore-preflight-errors", "dry-run", "kubeconfig", "node-name",
+    "kubeconfig-dir", "upload-certs", "print-join-command", "rootfs", "v", "log-file",
+)  # fmt: skip
+
+
 def kubeadm_init(args):
     opts, positionals = parse_flags(args, INIT_FLAGS)
     if positionals:
         raise KubeadmExit(1, f'unknown command "{positionals[0]}" for "kubeadm init"')
     if "config" in opts:
-        raise KubeadmExit(1, "kubeadm stand-in: --config is not implemented; pass flags")
+        flags, error = kubeadm_config_flags(opts["config"], CONFIG_SCHEMAS, opts, WITH_CONFIG)
+        if error:
+            raise KubeadmExit(1, error)
+        opts = dict({k: v for k, v in opts.items() if k != "config"}, **flags)
     pod_cidr = opts.get("pod-network-cidr", "")
     service_cidr = opts.get("service-cidr", "10.96.0.0/12")
     for flag, value in (("podSubnet", pod_cidr), ("serviceSubnet", service_cidr)):
