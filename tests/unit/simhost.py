@@ -104,6 +104,40 @@ PACKAGE_UNITS = {
     "hyper-container": "hyperd.service",
 }
 PACKAGE_BINARIES = {"docker.io": "docker", "docker": "docker", "docker-ce": "docker"}
+
+
+def sim_qemu(machines: str, devices: str) -> str:
+    """A simulated QEMU binary: what `-machine help` and `-device help` print."""
+    return f"#!/bin/sh\n# sim-qemu\n{machines}\n---devices---\n{devices}\n"
+
+
+# Upstream QEMU (Debian/Ubuntu qemu-system-x86; QEMU 8.2 still has pc-i440fx-2.1,
+# deprecated in 8.2 and removed in 9.1) and hyper's qemu-hyper 2.4.1 (virtfs on).
+QEMU_UPSTREAM = sim_qemu(
+    "Supported machines are:\n"
+    "pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-8.2)\n"
+    "pc-i440fx-8.2        Standard PC (i440FX + PIIX, 1996) (default)\n"
+    "pc-i440fx-2.1        Standard PC (i440FX + PIIX, 1996) (deprecated)\n"
+    "q35                  Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-8.2)",
+    'name "virtio-9p-pci", bus PCI, alias "virtio-9p"\n'
+    'name "virtio-serial-pci", bus PCI, alias "virtio-serial"',
+)
+# EL's /usr/libexec/qemu-kvm: RHEL machine types only, no virtio-9p-pci (machine
+# list as `qemu-kvm -machine help` prints it on EL9, Coopydood/ultimate-macOS-KVM#71;
+# no 9p on EL7/EL8/EL9: kubernetes#35421, arighi/virtme-ng#63).
+QEMU_KVM_EL = sim_qemu(
+    "Supported machines are:\n"
+    "pc                   RHEL 7.6.0 PC (i440FX + PIIX, 1996) (alias of pc-i440fx-rhel7.6.0)\n"
+    "pc-i440fx-rhel7.6.0  RHEL 7.6.0 PC (i440FX + PIIX, 1996) (default) (deprecated)\n"
+    "q35                  RHEL-9.2.0 PC (Q35 + ICH9, 2009) (alias of pc-q35-rhel9.2.0)\n"
+    "pc-q35-rhel9.2.0     RHEL-9.2.0 PC (Q35 + ICH9, 2009)",
+    'name "virtio-serial-pci", bus PCI, alias "virtio-serial"',
+)
+PACKAGE_FILES = {
+    "qemu-system-x86": {"/usr/bin/qemu-system-x86_64": QEMU_UPSTREAM},
+    "qemu-kvm": {"/usr/libexec/qemu-kvm": QEMU_KVM_EL},
+    "qemu-hyper": {"/usr/bin/qemu-system-x86_64": QEMU_UPSTREAM},
+}
 UNIT_PORTS = {"hyperd.service": [22318], "frakti.service": [22521]}
 TOKEN_FILE = "/var/lib/sim/kubeadm-token"
 # What each daemon reads at start: a running unit should have read the current files.
@@ -142,6 +176,7 @@ class SimState:
     cluster: SimCluster = field(default_factory=lambda: SimCluster())
     inits: List[List[str]] = field(default_factory=list)
     docker_driver: str = "cgroupfs"
+    docker_min_api: str = "1.24"  # Docker 25-28; 29 says 1.44
     other_listeners: Set[int] = field(default_factory=set)  # ports held by something else
     routes: Dict[str, str] = field(default_factory=dict)
     iptables: str = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -s 10.9.9.9/32 -j DROP\nCOMMIT\n"
@@ -157,6 +192,8 @@ class SimRunner:
         "docker",
         "getent",
         "iptables-save",
+        "qemu-system-x86_64",
+        "qemu-kvm",
     }
 
     def __init__(self, root: Path, state: SimState, ip: str = "10.0.0.1") -> None:
@@ -186,7 +223,7 @@ class SimRunner:
         return CommandResult(list(argv), code, "", err)
 
     def mutating(self, argv: Sequence[str]) -> bool:
-        if argv[0] in self.READ_ONLY or list(argv[:4]) == ["ip", "-4", "route", "show"]:
+        if os.path.basename(argv[0]) in self.READ_ONLY or list(argv[:4]) == ["ip", "-4", "route", "show"]:
             return False
         if argv[0] == "systemctl" and argv[1] == "show":
             return False
@@ -303,11 +340,16 @@ class SimRunner:
                     base.split("_")[1] if base.endswith(".deb") else base.rsplit("-", 2)[1] + "-1"
                 )
                 self.state.packages[name] = version
+            elif re.match(r"^.+?-\d+:", item):  # dnf's name-epoch:version-glob spec
+                item = re.sub(r"-\d+:.*$", "", item)
+                self.state.packages[item] = "28.5.2-1.el9"
             else:
                 self.state.packages[item] = "1.0-1"
             binary = PACKAGE_BINARIES.get(item)
             if binary:
                 self.write(f"/usr/bin/{binary}", "#!/bin/sh\n", 0o755)
+            for path, text in PACKAGE_FILES.get(item, {}).items():
+                self.write(path, text, 0o755)
             name = os.path.basename(item).split("_")[0].split("-1")[0]
             unit = PACKAGE_UNITS.get(name) or PACKAGE_UNITS.get(item)
             if unit:  # like a Debian postinst: the package starts its daemon at once
@@ -323,6 +365,8 @@ class SimRunner:
             binary = PACKAGE_BINARIES.get(name)
             if binary:
                 self.p(f"/usr/bin/{binary}").unlink(missing_ok=True)
+            for path in PACKAGE_FILES.get(name, {}):
+                self.p(path).unlink(missing_ok=True)
         return self.ok(["remove", *names])
 
     def cmd_ip(self, argv: List[str]) -> CommandResult:
@@ -391,7 +435,34 @@ class SimRunner:
     def cmd_docker(self, argv: List[str]) -> CommandResult:
         if not self.state.units.get("docker.service", UnitState()).active:
             return self.fail(argv, "Cannot connect to the Docker daemon")
+        if argv[1:2] == ["version"]:  # --format {{.Server.MinAPIVersion}}
+            return self.ok(argv, self.state.docker_min_api + "\n")
         return self.ok(argv, self.state.docker_driver + "\n")
+
+    def _real(self, target: str) -> Path:
+        """target under the root, its links followed inside the root."""
+        path = self.p(target)
+        for _ in range(8):
+            if not path.is_symlink():
+                break
+            link = os.readlink(path)
+            path = self.p(link) if link.startswith("/") else path.parent / link
+        return path
+
+    def cmd_qemu_system_x86_64(self, argv: List[str]) -> CommandResult:
+        path = self._real(argv[0]) if "/" in argv[0] else None
+        if path is None or not path.is_file() or "# sim-qemu" not in path.read_text():
+            return self.fail(argv, f"{argv[0]}: No such file or directory", 127)
+        machines, _, devices = path.read_text().split("# sim-qemu\n", 1)[1].partition(
+            "---devices---\n"
+        )
+        if argv[1:] == ["-machine", "help"]:
+            return self.ok(argv, machines)
+        if argv[1:] == ["-device", "help"]:
+            return self.ok(argv, devices)
+        return self.fail(argv, f"qemu: unknown option {' '.join(argv[1:])}")
+
+    cmd_qemu_kvm = cmd_qemu_system_x86_64
 
     def cmd_getent(self, argv: List[str]) -> CommandResult:
         hosts = self.p("/etc/hosts").read_text() if self.p("/etc/hosts").exists() else ""
@@ -752,10 +823,13 @@ class SimMachine:
         ip: str = "10.0.0.1",
         cluster: Optional[SimCluster] = None,
         hyper_packages_cached: bool = True,
+        qemu_hyper: bool = True,
     ) -> None:
         """hyper_packages_cached: the operator has put the hyperd packages in the
         download cache (no public download of hyperd 1.x is known), as a copy or a
-        bundle would; without it the install needs --mirror hyper=URL."""
+        bundle would; without it the install needs --mirror hyper=URL.
+        qemu_hyper: on EL, the operator has installed hyper's qemu-hyper rpm (no EL
+        repository has a QEMU hyperd can run)."""
         self.root = root
         self.os_id = os_id
         self.state = SimState(cluster=cluster or SimCluster())
@@ -792,6 +866,9 @@ class SimMachine:
         self.p("/sys/fs/cgroup").mkdir(parents=True)
         if cgroup == 2:
             w("/sys/fs/cgroup/cgroup.controllers", "cpu memory\n")
+        if os_id not in ("ubuntu", "debian") and qemu_hyper:
+            self.runner._install(["qemu-hyper"])
+            self.state.packages["qemu-hyper"] = "2.4.1-3.el7.centos"
         if os_id not in ("ubuntu", "debian"):
             w("/sys/fs/selinux/enforce", "1\n" if selinux_enforcing else "0\n")
             w("/etc/selinux/config", "SELINUX=enforcing\nSELINUXTYPE=targeted\n")

@@ -224,7 +224,7 @@ def test_artifact_names_per_family_and_system() -> None:
         artifact_names("deb", ("centos", "7"))
     with pytest.raises(ConfigError, match="unknown package family 'apk'"):
         artifact_names("apk")
-    assert os_packages_for("rpm", ("rocky", "9.3"))["docker"] == ["docker-ce"]
+    assert os_packages_for("rpm", ("rocky", "9.3"))["docker"] == ["docker-ce", "docker-ce-cli"]
     assert os_packages_for("deb")["docker"] == ["docker.io"]
 
 

@@ -177,5 +177,6 @@ def test_os_differences_are_data():
         "/etc/sysconfig/kubelet",
     )
     assert (deb.package_manager, el7.package_manager, el9.package_manager) == ("apt", "yum", "dnf")
-    assert el9.packages["docker"] == ["docker-ce"] and el7.packages["docker"] == ["docker"]
+    assert el9.packages["docker"] == ["docker-ce", "docker-ce-cli"]
+    assert el7.packages["docker"] == ["docker"]
     assert [r.name for r in el9.repos] == ["docker-ce"] and el7.repos == ()

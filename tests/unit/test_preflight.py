@@ -19,7 +19,7 @@ def preflight_error(m, **settings) -> str:
 
 def test_clean_host_passes_with_reason(machine):
     check = Preflight().check(machine().context())
-    assert not check.needed and check.reason.startswith("15 checks passed")
+    assert not check.needed and check.reason.startswith("17 checks passed")
 
 
 def test_swap_is_fatal_with_hint(machine):

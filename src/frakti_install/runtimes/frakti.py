@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Dict, List, Sequence
 
 from frakti_install.kubesource import KubernetesSource, ReleaseBinaries
 from frakti_install.runtimes.base import Runtime
-from frakti_install.steps.docker import Docker
+from frakti_install.steps.docker import DOCKER_API_CHECK, Docker
 from frakti_install.steps.frakti import Frakti
-from frakti_install.steps.hyperd import Hyperd
+from frakti_install.steps.hyperd import HYPERD_QEMU_CHECK, Hyperd
 from frakti_install.steps.preflight import FRAKTI_CHECKS, PreflightCheck, Role, for_role
 from frakti_install.steps.proxy import Proxy
 
@@ -71,7 +71,8 @@ class FraktiRuntime(Runtime):
         return args
 
     def preflight_checks(self, role: Role) -> Sequence[PreflightCheck]:
-        return for_role(FRAKTI_CHECKS, role)
+        # the binaries hyperd and frakti will talk to, as this host has them now
+        return for_role((*FRAKTI_CHECKS, HYPERD_QEMU_CHECK, DOCKER_API_CHECK), role)
 
     def runtime_steps(self) -> List[Step]:
         return [Proxy(), Hyperd(), Docker(), Frakti()]

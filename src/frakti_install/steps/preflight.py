@@ -7,7 +7,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple, Union
 
 from frakti_install.constants import ADMIN_CONF, KUBELET_CONF
 from frakti_install.engine import Check, Step
@@ -39,7 +39,7 @@ class Role(str, Enum):
 class PreflightCheck:
     name: str
     probe: Callable[[Context], Optional[str]]  # a problem, or None
-    hint: str
+    hint: Union[str, Callable[[Context], str]]  # the fix, or how to find it for this host
     fatal: bool = True
     # on a worker, another probe (or None: the same); a worker runs no control plane
     worker_probe: Optional[Callable[[Context], Optional[str]]] = None
@@ -275,7 +275,8 @@ class Preflight(Step):
             problem = item.probe(ctx)
             if problem is None:
                 continue
-            line = f"[{item.name}] {problem}. {item.hint}"
+            hint = item.hint(ctx) if callable(item.hint) else item.hint
+            line = f"[{item.name}] {problem}. {hint}"
             if not item.fatal or item.name.lower() in ignored or "all" in ignored:
                 warnings.append(line)
                 log.warning("preflight: %s", line)
