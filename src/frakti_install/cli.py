@@ -241,6 +241,7 @@ def _run(
     question: str = "Apply these changes?",
     trace_only_changes: bool = False,
     quiet: bool = False,
+    json_extra: Optional[Callable[[], Dict[str, Any]]] = None,
 ) -> Any:
     """Render a session's run: progress while it runs, then the recap or JSON.
 
@@ -260,7 +261,8 @@ def _run(
         trace_only_changes=trace_only_changes,
     )  # fmt: skip
     if as_json:
-        typer.echo(json.dumps(report.as_dict(), indent=2))
+        extra = json_extra() if json_extra else {}
+        typer.echo(json.dumps({**report.as_dict(), **extra}, indent=2))
     elif report.changed or not quiet:
         console.recap(report, settings.log_file, changes_shown=display is not None)
     session.raise_for(report)
@@ -403,11 +405,13 @@ def status(config: Optional[Path] = InstalledConfigOpt, as_json: bool = JsonOpt)
     def _status() -> None:
         from frakti_install import session
         from frakti_install.errors import Drift
+        from frakti_install.verify import isolation_status
 
         settings = session.installed_settings(config)
         report = _run(
-            session.installed_plan, settings, dry_run=True, yes=True, as_json=as_json, verbose=0
-        )
+            session.installed_plan, settings, dry_run=True, yes=True, as_json=as_json, verbose=0,
+            json_extra=lambda: {"isolation": isolation_status(session.new_context(settings))},
+        )  # fmt: skip
         if report.drifted:
             raise Drift(
                 "drift in: " + ", ".join(report.drifted),
@@ -415,6 +419,35 @@ def status(config: Optional[Path] = InstalledConfigOpt, as_json: bool = JsonOpt)
             )
 
     _guard(_status, as_json=as_json)
+
+
+@app.command()
+def verify(
+    config: Optional[Path] = InstalledConfigOpt,
+    as_json: bool = JsonOpt,
+    node: Optional[List[str]] = typer.Option(
+        None, "--node", help="Verify only this node (repeatable; default: every node)."
+    ),
+    keep: bool = typer.Option(False, "--keep", help="Leave the verify pods for inspection."),
+    verbose: int = VerboseOpt,
+) -> None:
+    """Show that pods run in VMs on every node: isolation facts and a pod per node."""
+
+    def _verify() -> None:
+        from frakti_install import console, session
+        from frakti_install import verify as verifying
+
+        console.configure_logging(verbose, quiet=as_json)
+        settings = session.installed_settings(config)
+        with session.logging_to_file(Path(settings.log_file)):  # it creates and deletes pods
+            report = verifying.verify(session.new_context(settings), node or (), keep=keep)
+        if as_json:
+            typer.echo(json.dumps(report.as_dict(), indent=2))
+        else:
+            console.show_verify(report.as_dict())
+        verifying.raise_for(report)
+
+    _guard(_verify, as_json=as_json)
 
 
 @app.command()

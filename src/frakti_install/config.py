@@ -50,6 +50,8 @@ class Settings:
     # leave (a systemd time span: 30s, 5min, 1h), or "off".
     routes_sync_interval: str = "5min"
     lock_wait: int = 60  # seconds a run waits for another one to finish
+    verify_timeout: int = 180  # seconds `verify` waits for its pods to run and finish
+    verify_image: str = ""  # the image of verify's pods ("" = the profile's, pinned by digest)
     mirrors: Dict[str, str] = field(default_factory=dict)
     checksums: Dict[str, str] = field(default_factory=dict)
     # OpenPGP fingerprints to trust for a signing key (a mirror that signs with its own key)
@@ -171,6 +173,10 @@ def validate(settings: Settings) -> Settings:
         )
     if not 0 < settings.streaming_port < 65536:
         raise ConfigError(f"streaming_port {settings.streaming_port} is not a TCP port")
+    if settings.verify_timeout <= 0:
+        raise ConfigError(
+            f"verify_timeout {settings.verify_timeout} must be a positive number of seconds"
+        )
     if settings.lock_wait < 0:
         raise ConfigError(f"lock_wait {settings.lock_wait} must be 0 or more seconds")
     if not TIME_SPAN_RE.match(settings.routes_sync_interval):

@@ -235,3 +235,28 @@ def downloader_factory(settings: Any, progress: Optional[StepProgress]) -> Calla
         return Downloader(Path(settings.cache_dir), on_progress=on_progress)
 
     return make
+
+
+def show_verify(data: Dict[str, Any]) -> None:
+    """`verify`'s report (VerifyReport.as_dict()): each node's checks, then the verdict."""
+    marks = {True: "[green]ok[/]", False: "[red]FAIL[/]", None: "[dim]?[/]"}
+    for node in data["nodes"]:
+        where = " (this host)" if node["local"] else ""
+        verdict = "[green]isolates pods in VMs[/]" if node["ok"] else "[red]does not isolate[/]"
+        out.print(f"[bold]{node['node']}[/]{where}: {verdict}")
+        for check in node["checks"]:
+            mark = marks[check["ok"]]
+            if check["ok"] is False and not check.get("blocking", True):
+                mark = "[yellow]warn[/]"
+            out.print(f"  {mark} {check['name']}: ", end="")
+            out.print(check["detail"], markup=False, highlight=False)
+            if check["ok"] is False and check.get("fix"):
+                out.print("       fix: ", end="", style="dim")
+                out.print(check["fix"], markup=False, highlight=False, style="dim")
+    if data["kept"]:
+        out.print("kept (--keep): " + " ".join(data["kept"]), markup=False, highlight=False)
+    if data.get("cleanup_error"):
+        out.print(f"[yellow]could not delete the verify pods:[/] {data['cleanup_error']}")
+    total, good = len(data["nodes"]), sum(1 for node in data["nodes"] if node["ok"])
+    colour = "green" if data["ok"] else "red"
+    out.print(f"[{colour}]{good} of {total} node(s) run pods in VMs ({data['runtime']} profile)[/]")

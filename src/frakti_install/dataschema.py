@@ -55,6 +55,7 @@ ARTIFACT = {
     "sha256_url?": str,  # a .sha256 published beside the file for every release
     "hash_files?": str,  # or a hash_files entry: which hash file, by release
 }
+VERIFY = {"image": str}  # the image of verify's pods (runtimes.base.Runtime.verify_image)
 KATA_ARTIFACT = {
     **ARTIFACT,
     "sha256": frozenset({"published", "given", "fingerprint", "pinned"}),
@@ -85,7 +86,12 @@ SYSTEM = {"id": str, "version": str, "match?": frozenset({"major"})}
 PUBLISHED_NEEDS_URL = ("artifacts.*", "sha256", "published", "sha256_url")
 
 ARTIFACTS = Spec(
-    {"bases": NAMES, "hash_files": HASH_FILES, "artifacts": {"*": ARTIFACT}},
+    {
+        "bases": NAMES,
+        "hash_files": HASH_FILES,
+        "artifacts": {"*": ARTIFACT},
+        "verify": VERIFY,
+    },
     references=(("artifacts.*.kind", "bases"), ("artifacts.*.hash_files", "hash_files")),
     requires=(
         ("artifacts.*", "sha256", "published", "hash_files"),
@@ -116,6 +122,7 @@ KATA = Spec(
             "reviewed": str,
             "releases": [KUBERNETES_RELEASE],
         },
+        "verify": VERIFY,
         "families": {
             "*": {
                 "containerd_packages": [str],

@@ -24,6 +24,7 @@ class ExitCode:
     LOCKED = 10
     DRIFT = 11
     ABORTED = 12
+    ISOLATION = 20  # verify: a node does not (or cannot be shown to) run pods in VMs
 
 
 class FraktiInstallError(Exception):
@@ -115,3 +116,9 @@ class Locked(FraktiInstallError):
 
 class Aborted(FraktiInstallError):
     exit_code = ExitCode.ABORTED
+
+
+class IsolationUnproven(FraktiInstallError):
+    """`verify` could not show that every node runs pods in VMs."""
+
+    exit_code = ExitCode.ISOLATION

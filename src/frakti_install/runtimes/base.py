@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Sequence
 
 from frakti_install import datafiles
 from frakti_install.artifacts import Artifacts
 from frakti_install.config import Settings
+from frakti_install.isolation import IsolationCheck, PodShape
 from frakti_install.kubesource import KubernetesSource
 from frakti_install.steps.preflight import PreflightCheck, Role
 
@@ -114,3 +115,28 @@ class Runtime(ABC):
     @abstractmethod
     def fit_reason(self, facts: Facts) -> str:
         """Why it works on a host that has none of host_problems(); for `info`."""
+
+    # --- how verify shows that pods run in VMs (verify.py, isolation.py) ----------
+    @property
+    def verify_image(self) -> str:
+        """The image of verify's pods: the verify_image setting, else the profile's
+        (its data file's verify.image, pinned by digest)."""
+        return self.settings.verify_image or str(self.data["verify"]["image"])
+
+    @abstractmethod
+    def isolation_checks(self) -> Sequence[IsolationCheck]:
+        """What a node needs so that this profile's VM pods start (KVM, modules,
+        the runtime handler, ...), read without starting a pod."""
+
+    @abstractmethod
+    def vm_pod(self) -> PodShape:
+        """What sends a pod to a VM on this profile (verify's canary pod)."""
+
+    @abstractmethod
+    def host_pod(self) -> PodShape:
+        """What keeps a pod on the host's kernel (the mixed runtime's other half)."""
+
+    @abstractmethod
+    def sandbox_problem(self, pod: Dict[str, Any], node: Dict[str, Any]) -> Optional[str]:
+        """Why the admitted canary pod, on that node, is not one this profile's VM
+        runtime runs (None: it is)."""

@@ -3,8 +3,10 @@ docker, on Kubernetes 1.9-1.12 release binaries (cgroup v1 hosts)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
+from frakti_install import isolation
+from frakti_install.isolation import IsolationCheck, PodShape
 from frakti_install.kubesource import KubernetesSource, ReleaseBinaries
 from frakti_install.runtimes.base import Runtime
 from frakti_install.steps.docker import DOCKER_API_CHECK, Docker
@@ -92,6 +94,63 @@ class FraktiRuntime(Runtime):
         if facts.kvm_usable():
             return why + "; /dev/kvm usable"
         return why + "; no usable KVM (hyperd falls back to slow emulation)"
+
+    # --- verify -------------------------------------------------------------------
+    # frakti answers CRI Version with hyperd's RuntimeName "hyper" (frakti v1.12.0
+    # pkg/manager/manager.go, pkg/hyper/hyper.go): kubelet shows it as hyper://...
+    CRI_RUNTIME_NAME = "hyper"
+
+    def isolation_checks(self) -> Sequence[IsolationCheck]:
+        frakti_down = "systemctl status frakti; journalctl -u frakti"
+        return (
+            isolation.ready(),
+            isolation.kvm(
+                blocking=False,
+                without="hyperd's VMs get no hardware virtualisation (the VM pod shows "
+                "whether they start at all)",
+            ),
+            isolation.node_runtime(
+                self.CRI_RUNTIME_NAME,
+                what="frakti (hyperd)",
+                fix="Point kubelet at frakti: --container-runtime=remote "
+                f"--container-runtime-endpoint=unix://{self.cri_socket} (frakti-install "
+                "writes them; run it again on the node).",
+            ),
+            isolation.cri_answers(self.cri_socket, what="frakti", fix=frakti_down),
+            isolation.listening(
+                grpc_port_of(self.settings.hyper_grpc),
+                what="hyperd's gRPC API",
+                fix="systemctl status hyperd; /etc/hyper/config needs gRPCHost="
+                f"{self.settings.hyper_grpc}",
+            ),
+        )
+
+    def vm_pod(self) -> PodShape:
+        return PodShape(
+            "an ordinary pod (frakti runs non-privileged pods in hyperd VMs)",
+            fix="frakti ran it outside a VM: check that kubelet talks to frakti's socket "
+            "and that frakti reaches hyperd (journalctl -u frakti -u hyperd).",
+        )
+
+    def host_pod(self) -> PodShape:
+        return PodShape(
+            "privileged (frakti runs privileged pods with docker)",
+            container={"securityContext": {"privileged": True}},
+            fix="frakti runs privileged pods with docker: check frakti's --docker-endpoint "
+            "and that docker runs (systemctl status docker).",
+        )
+
+    def sandbox_problem(self, pod: Dict[str, Any], node: Dict[str, Any]) -> Optional[str]:
+        reported = (node.get("status", {}).get("nodeInfo") or {}).get(
+            "containerRuntimeVersion", ""
+        )
+        if not str(reported).startswith(self.CRI_RUNTIME_NAME + "://"):
+            return f"the node's kubelet runs pods through {reported or '?'}, not frakti"
+        return None
+
+
+def grpc_port_of(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
 
 
 RUNTIME = FraktiRuntime

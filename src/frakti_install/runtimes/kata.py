@@ -11,12 +11,18 @@ import re
 from datetime import date
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
-from frakti_install import datafiles, versions
+from frakti_install import datafiles, isolation, versions
 from frakti_install.artifacts import Artifacts
 from frakti_install.errors import ConfigError, UnsupportedOS
+from frakti_install.isolation import IsolationCheck, PodShape
 from frakti_install.kubesource import KubernetesSource, PackageRepository
 from frakti_install.runtimes.base import Runtime
-from frakti_install.steps.containerd import Containerd, ContainerdPackage, ContainerdProxy
+from frakti_install.steps.containerd import (
+    Containerd,
+    ContainerdPackage,
+    ContainerdProxy,
+    config_paths,
+)
 from frakti_install.steps.kata import KATA_CHECKS, KataPodAdmitted, KataRuntime, RuntimeClass
 from frakti_install.steps.preflight import PreflightCheck, Role, for_role
 
@@ -31,6 +37,7 @@ if TYPE_CHECKING:
 TABLE = "kata"
 OLDEST_REPO_MINOR = (1, 24)  # pkgs.k8s.io starts at v1.24
 _KATA_RELEASE = re.compile(r"^\d+\.\d+\.\d+$")
+KATA_RUNTIME_TYPE = "io.containerd.kata.v2"  # containerd's name for Kata's shim v2
 
 
 def kubernetes_release(settings: Settings, data: Dict[str, Any], day: date) -> str:
@@ -190,6 +197,53 @@ class KataContainersRuntime(Runtime):
 
     def fit_reason(self, facts: Facts) -> str:
         return "/dev/kvm usable" if facts.kvm_usable() else "no usable KVM"
+
+    # --- verify -------------------------------------------------------------------
+    def isolation_checks(self) -> Sequence[IsolationCheck]:
+        kata, containerd = self.data["kata"], self.data["containerd"]
+        return (
+            isolation.ready(),
+            isolation.kvm(blocking=True, without="Kata's VMs cannot start"),
+            isolation.modules(
+                kata["modules"],
+                why="Kata's VMs reach their agent (vsock) and network (vhost-net) through them",
+            ),
+            isolation.cri_handler(
+                kata["handler"],
+                socket=self.cri_socket,
+                runtime_type=KATA_RUNTIME_TYPE,
+                config=containerd["config"],
+                runtimes_at=lambda version: config_paths(version)["runtimes"],
+            ),
+            isolation.runtime_class(
+                kata["runtime_class"],
+                kata["handler"],
+                {"memory": kata["overhead"]["memory"], "cpu": kata["overhead"]["cpu"]},
+            ),
+        )
+
+    def vm_pod(self) -> PodShape:
+        name = self.data["kata"]["runtime_class"]
+        return PodShape(
+            f"runtimeClassName: {name}",
+            spec={"runtimeClassName": name},
+            fix=f"A pod with runtimeClassName: {name} ran on the host's kernel: containerd's "
+            f"{self.data['kata']['handler']} runtime must be io.containerd.kata.v2 "
+            "('containerd config dump'); run frakti-install again on the node.",
+        )
+
+    def host_pod(self) -> PodShape:
+        return PodShape(
+            "no RuntimeClass (containerd's default runtime, runc)",
+            fix="containerd's default runtime is not runc: see default_runtime_name in "
+            "'containerd config dump'.",
+        )
+
+    def sandbox_problem(self, pod: Dict[str, Any], node: Dict[str, Any]) -> Optional[str]:
+        name = self.data["kata"]["runtime_class"]
+        if (pod.get("spec") or {}).get("runtimeClassName") != name:
+            return f"the API server stored the pod without runtimeClassName: {name}"
+        return None
 
 
 RUNTIME = KataContainersRuntime
