@@ -27,6 +27,70 @@ def parse_showhold(text: str) -> FrozenSet[str]:
     return frozenset(line.strip() for line in text.splitlines() if line.strip())
 
 
+# --- dpkg-query -W -f='${Package}\t${db:Status-Abbrev}\t${Version}\n' ------------
+def parse_dpkg_query(text: str) -> Dict[str, str]:
+    """name -> version of the packages dpkg has installed. Status-Abbrev is want,
+    state, error: "ii" installed, "hi" installed and held; "un", "hn" (held, not
+    installed), "rc" (config files left) or "iU" (unpacked only) are not installed."""
+    found = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition("\t")
+        status, _, version = rest.partition("\t")
+        if status[1:2] == "i":
+            found[name.split(":")[0]] = version.strip()
+    return found
+
+
+# --- rpm -q --qf '%{NAME}\t%{VERSION}-%{RELEASE}\n' -------------------------------
+def parse_rpm_query(text: str) -> Dict[str, str]:
+    """name -> version-release of the installed ones (rpm prints "package X is not
+    installed", with no tab, for the others)."""
+    found = {}
+    for line in text.splitlines():
+        name, sep, version = line.partition("\t")
+        if sep:
+            found[name] = version.strip()
+    return found
+
+
+# --- apt-cache policy NAME... ------------------------------------------------------
+def parse_apt_candidates(text: str) -> Dict[str, Optional[str]]:
+    """name -> its candidate version, None for "(none)" (a virtual package or one no
+    index offers any more). A name no index knows prints nothing: it is absent."""
+    found: Dict[str, Optional[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line and not line.startswith(" "):
+            current = line.rstrip(":").split(":")[0]
+            found[current] = None
+        elif current and line.strip().startswith("Candidate:"):
+            candidate = line.split(":", 1)[1].strip()
+            found[current] = None if candidate == "(none)" else candidate
+    return found
+
+
+# --- gpg --show-keys --with-colons FILE ---------------------------------------------
+def parse_gpg_primary_fingerprints(colons: str) -> List[str]:
+    """The primary keys' fingerprints (field 10 of the fpr record after a pub record),
+    not their subkeys' (the fpr records after sub)."""
+    found, record = [], ""
+    for line in colons.splitlines():
+        fields = line.split(":")
+        if fields[0] in ("pub", "sub", "sec", "ssb"):
+            record = fields[0]
+        elif fields[0] == "fpr" and record == "pub" and len(fields) > 9:
+            found.append(fields[9].upper())
+            record = ""
+    return found
+
+
+# --- docker info --format '{{.X}}' ---------------------------------------------------
+def parse_docker_info_value(returncode: int, stdout: str) -> Optional[str]:
+    """The one value the template printed, or None (no daemon: exit 1, an empty line)."""
+    value = stdout.strip()
+    return value if returncode == 0 and value else None
+
+
 # --- ip -4 route show ----------------------------------------------------------
 def parse_ip_routes(text: str) -> Dict[str, str]:
     """Destination -> gateway of the routes that go via a gateway."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Tuple
 
+from frakti_install import probes
 from frakti_install.actions import prepare_package_index, run
 from frakti_install.engine import Action, Check, Step
 from frakti_install.errors import ExitCode, FraktiInstallError
@@ -24,19 +25,6 @@ class KeyMismatch(FraktiInstallError):
     """A downloaded signing key is not the one pinned in kata.yaml (nothing installed)."""
 
     exit_code = ExitCode.CHECKSUM
-
-
-def primary_fingerprints(colons: str) -> List[str]:
-    """The primary keys' fingerprints in `gpg --with-colons` output (not subkeys')."""
-    found, record = [], ""
-    for line in colons.splitlines():
-        fields = line.split(":")
-        if fields[0] in ("pub", "sub", "sec", "ssb"):
-            record = fields[0]
-        elif fields[0] == "fpr" and record == "pub" and len(fields) > 9:
-            found.append(fields[9].upper())
-            record = ""
-    return found
 
 
 @dataclass(frozen=True)
@@ -60,7 +48,7 @@ class InstallKeyring(Action):
             shown = ctx.host.run(
                 ["gpg", "--batch", "--homedir", home, "--show-keys", "--with-colons", str(local)]
             )
-            found = primary_fingerprints(shown.stdout)
+            found = probes.parse_gpg_primary_fingerprints(shown.stdout)
             if not found or not set(found) <= wanted:
                 raise KeyMismatch(
                     f"{artifacts.get(self.artifact).url} holds key(s) "
