@@ -8,7 +8,6 @@ installed path, the artifact's identity, its sha256 and the file's stat.
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 from dataclasses import dataclass
@@ -300,81 +299,3 @@ class InstalledRecord:
     def _save(self) -> None:
         content = json.dumps(self._load(), indent=1, sort_keys=True).encode()
         self._host.write_file(self._path, content, 0o600)
-
-
-# --- signing keys (gpg --show-keys --with-colons) ------------------------------
-@dataclass(frozen=True)
-class KeyPart:
-    """A primary key or subkey: when it expires (None: never), whether revoked, whether it signs."""
-
-    expires: Optional[datetime.datetime]
-    revoked: bool
-    signs: bool
-
-    def usable_at(self, now: datetime.datetime) -> bool:
-        return not self.revoked and (self.expires is None or self.expires > now)
-
-
-@dataclass(frozen=True)
-class SigningKey:
-    fingerprint: str
-    primary: KeyPart
-    subkeys: Tuple[KeyPart, ...]
-
-    def problem_at(self, now: datetime.datetime) -> Optional[str]:
-        """Why apt or dnf would refuse what this key signs at `now` (None: usable).
-        pkgs.k8s.io renewed expired keys under the same fingerprint
-        (kubernetes/kubernetes#128609), so the fingerprint alone proves nothing."""
-        if self.primary.revoked:
-            return f"key {self.fingerprint} is revoked"
-        if not self.primary.usable_at(now):
-            assert self.primary.expires is not None
-            return f"key {self.fingerprint} expired on {self.primary.expires.date().isoformat()}"
-        signers = [self.primary] if self.primary.signs else []
-        signers += [sub for sub in self.subkeys if sub.signs]
-        if any(part.usable_at(now) for part in signers):
-            return None
-        ends = sorted(p.expires.date().isoformat() for p in signers if p.expires is not None)
-        when = f" (the last expired on {ends[-1]})" if ends else ""
-        return f"key {self.fingerprint} has no valid signing key or subkey{when}"
-
-
-def _key_part(fields: List[str]) -> KeyPart:
-    expires = (
-        datetime.datetime.fromtimestamp(int(fields[6]), tz=datetime.timezone.utc)
-        if len(fields) > 6 and fields[6].isdigit()
-        else None
-    )
-    own_caps = fields[11] if len(fields) > 11 else ""
-    return KeyPart(expires=expires, revoked=fields[1] == "r", signs="s" in own_caps)
-
-
-def signing_keys(colons: str) -> List[SigningKey]:
-    """The keys in `gpg --show-keys --with-colons` output: each primary key's
-    fingerprint, expiry and signing subkeys (field 7 is the expiry in epoch
-    seconds, field 12 the capabilities: lower case for this key part's own)."""
-    keys: List[SigningKey] = []
-    primary: Optional[KeyPart] = None
-    fingerprint = ""
-    subkeys: List[KeyPart] = []
-    record = ""
-
-    def flush() -> None:
-        if primary is not None and fingerprint:
-            keys.append(SigningKey(fingerprint, primary, tuple(subkeys)))
-
-    for line in colons.splitlines():
-        fields = line.split(":")
-        if fields[0] == "pub":
-            flush()
-            primary, fingerprint, subkeys, record = _key_part(fields), "", [], "pub"
-        elif fields[0] == "sub" and primary is not None:
-            subkeys.append(_key_part(fields))
-            record = "sub"
-        elif fields[0] in ("sec", "ssb"):
-            record = fields[0]
-        elif fields[0] == "fpr" and record == "pub" and len(fields) > 9:
-            fingerprint = fields[9].upper()
-            record = ""
-    flush()
-    return keys

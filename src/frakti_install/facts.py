@@ -275,8 +275,7 @@ class Facts:
         result = self.host.run(
             ["docker", "info", "--format", "{{.CgroupDriver}}"], check=False, timeout=30
         )
-        driver = result.stdout.strip()
-        return driver if result.ok and driver else None
+        return probes.parse_docker_info_value(result.returncode, result.stdout)
 
     @cached
     def docker_configured_cgroup_driver(self) -> Optional[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
+from frakti_install import probes
 from frakti_install.host import Host
 
 
@@ -50,14 +51,8 @@ class Apt(PackageManager):
             ["dpkg-query", "-W", "-f=${Package}\t${db:Status-Abbrev}\t${Version}\n", *names],
             check=False,
         )
-        for line in result.stdout.splitlines():
-            name, _, rest = line.partition("\t")
-            status, _, version = rest.partition("\t")
-            name = name.split(":")[0]
-            # "ii" installed, "hi" installed and held: the second letter is the state
-            if name in found and status[1:2] == "i":
-                found[name] = version.strip()
-        return found
+        installed = probes.parse_dpkg_query(result.stdout)
+        return {name: installed.get(name) for name in names}
 
     def install_argv(self, names: Sequence[str]) -> List[str]:
         return ["apt-get", "install", "-y", "--no-install-recommends", *self._dpkg_opts, *names]
@@ -72,13 +67,8 @@ class Apt(PackageManager):
         if not names:
             return []
         result = host.run(["apt-cache", "policy", *names], check=False)
-        offered, current = set(), None
-        for line in result.stdout.splitlines():
-            if line and not line.startswith(" "):
-                current = line.rstrip(":").split(":")[0]
-            elif "Candidate:" in line and "(none)" not in line and current:
-                offered.add(current)
-        return [name for name in names if name not in offered]
+        candidates = probes.parse_apt_candidates(result.stdout)
+        return [name for name in names if candidates.get(name) is None]
 
     def refresh_argv(self) -> Optional[List[str]]:
         return ["apt-get", "update"]
@@ -100,11 +90,8 @@ class Yum(PackageManager):
         result = host.run(
             ["rpm", "-q", "--qf", "%{NAME}\t%{VERSION}-%{RELEASE}\n", *names], check=False
         )
-        for line in result.stdout.splitlines():
-            name, sep, version = line.partition("\t")
-            if sep and name in found:
-                found[name] = version.strip()
-        return found
+        installed = probes.parse_rpm_query(result.stdout)
+        return {name: installed.get(name) for name in names}
 
     def install_argv(self, names: Sequence[str]) -> List[str]:
         return [self.command, "install", "-y", *names]

@@ -7,6 +7,7 @@ parser is tested against output captured from the real program
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import shlex
@@ -26,6 +27,133 @@ def tail(text: str, lines: int = 3) -> str:
 def parse_showhold(text: str) -> FrozenSet[str]:
     """The held packages, one a line."""
     return frozenset(line.strip() for line in text.splitlines() if line.strip())
+
+
+# --- dpkg-query -W -f='${Package}\t${db:Status-Abbrev}\t${Version}\n' ------------
+def parse_dpkg_query(text: str) -> Dict[str, str]:
+    """name -> version of the packages dpkg has installed. Status-Abbrev is want,
+    state, error: "ii" installed, "hi" installed and held; "un", "hn" (held, not
+    installed), "rc" (config files left) or "iU" (unpacked only) are not installed."""
+    found = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition("\t")
+        status, _, version = rest.partition("\t")
+        if status[1:2] == "i":
+            found[name.split(":")[0]] = version.strip()
+    return found
+
+
+# --- rpm -q --qf '%{NAME}\t%{VERSION}-%{RELEASE}\n' -------------------------------
+def parse_rpm_query(text: str) -> Dict[str, str]:
+    """name -> version-release of the installed ones (rpm prints "package X is not
+    installed", with no tab, for the others)."""
+    found = {}
+    for line in text.splitlines():
+        name, sep, version = line.partition("\t")
+        if sep:
+            found[name] = version.strip()
+    return found
+
+
+# --- apt-cache policy NAME... ------------------------------------------------------
+def parse_apt_candidates(text: str) -> Dict[str, Optional[str]]:
+    """name -> its candidate version, None for "(none)" (a virtual package or one no
+    index offers any more). A name no index knows prints nothing: it is absent."""
+    found: Dict[str, Optional[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line and not line.startswith(" "):
+            current = line.rstrip(":").split(":")[0]
+            found[current] = None
+        elif current and line.strip().startswith("Candidate:"):
+            candidate = line.split(":", 1)[1].strip()
+            found[current] = None if candidate == "(none)" else candidate
+    return found
+
+
+# --- gpg --show-keys --with-colons ---------------------------------------------
+@dataclass(frozen=True)
+class KeyPart:
+    """A primary key or subkey: when it expires (None: never), whether revoked, whether it signs."""
+
+    expires: Optional[datetime.datetime]
+    revoked: bool
+    signs: bool
+
+    def usable_at(self, now: datetime.datetime) -> bool:
+        return not self.revoked and (self.expires is None or self.expires > now)
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    fingerprint: str
+    primary: KeyPart
+    subkeys: Tuple[KeyPart, ...]
+
+    def problem_at(self, now: datetime.datetime) -> Optional[str]:
+        """Why apt or dnf would refuse what this key signs at `now` (None: usable).
+        pkgs.k8s.io renewed expired keys under the same fingerprint
+        (kubernetes/kubernetes#128609), so the fingerprint alone proves nothing."""
+        if self.primary.revoked:
+            return f"key {self.fingerprint} is revoked"
+        if not self.primary.usable_at(now):
+            assert self.primary.expires is not None
+            return f"key {self.fingerprint} expired on {self.primary.expires.date().isoformat()}"
+        signers = [self.primary] if self.primary.signs else []
+        signers += [sub for sub in self.subkeys if sub.signs]
+        if any(part.usable_at(now) for part in signers):
+            return None
+        ends = sorted(p.expires.date().isoformat() for p in signers if p.expires is not None)
+        when = f" (the last expired on {ends[-1]})" if ends else ""
+        return f"key {self.fingerprint} has no valid signing key or subkey{when}"
+
+
+def _key_part(fields: List[str]) -> KeyPart:
+    expires = (
+        datetime.datetime.fromtimestamp(int(fields[6]), tz=datetime.timezone.utc)
+        if len(fields) > 6 and fields[6].isdigit()
+        else None
+    )
+    own_caps = fields[11] if len(fields) > 11 else ""
+    return KeyPart(expires=expires, revoked=fields[1] == "r", signs="s" in own_caps)
+
+
+def signing_keys(colons: str) -> List[SigningKey]:
+    """The keys in `gpg --show-keys --with-colons` output: each primary key's
+    fingerprint, expiry and signing subkeys (field 7 is the expiry in epoch
+    seconds, field 12 the capabilities: lower case for this key part's own)."""
+    keys: List[SigningKey] = []
+    primary: Optional[KeyPart] = None
+    fingerprint = ""
+    subkeys: List[KeyPart] = []
+    record = ""
+
+    def flush() -> None:
+        if primary is not None and fingerprint:
+            keys.append(SigningKey(fingerprint, primary, tuple(subkeys)))
+
+    for line in colons.splitlines():
+        fields = line.split(":")
+        if fields[0] == "pub":
+            flush()
+            primary, fingerprint, subkeys, record = _key_part(fields), "", [], "pub"
+        elif fields[0] == "sub" and primary is not None:
+            subkeys.append(_key_part(fields))
+            record = "sub"
+        elif fields[0] in ("sec", "ssb"):
+            record = fields[0]
+        elif fields[0] == "fpr" and record == "pub" and len(fields) > 9:
+            fingerprint = fields[9].upper()
+            record = ""
+    flush()
+    return keys
+
+
+# --- docker info --format '{{.X}}' ---------------------------------------------------
+def parse_docker_info_value(returncode: int, stdout: str) -> Optional[str]:
+    """The one value the template printed, or None (no daemon: exit 1, an empty line)."""
+    value = stdout.strip()
+    return value if returncode == 0 and value else None
 
 
 # --- ip -4 route show ----------------------------------------------------------

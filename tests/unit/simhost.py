@@ -9,13 +9,16 @@ interrupted and resumed without a real machine.
 
 from __future__ import annotations
 
+import functools
+import gzip
 import hashlib
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Tuple
 
 import yaml
 
@@ -155,6 +158,62 @@ UNIT_INPUTS = {
     ),
     "frakti-routes-sync.timer": ("/etc/systemd/system/frakti-routes-sync.timer",),
 }
+# What a daemon writes under /var once it runs (so that reset must clear it).
+UNIT_STATE = {
+    "docker.service": ("/var/lib/docker/engine-id", "/var/lib/containerd/io.containerd.content.v1.content/ingest/.keep"),
+    "containerd.service": ("/var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db",),
+    "hyperd.service": ("/var/lib/hyper/hyper.db", "/var/log/hyper/hyperd.INFO"),
+    "frakti.service": ("/var/lib/frakti/state",),
+    "kubelet.service": ("/var/lib/kubelet/cpu_manager_state",),
+}
+
+
+# --- what the real programs know (tests/unit/fixtures/*/README.md says where from) ---
+FIXTURES = Path(__file__).parent / "fixtures"
+# Names third-party repositories offer, while their file is in place (the kata sim
+# also wants an `apt-get update` after kubernetes.list appears).
+REPO_PACKAGES = {
+    "/etc/yum.repos.d/docker-ce.repo": frozenset({"docker-ce", "docker-ce-cli", "containerd.io"}),
+    "/etc/yum.repos.d/kubernetes.repo": frozenset(
+        {"kubelet", "kubeadm", "kubectl", "kubernetes-cni", "cri-tools"}
+    ),
+    "/etc/apt/sources.list.d/kubernetes.list": frozenset(
+        {"kubelet", "kubeadm", "kubectl", "kubernetes-cni", "cri-tools"}
+    ),
+}
+KERNEL_RELEASE = "6.1.0-50-amd64"  # the Debian 12 kernel the module list is from
+
+
+@functools.lru_cache(maxsize=None)
+def distro_packages(os_id: str, version: str) -> FrozenSet[str]:
+    """The names the system's own repositories offer (fixtures/packages)."""
+    folder = FIXTURES / "packages"
+    if os_id == "debian":
+        return frozenset(json.loads((folder / f"debian-{version}.json").read_text())["packages"])
+    key = f"ubuntu-{version}" if os_id == "ubuntu" else f"el-{version.split('.')[0]}"
+    return frozenset(json.loads((folder / "unconfirmed.json").read_text())["systems"][key])
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_modules() -> Dict[str, bool]:
+    """Module name -> built in, of a real Debian 12 kernel (fixtures/kernel)."""
+    text = gzip.decompress((FIXTURES / "kernel" / "debian-12-modules.txt.gz").read_bytes())
+    found = {}
+    for line in text.decode().splitlines():
+        name, _, builtin = line.partition(" ")
+        found[name] = bool(builtin)
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def sysctl_keys() -> FrozenSet[str]:
+    """The sysctl keys of a real kernel with br_netfilter loaded (fixtures/kernel)."""
+    text = gzip.decompress((FIXTURES / "kernel" / "sysctl-keys.txt.gz").read_bytes())
+    return frozenset(text.decode().split())
+
+
+def module_name(name: str) -> str:
+    return name.replace("-", "_")  # modprobe and modinfo treat - and _ alike
 
 
 class Killed(BaseException):
@@ -205,6 +264,9 @@ class SimRunner:
         self.last_input: Optional[str] = None
         self.kubeadm_configs: List[Tuple[str, int, str]] = []  # (path, mode, text) of each --config kubeadm read
         self.mutations = 0
+        self.system = ("debian", "12")  # whose package lists apt/yum/dnf offer
+        self.kernel_modules: Set[str] = set(kernel_modules())  # what modprobe can load
+        self.unit_aliases: Dict[str, str] = {}  # alias -> the unit's Id (an Alias= link)
 
     # helpers -------------------------------------------------------------
     def p(self, target: str) -> Path:
@@ -306,24 +368,94 @@ class SimRunner:
             )
         return self.ok(argv, "\n".join(out) + "\n")
 
+    # --- which names the repositories offer ---------------------------------------
+    def repo_offers(self) -> Set[str]:
+        offered: Set[str] = set()
+        for path, names in REPO_PACKAGES.items():
+            if self.p(path).exists():
+                offered |= names
+        return offered
+
+    def offered(self) -> Set[str]:
+        """Names apt/yum can find: the indexes' and the installed ones (dpkg's status)."""
+        return set(distro_packages(*self.system)) | self.repo_offers() | set(self.state.packages)
+
+    def package_name(self, item: str) -> str:
+        """The name in an install argument: NAME, NAME=VERSION (apt), NAME-VERSION (yum)."""
+        if "=" in item:
+            return item.split("=", 1)[0]
+        match = re.match(r"^(.+?)-\d[\w.:~+-]*$", item)
+        if match and item not in self.offered():
+            return match.group(1)
+        return item
+
+    def unknown(self, items: Sequence[str]) -> List[str]:
+        offered = self.offered()
+        return [i for i in items if "/" not in i and self.package_name(i) not in offered]
+
+    def apt_refuses(self, argv: List[str], items: Sequence[str]) -> Optional[CommandResult]:
+        """apt 2.6: every name it cannot find, then exit 100 with nothing done."""
+        missing = self.unknown(items)
+        if not missing:
+            return None
+        lines = "".join(f"E: Unable to locate package {self.package_name(i)}\n" for i in missing)
+        return CommandResult(argv, 100, "Reading package lists...\n", lines)
+
+    def dnf_refuses(self, argv: List[str], items: Sequence[str]) -> Optional[CommandResult]:
+        """dnf 4 (strict=True, its default): any unknown name and nothing is done."""
+        missing = self.unknown(items)
+        if not missing:
+            return None
+        err = "".join(f"No match for argument: {i}\n" for i in missing)
+        return CommandResult(argv, 1, "", err + f"Error: Unable to find a match: {' '.join(missing)}\n")
+
+    def yum_skips(self, argv: List[str], items: Sequence[str]) -> Tuple[List[str], str]:
+        """yum 3 (CentOS 7, skip_missing_names_on_install=1): unknown names are skipped."""
+        missing = self.unknown(items)
+        return [i for i in items if i not in missing], "".join(
+            f"No package {i} available.\n" for i in missing
+        )
+
     def cmd_apt_cache(self, argv: List[str]) -> CommandResult:
+        # apt-cache policy prints nothing for a name no index has
+        offered = self.offered()
         return self.ok(
-            argv, "".join(f"{n}:\n  Installed: (none)\n  Candidate: 1.0-1\n" for n in argv[2:])
+            argv,
+            "".join(
+                f"{n}:\n  Installed: {self.state.packages.get(n, '(none)')}\n"
+                "  Candidate: 1.0-1\n  Version table:\n"
+                for n in argv[2:]
+                if n in offered
+            ),
         )
 
     def cmd_apt_get(self, argv: List[str]) -> CommandResult:
         if argv[1] == "update":
             return self.ok(argv)
         if argv[1] == "purge":
-            return self._remove([a for a in argv[2:] if not a.startswith("-")])
-        return self._install([a for a in argv[2:] if not a.startswith("-") and "Dpkg::" not in a])
+            names = [a for a in argv[2:] if not a.startswith("-")]
+            return self.apt_refuses(argv, names) or self._remove(names)
+        items = [a for a in argv[2:] if not a.startswith("-") and "Dpkg::" not in a]
+        return self.apt_refuses(argv, items) or self._install(items)
 
     def cmd_yum(self, argv: List[str]) -> CommandResult:
         if argv[1] == "remove":
             return self._remove(argv[3:])
-        return self._install([a for a in argv[2:] if not a.startswith("-")])
+        items = [a for a in argv[2:] if not a.startswith("-")]
+        if os.path.basename(argv[0]) == "dnf":
+            return self.dnf_refuses(argv, items) or self._install(items)
+        found, skipped = self.yum_skips(argv, items)
+        if not found:
+            return CommandResult(argv, 1, skipped, "Error: Nothing to do\n")
+        result = self._install(found)
+        return CommandResult(argv, result.returncode, skipped + result.stdout, result.stderr)
 
     cmd_dnf = cmd_yum
+
+    def started(self, unit: str) -> None:
+        for path in UNIT_STATE.get(unit, ()):
+            if not self.p(path).exists():
+                self.write(path, f"state of {unit}\n")
 
     def inputs_digest(self, unit: str) -> str:
         digest = hashlib.sha256()
@@ -357,6 +489,7 @@ class SimRunner:
                 st.enabled = st.active = True
                 st.starts += 1
                 st.loaded = self.inputs_digest(unit)
+                self.started(unit)
         return self.ok(["install", *items])
 
     def _remove(self, names: List[str]) -> CommandResult:
@@ -395,17 +528,7 @@ class SimRunner:
     def cmd_systemctl(self, argv: List[str]) -> CommandResult:
         verb = argv[1]
         if verb == "show":
-            units = [a for a in argv[2:] if a.endswith((".service", ".timer"))]
-            blocks = []
-            for unit in units:
-                st = self.state.units.get(unit, UnitState())
-                loaded = "loaded" if self.unit_exists(unit) else "not-found"
-                blocks.append(
-                    f"Id={unit}\nLoadState={loaded}\n"
-                    f"ActiveState={'active' if st.active else 'inactive'}\n"
-                    f"UnitFileState={'enabled' if st.enabled else 'disabled'}\nMainPID=0\n"
-                )
-            return self.ok(argv, "\n".join(blocks))
+            return self.ok(argv, self.systemctl_show(argv))
         if verb == "daemon-reload":
             return self.ok(argv)
         unit = argv[2]
@@ -428,9 +551,53 @@ class SimRunner:
                 st.starts += 1
                 st.loaded = self.inputs_digest(unit)
             st.active = True
+            self.started(unit)
             if unit == "frakti.service":
                 self.write("/var/run/frakti.sock", "")
         return self.ok(argv)
+
+    def systemctl_show(self, argv: List[str]) -> str:
+        """As systemd: names mangled (a bare name is NAME.service), one block per name in
+        the order given (systemctl-util.c expand_unit_names: names without a glob keep
+        their order), each block the unit's properties under its canonical Id (an
+        alias answers with the unit it names), only those -p asked for and in the
+        order of systemd's D-Bus interfaces (Unit, then Service), not -p's."""
+        wanted: Optional[Set[str]] = None
+        names: List[str] = []
+        words = iter(argv[2:])
+        for word in words:
+            if word in ("-p", "--property"):
+                wanted = (wanted or set()) | set(next(words).split(","))
+            elif word.startswith("--property="):
+                wanted = (wanted or set()) | set(word.split("=", 1)[1].split(","))
+            elif not word.startswith("-"):
+                names.append(word if "." in word else word + ".service")
+        blocks = []
+        for name in names:
+            unit = self.unit_aliases.get(name, name)
+            st = self.state.units.get(unit, UnitState())
+            exists = self.unit_exists(unit)
+            fragment = next(
+                (
+                    f"{d}/{unit}"
+                    for d in ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
+                    if self.p(d).joinpath(unit).exists()
+                ),
+                "",
+            )
+            props = [
+                ("Id", unit),
+                ("LoadState", "loaded" if exists else "not-found"),
+                ("ActiveState", "active" if st.active else "inactive"),
+                ("FragmentPath", fragment),
+                ("UnitFileState", ("enabled" if st.enabled else "disabled") if exists else ""),
+            ]
+            if unit.endswith(".service"):
+                props.append(("MainPID", str(4000 + len(unit)) if st.active else "0"))
+            blocks.append(
+                "".join(f"{k}={v}\n" for k, v in props if wanted is None or k in wanted)
+            )
+        return "\n".join(blocks)
 
     def cmd_docker(self, argv: List[str]) -> CommandResult:
         if not self.state.units.get("docker.service", UnitState()).active:
@@ -476,18 +643,43 @@ class SimRunner:
         return self.ok(argv)
 
     def cmd_modprobe(self, argv: List[str]) -> CommandResult:
-        self.p(f"/sys/module/{argv[1]}").mkdir(parents=True, exist_ok=True)
-        if argv[1] == "br_netfilter":  # the module brings its sysctls
+        name = module_name(argv[-1])
+        if name not in self.kernel_modules:
+            return self.fail(
+                argv, f"modprobe: FATAL: Module {argv[-1]} not found in directory "
+                f"/lib/modules/{KERNEL_RELEASE}\n", 1
+            )
+        if kernel_modules().get(name):  # built in: nothing to load, no error
+            return self.ok(argv)
+        self.p(f"/sys/module/{name}").mkdir(parents=True, exist_ok=True)
+        if name == "br_netfilter":  # the module brings its sysctls
             for key in ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables"):
                 self.write(f"/proc/sys/net/bridge/{key}", "0\n")
         return self.ok(argv)
 
+    def sysctl_exists(self, key: str) -> bool:
+        path = "/proc/sys/" + key.replace(".", "/")
+        if self.p(path).exists():
+            return True
+        if key.startswith("net.bridge."):  # br_netfilter registers net/bridge when loaded
+            return False
+        return key in sysctl_keys()
+
     def cmd_sysctl(self, argv: List[str]) -> CommandResult:
-        for line in self.p(argv[-1]).read_text().splitlines():
-            if "=" in line and not line.startswith("#"):
+        """`sysctl -p FILE` as procps-ng 4.0.2: unknown keys are reported, the rest set, exit 1."""
+        source = self.p(argv[-1])
+        if not source.is_file():
+            return self.fail(argv, f'sysctl: cannot open "{argv[-1]}": No such file or directory\n')
+        errors = []
+        for line in source.read_text().splitlines():
+            if "=" in line and not line.lstrip().startswith(("#", ";")):
                 key, value = (s.strip() for s in line.split("=", 1))
-                self.write("/proc/sys/" + key.replace(".", "/"), value + "\n")
-        return self.ok(argv)
+                path = "/proc/sys/" + key.replace(".", "/")
+                if not self.sysctl_exists(key):
+                    errors.append(f"sysctl: cannot stat {path}: No such file or directory\n")
+                    continue
+                self.write(path, value + "\n")
+        return self.fail(argv, "".join(errors)) if errors else self.ok(argv)
 
     def cmd_setenforce(self, argv: List[str]) -> CommandResult:
         self.write("/sys/fs/selinux/enforce", argv[1] + "\n")
@@ -506,6 +698,7 @@ class SimRunner:
         kubelet = self.state.units.setdefault("kubelet.service", UnitState())
         kubelet.active, kubelet.starts = True, kubelet.starts + 1
         kubelet.loaded = self.inputs_digest("kubelet.service")
+        self.started("kubelet.service")
 
     # kubeadm --config, as kubeadm 1.12 reads it: the schema it knows, and the
     # flags its ValidateMixedArguments lets stand beside --config (v1alpha3-era
@@ -567,9 +760,14 @@ class SimRunner:
         cluster = self.state.cluster
         flags = dict(a[2:].split("=", 1) for a in argv[2:] if a.startswith("--") and "=" in a)
         if argv[1] == "reset":
-            for d in ("/etc/kubernetes/manifests", "/etc/cni/net.d"):
+            # kubeadm reset.go: the contents of these, and of /var/lib/etcd when the
+            # etcd manifest is there (a local etcd)
+            dirs = ["/etc/cni/net.d", "/var/lib/kubelet", "/var/lib/dockershim", "/var/run/kubernetes"]
+            if self.p("/etc/kubernetes/manifests/etcd.yaml").exists():
+                dirs.append("/var/lib/etcd")
+            for d in ["/etc/kubernetes/manifests", *dirs]:
                 for child in self.p(d).glob("*"):
-                    child.unlink()
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
             master = self.p("/etc/kubernetes/admin.conf").exists()
             for f in ("/etc/kubernetes/admin.conf", "/etc/kubernetes/kubelet.conf"):
                 self.p(f).unlink(missing_ok=True)
@@ -593,6 +791,8 @@ class SimRunner:
                 "/etc/kubernetes/manifests/kube-controller-manager.yaml",
                 f"    - --cluster-cidr={flags['pod-network-cidr']}\n",
             )
+            self.write("/etc/kubernetes/manifests/etcd.yaml", "    - --data-dir=/var/lib/etcd\n")
+            self.write("/var/lib/etcd/member/snap/db", "etcd\n")
             self._kube_files(admin=True)
             cluster.add_node(flags["node-name"], self.ip, master=True)
             return self.ok(argv, f"kubeadm join {self.ip}:6443 --token {flags['token']}\n")
@@ -615,32 +815,193 @@ class SimRunner:
         return self.fail(argv, "unknown kubeadm command")
 
     def cmd_kubectl(self, argv: List[str]) -> CommandResult:
+        """kubectl by verb and resource; what it does not know it refuses as kubectl does."""
+        verb, words, flags = kubectl_words(argv)
+        if verb not in KUBECTL_VERBS:
+            return self.fail(argv, f'error: unknown command "{verb}" for "kubectl"\n')
         cluster = self.state.cluster
-        kubeconfig = argv[argv.index("--kubeconfig") + 1]
+        kubeconfig = flags.get("kubeconfig", "")
         if not cluster.nodes or not self.p(kubeconfig).exists():
             return self.fail(argv, "The connection to the server localhost:6443 was refused")
-        if "get" in argv:
-            return self.ok(argv, json.dumps({"items": list(cluster.nodes.values())}))
-        verb_at = 3
-        verb, name = (
-            argv[verb_at],
-            argv[verb_at + 2 if argv[verb_at + 1] == "nodes" else verb_at + 3],
-        )
-        node = cluster.nodes.get(name)
+        if verb == "apply":
+            return self.kubectl_apply(argv, flags)
+        if verb == "wait":
+            return self.kubectl_wait(argv, words, flags)
+        if not words:
+            return self.fail(argv, "error: you must specify the type of resource to get\n")
+        kind, name = resource_and_name(words)
+        if KUBECTL_RESOURCES.get(kind) is None:
+            return self.fail(argv, f'error: the server doesn\'t have a resource type "{kind}"\n')
+        kind = KUBECTL_RESOURCES[kind]
+        args = words[1:] if "/" in words[0] else words[2:]
+        if verb == "get":
+            return self.kubectl_get(argv, kind, name, flags)
+        if kind != "nodes":
+            return self.fail(argv, f"unsupported in the simulation: {verb} {kind}")
+        node = cluster.nodes.get(name or "")
         if node is None:
             return self.fail(argv, f'Error from server (NotFound): nodes "{name}" not found')
         if verb == "taint":
-            key = argv[-1].rstrip("-").split(":")[0]
-            taints = node["spec"]["taints"]
-            if not any(t["key"] == key for t in taints):
-                return self.fail(argv, f'error: taint "{key}" not found')
-            node["spec"]["taints"] = [t for t in taints if t["key"] != key]
-            return self.ok(argv, f"node/{name} untainted\n")
-        if verb == "annotate":
-            key, value = argv[-1].split("=", 1)
-            node["metadata"].setdefault("annotations", {})[key] = value
-            return self.ok(argv, f"node/{name} annotated\n")
-        return self.fail(argv, "unsupported")
+            return self.kubectl_taint(argv, node, name or "", args)
+        if verb in ("annotate", "label"):
+            where = "annotations" if verb == "annotate" else "labels"
+            return self.kubectl_mark(argv, node, name or "", where, args, "overwrite" in flags)
+        return self.fail(argv, f"unsupported in the simulation: {verb} {kind}")
+
+    def kubectl_get(
+        self, argv: List[str], kind: str, name: Optional[str], flags: Dict[str, str]
+    ) -> CommandResult:
+        objects = self.state.cluster.nodes if kind == "nodes" else {}
+        if name is not None and name not in objects:
+            return self.fail(argv, f'Error from server (NotFound): {kind} "{name}" not found')
+        found: Any = objects[name] if name is not None else {
+            "apiVersion": "v1", "kind": "List", "items": list(objects.values())
+        }
+        output = flags.get("o", flags.get("output", ""))
+        if output == "json":
+            return self.ok(argv, json.dumps(found))
+        if output.startswith("jsonpath="):
+            return self.ok(argv, jsonpath(found, output[len("jsonpath="):]))
+        if output == "name":
+            names = [name] if name is not None else list(objects)
+            return self.ok(argv, "".join(f"{kind[:-1]}/{n}\n" for n in names))
+        return self.fail(argv, f"unsupported in the simulation: -o {output!r}")
+
+    def kubectl_taint(
+        self, argv: List[str], node: dict, name: str, args: List[str]
+    ) -> CommandResult:
+        if not args:
+            return self.fail(argv, "error: at least one taint update is required\n")
+        taints = node["spec"]["taints"]
+        for arg in args:
+            if arg.endswith("-"):
+                key = arg[:-1].split(":")[0].split("=")[0]
+                if not any(t["key"] == key for t in taints):
+                    return self.fail(argv, f'error: taint "{arg[:-1]}" not found')
+                taints[:] = [t for t in taints if t["key"] != key]
+                continue
+            if ":" not in arg:
+                return self.fail(argv, f'error: invalid taint spec: {arg}, unknown effect')
+            key_value, effect = arg.rsplit(":", 1)
+            taints.append({"key": key_value.split("=")[0], "effect": effect})
+        removed = all(a.endswith("-") for a in args)
+        return self.ok(argv, f"node/{name} {'untainted' if removed else 'tainted'}\n")
+
+    def kubectl_mark(
+        self, argv: List[str], node: dict, name: str, where: str, args: List[str], overwrite: bool
+    ) -> CommandResult:
+        marks = node["metadata"].setdefault(where, {})
+        for arg in args:
+            if arg.endswith("-"):
+                marks.pop(arg[:-1], None)
+                continue
+            key, _, value = arg.partition("=")
+            if key in marks and marks[key] != value and not overwrite:
+                return self.fail(
+                    argv,
+                    f"error: --overwrite is false but found the following declared "
+                    f"{where[:-1]}(s): '{key}' already has a value ({marks[key]})\n",
+                )
+            marks[key] = value
+        done = "annotated" if where == "annotations" else "labeled"
+        return self.ok(argv, f"node/{name} {done}\n")
+
+    def kubectl_wait(
+        self, argv: List[str], words: List[str], flags: Dict[str, str]
+    ) -> CommandResult:
+        kind, name = resource_and_name(words)
+        if KUBECTL_RESOURCES.get(kind) != "nodes" or name is None:
+            return self.fail(argv, "unsupported in the simulation: wait for " + " ".join(words))
+        node = self.state.cluster.nodes.get(name)
+        if node is None:
+            return self.fail(argv, f'Error from server (NotFound): nodes "{name}" not found')
+        condition = flags.get("for", "")
+        if not condition.startswith("condition="):
+            return self.fail(argv, f"error: unrecognized condition: {condition!r}\n")
+        wanted = condition.split("=", 1)[1]
+        met = any(
+            c["type"] == wanted and c["status"] == "True" for c in node["status"]["conditions"]
+        )
+        if not met:
+            return self.fail(argv, f"error: timed out waiting for the condition on nodes/{name}\n")
+        return self.ok(argv, f"node/{name} condition met\n")
+
+    def kubectl_apply(self, argv: List[str], flags: Dict[str, str]) -> CommandResult:
+        if flags.get("f") != "-" and flags.get("filename") != "-":
+            return self.fail(argv, "unsupported in the simulation: apply without -f -")
+        lines = []
+        for obj in yaml.safe_load_all(self.last_input or ""):
+            if not obj:
+                continue
+            kind, name = obj.get("kind"), obj.get("metadata", {}).get("name")
+            if not kind or not name:
+                return self.fail(argv, "error: error validating data: kind or name not set\n")
+            key = (kind, name)
+            old = self.state.cluster.objects.get(key)
+            self.state.cluster.objects[key] = obj
+            state = "created" if old is None else ("unchanged" if old == obj else "configured")
+            lines.append(f"{kind.lower()}/{name} {state}\n")
+        return self.ok(argv, "".join(lines))
+
+
+# kubectl's verbs the simulation answers (others: `error: unknown command`), and the
+# resource names (with kubectl's short names) it knows, as the API server's discovery.
+KUBECTL_VERBS = {"get", "apply", "annotate", "label", "taint", "wait"}
+KUBECTL_RESOURCES = {
+    **dict.fromkeys(("nodes", "node", "no"), "nodes"),
+    **dict.fromkeys(("pods", "pod", "po"), "pods"),
+    **dict.fromkeys(("namespaces", "namespace", "ns"), "namespaces"),
+    **dict.fromkeys(
+        ("runtimeclasses", "runtimeclass", "runtimeclasses.node.k8s.io"), "runtimeclasses"
+    ),
+    **dict.fromkeys(("daemonsets", "daemonset", "ds"), "daemonsets"),
+    **dict.fromkeys(("configmaps", "configmap", "cm"), "configmaps"),
+}
+# flags that take a value (as a separate word or after "=")
+KUBECTL_VALUE_FLAGS = {
+    "kubeconfig", "n", "namespace", "o", "output", "f", "filename", "l", "selector",
+    "for", "timeout", "context", "server", "token",
+}
+
+
+def kubectl_words(argv: Sequence[str]) -> Tuple[str, List[str], Dict[str, str]]:
+    """(verb, the other positional words, flags) of a kubectl command line."""
+    words: List[str] = []
+    flags: Dict[str, str] = {}
+    items = iter(argv[1:])
+    for item in items:
+        if item.startswith("-") and item != "-":
+            name, eq, value = item.lstrip("-").partition("=")
+            if not eq and name in KUBECTL_VALUE_FLAGS:
+                value = next(items, "")
+            flags[name] = value
+        else:
+            words.append(item)
+    return (words[0] if words else ""), words[1:], flags
+
+
+def resource_and_name(words: List[str]) -> Tuple[str, Optional[str]]:
+    """`node NAME` or `node/NAME` or `nodes`: the resource type and the name, if any."""
+    if not words:
+        return "", None
+    if "/" in words[0]:
+        kind, name = words[0].split("/", 1)
+        return kind, name
+    return words[0], (words[1] if len(words) > 1 and "=" not in words[1] else None)
+
+
+def jsonpath(obj: Any, template: str) -> str:
+    """kubectl's -o jsonpath for plain paths ({.a.b}, {.items[0].c}); others refused."""
+    match = re.fullmatch(r"\{((?:\.[\w-]+(?:\[\d+\])?)+)\}", template.strip("'\""))
+    if match is None:
+        raise AssertionError(f"jsonpath {template!r} is beyond the simulation")
+    node = obj
+    for part in re.findall(r"\.([\w-]+)(?:\[(\d+)\])?", match.group(1)):
+        key, index = part
+        node = node.get(key, "") if isinstance(node, dict) else ""
+        if index and isinstance(node, list):
+            node = node[int(index)] if int(index) < len(node) else ""
+    return node if isinstance(node, str) else json.dumps(node)
 
 
 class SimCluster:
@@ -650,6 +1011,7 @@ class SimCluster:
         self.cidr = ""
         self.nodes: Dict[str, dict] = {}
         self.tokens: Set[str] = set()
+        self.objects: Dict[Tuple[str, str], dict] = {}  # (kind, name) -> what apply stored
 
     def add_node(self, name: str, ip: str, master: bool) -> None:
         import ipaddress
@@ -834,6 +1196,7 @@ class SimMachine:
         self.os_id = os_id
         self.state = SimState(cluster=cluster or SimCluster())
         self.runner = SimRunner(root, self.state, ip)
+        self.runner.system = (os_id, version)
         self.downloader = SimDownloader(root / "var/cache/sim")
         if hyper_packages_cached:
             for url in hyper_package_urls(os_id):

@@ -19,14 +19,23 @@ import re
 import sys
 import tarfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import yaml
 import zstandard
 
 from frakti_install.config import Settings
 from frakti_install.host import CommandResult
-from tests.unit.simhost import SimDownloader, SimMachine, SimRunner, UnitState
+from tests.unit.simhost import (
+    KERNEL_RELEASE,
+    REPO_PACKAGES,
+    SimDownloader,
+    SimMachine,
+    SimRunner,
+    UnitState,
+    kernel_modules,
+    module_name,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -334,14 +343,20 @@ class KataSimRunner(SimRunner):
         self.kernel_modules = {"overlay", "br_netfilter", "vhost_vsock", "vhost_net"}
 
     def cmd_modinfo(self, argv: List[str]) -> CommandResult:
-        if argv[-1] in self.kernel_modules:
-            return self.ok(argv, f"/lib/modules/6.1.0/kernel/{argv[-1]}.ko\n")
-        return self.fail(argv, f"modinfo: ERROR: Module {argv[-1]} not found.")
+        """`modinfo -F filename NAME` of the real kernel's module list (kmod 30's answers:
+        tests/unit/fixtures/probes/modinfo)."""
+        name = module_name(argv[-1])
+        if name not in self.kernel_modules:
+            return self.fail(argv, f"modinfo: ERROR: Module {argv[-1]} not found.\n")
+        if kernel_modules().get(name):
+            return self.ok(argv, "(builtin)\n")
+        return self.ok(argv, f"/lib/modules/{KERNEL_RELEASE}/kernel/{name}.ko\n")
 
-    def cmd_modprobe(self, argv: List[str]) -> CommandResult:
-        if argv[-1] not in self.kernel_modules:
-            return self.fail(argv, f"modprobe: FATAL: Module {argv[-1]} not found", 1)
-        return super().cmd_modprobe(argv)
+    def repo_offers(self) -> Set[str]:
+        offered = super().repo_offers()
+        if self.deb and "pkgs.k8s.io/core:/stable:/" not in self.apt_index:
+            offered -= REPO_PACKAGES["/etc/apt/sources.list.d/kubernetes.list"]  # not updated
+        return offered
 
     # --- dispatch: what counts as a change on this host ---
     def mutating(self, argv: Sequence[str]) -> bool:
@@ -383,6 +398,9 @@ class KataSimRunner(SimRunner):
         if argv[1] != "install":
             return super().cmd_apt_get(argv)
         items = [a for a in argv[2:] if not a.startswith("-") and "Dpkg::" not in a]
+        refused = self.apt_refuses(argv, items)
+        if refused:
+            return refused
         for item in items:
             name, version = self._spec(item)
             if (
@@ -409,7 +427,7 @@ class KataSimRunner(SimRunner):
                 return self.fail(argv, f"Error: Unable to find a match: {item}")
             if name == "containerd.io" and not self.p("/etc/yum.repos.d/docker-ce.repo").exists():
                 return self.fail(argv, f"Error: Unable to find a match: {item}")
-        return self._install_all(items)
+        return self.dnf_refuses(argv, items) or self._install_all(items)
 
     cmd_dnf = cmd_yum
 
@@ -711,6 +729,7 @@ class KataSimMachine(SimMachine):
         self.kata.containerd_release, self.kata.containerd_version_output = CONTAINERD_RELEASES[
             packaged
         ]
+        self.kata.system = (os_id, version)
         self.runner = self.kata
         self.kata._refresh_ports()
         self.downloader = KataSimDownloader(root / "var/cache/sim")

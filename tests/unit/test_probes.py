@@ -59,16 +59,21 @@ def kubectl_result(c: Dict[str, Any]) -> Any:
 
 
 PARSERS: Dict[str, Callable[[Dict[str, Any]], Any]] = {
+    "apt-cache": lambda c: probes.parse_apt_candidates(c["stdout"]),
     "apt-mark": lambda c: sorted(probes.parse_showhold(c["stdout"])),
     "containerd": containerd_result,
     "containerd-version": lambda c: {
         "release": list(probes.parse_containerd_version(c["stdout"]) or []) or None
     },
+    "docker": lambda c: {"value": probes.parse_docker_info_value(c["returncode"], c["stdout"])},
+    "dpkg-query": lambda c: probes.parse_dpkg_query(c["stdout"]),
+    "gpg": lambda c: [key.fingerprint for key in probes.signing_keys(c["stdout"])],
     "id": lambda c: c["stdout"].strip(),
     "ip-route": lambda c: probes.parse_ip_routes(c["stdout"]),
     "iptables": iptables_result,
     "kubectl": kubectl_result,
     "modinfo": lambda c: {"filename": probes.parse_modinfo_filename(c["stdout"])},
+    "rpm": lambda c: probes.parse_rpm_query(c["stdout"]),
     "systemctl": lambda c: probes.parse_systemctl_show(c["stdout"]),
 }
 
@@ -416,3 +421,94 @@ def test_kvm_usable_and_free_disk(facts: Facts) -> None:
     facts.invalidate()
     assert facts.kvm_usable() is os.access(facts.host.root / "dev/kvm", os.R_OK | os.W_OK)
     assert facts.free_disk_gb("/var/lib/not/there/yet") > 0
+
+
+# --- package managers, gpg and docker on their captures ------------------------------
+def test_dpkg_query_held_but_not_installed_is_absent() -> None:
+    c = capture("dpkg-query", "held-and-missing")
+    states = {line.split("\t")[0]: line.split("\t")[1] for line in c["stdout"].splitlines()}
+    assert states == {"iproute2": "ii ", "kmod": "hn "}  # what dpkg printed
+    assert "no-such-package-frakti" in c["stderr"] and c["returncode"] == 1
+    assert probes.parse_dpkg_query(c["stdout"]) == {"iproute2": "6.1.0-3"}
+
+
+@pytest.mark.parametrize(
+    "case,found",
+    [
+        ("held-and-missing", {"iproute2": "6.1.0-3", "kmod": None, "no-such-package-frakti": None}),
+        ("after-unhold", {"iproute2": "6.1.0-3", "kmod": None, "no-such-package-frakti": None}),
+        ("none-found", {"iproute2": None, "kmod": None, "no-such-package-frakti": None}),
+    ],
+)
+def test_apt_installed_asks_dpkg_query(
+    facts: Facts, answers: Answers, case: str, found: Dict[str, Optional[str]]
+) -> None:
+    from frakti_install.packages import Apt
+
+    answers.add(["dpkg-query"], "dpkg-query", case)
+    names = ("iproute2", "kmod", "no-such-package-frakti")
+    assert Apt().installed(facts.host, names) == found
+    # capture.sh gave the format's escapes (backslash-t), which dpkg-query expands
+    captured = [
+        a.replace("\\t", "\t").replace("\\n", "\n")
+        for a in capture("dpkg-query", case)["command"]
+    ]
+    assert answers.argvs()[0][:3] == captured[:3]
+
+
+def test_apt_missing_candidates_on_apt_cache_policy(facts: Facts, answers: Answers) -> None:
+    from frakti_install.packages import Apt
+
+    answers.add(["apt-cache", "policy"], "apt-cache", "policy")
+    names = ["iproute2", "socat", "mail-transport-agent", "no-such-package-frakti"]
+    # a virtual package has "Candidate: (none)"; an unknown name prints nothing at all
+    assert Apt().missing_candidates(facts.host, names) == names[2:]
+    assert answers.argvs() == [["apt-cache", "policy", *names]]
+
+
+@pytest.mark.parametrize(
+    "case,found",
+    [
+        ("installed-and-missing", {"socat": "1.7.4.1-6.el9", "conntrack-tools": None}),
+        ("none-installed", {"socat": None, "conntrack-tools": None}),
+    ],
+)
+def test_yum_installed_asks_rpm(
+    facts: Facts, answers: Answers, case: str, found: Dict[str, Optional[str]]
+) -> None:
+    from frakti_install.packages import Yum
+
+    answers.add(["rpm"], "rpm", case)
+    assert Yum().installed(facts.host, ("socat", "conntrack-tools")) == found
+    assert "is not installed" in capture("rpm", case)["stdout"]  # rpm says so on stdout
+
+
+@pytest.mark.parametrize("case", ["one-key-subkeys", "two-keys", "debian-archive-keyring"])
+def test_gpg_fingerprints_are_the_primary_keys_only(case: str) -> None:
+    c = capture("gpg", case)
+    lines = c["stdout"].splitlines()
+    subkeys = {
+        lines[i + 1].split(":")[9]
+        for i, line in enumerate(lines)
+        if line.startswith("sub:") and lines[i + 1].startswith("fpr:")
+    }
+    keys = probes.signing_keys(c["stdout"])
+    primaries = [key.fingerprint for key in keys]
+    assert subkeys and not subkeys & set(primaries)
+    # every key has the subkeys gpg listed under it, each with its own capabilities
+    assert sum(len(key.subkeys) for key in keys) == sum(1 for x in lines if x.startswith("sub:"))
+    assert len(primaries) == sum(1 for line in lines if line.startswith("pub:"))
+
+
+def test_gpg_not_a_key() -> None:
+    c = capture("gpg", "not-a-key")
+    assert c["returncode"] == 2 and "no valid OpenPGP data" in c["stderr"]
+    assert probes.signing_keys(c["stdout"]) == []
+
+
+def test_docker_cgroup_driver_without_a_daemon(facts: Facts, answers: Answers) -> None:
+    answers.add(["docker", "info"], "docker", "info-no-daemon")
+    put(facts, "/usr/bin/docker", "#!/bin/sh\n", 0o755)
+    assert facts.docker_cgroup_driver() is None
+    assert answers.argvs() == [capture("docker", "info-no-daemon")["command"]]
+    assert probes.parse_docker_info_value(0, "systemd\n") == "systemd"

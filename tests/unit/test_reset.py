@@ -9,7 +9,26 @@ from frakti_install.engine import Status
 from frakti_install.steps.reset import without_our_rules
 from tests.unit.simhost import frakti
 
-STATE_DIRS = ("var/lib/frakti-install",)
+# What reset keeps, as README.md says: the journal, backups and lock under
+# /var/lib/frakti-install and the log /var/log/frakti-install.log; the download cache
+# (the simulation's is /var/cache/sim) and the simulation's own records (/var/lib/sim).
+STATE_DIRS = (
+    "var/lib/frakti-install",
+    "var/log/frakti-install.log",
+    "var/cache/frakti-install",
+    "var/cache/sim",
+    "var/lib/sim",
+)
+
+
+def var_files(m):
+    """Every file under /var (snapshot() covers /etc, /usr, /lib and /opt)."""
+    found = m.p("var").rglob("*") if m.p("var").exists() else []
+    return {
+        str(path.relative_to(m.root)): path.read_bytes()
+        for path in found
+        if path.is_file() and not str(path.relative_to(m.root)).startswith(STATE_DIRS)
+    }
 
 
 def run(m, steps, dry_run=False):
@@ -19,7 +38,9 @@ def run(m, steps, dry_run=False):
 
 
 def host_listing(m):
-    return {k: v for k, v in m.snapshot().items() if not k.startswith(STATE_DIRS)}
+    listing = {k: v for k, v in m.snapshot().items() if not k.startswith(STATE_DIRS)}
+    listing.update({f"{k}": v.hex()[:24] for k, v in var_files(m).items()})
+    return listing
 
 
 @pytest.mark.parametrize("os_id,version", [("debian", "12"), ("rocky", "9.3")])

@@ -12,12 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from frakti_install.artifacts import signing_keys
+from frakti_install.probes import signing_keys
 
 gpg = shutil.which("gpg")
 pytestmark = pytest.mark.skipif(gpg is None, reason="gpg is not installed")
 UTC = datetime.timezone.utc
 NOW = datetime.datetime(2026, 12, 2, tzinfo=UTC)
+
+
+def run(argv: list, **kwargs) -> subprocess.CompletedProcess:
+    """argv, failing the test with gpg's own words when it fails."""
+    done = subprocess.run(argv, capture_output=True, **kwargs)
+    assert done.returncode == 0, f"{argv[3:]} exit {done.returncode}: {done.stderr!r}"
+    return done
 
 
 def make_key(home: Path, *, made: str, primary_expires: str, sub: str = "") -> str:
@@ -28,22 +35,20 @@ def make_key(home: Path, *, made: str, primary_expires: str, sub: str = "") -> s
             "--passphrase", "", "--pinentry-mode", "loopback"]  # fmt: skip
     uid = "test <test@example.invalid>"
     usage = "cert" if sub else "sign,cert"
-    subprocess.run([*base, "--quick-gen-key", uid, "ed25519", usage, primary_expires],
-                   check=True, capture_output=True)  # fmt: skip
+    run([*base, "--quick-gen-key", uid, "ed25519", usage, primary_expires])
     if sub:
-        listing = subprocess.run([*base, "--with-colons", "--list-keys"], check=True,
-                                 capture_output=True, text=True).stdout  # fmt: skip
+        listing = run([*base, "--with-colons", "--list-keys"], text=True).stdout
         fpr = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr"))
-        subprocess.run([*base, "--quick-add-key", fpr, "ed25519", "sign", sub],
-                       check=True, capture_output=True)  # fmt: skip
-    exported = subprocess.run([*base, "--armor", "--export"], check=True,
-                              capture_output=True).stdout  # fmt: skip
+        run([*base, "--quick-add-key", fpr, "ed25519", "sign", sub])
+    exported = run([*base, "--armor", "--export"]).stdout
     key = home / "Release.key"
     key.write_bytes(exported)
-    return subprocess.run(
-        [gpg, "--batch", "--homedir", str(home), "--show-keys", "--with-colons", str(key)],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+    shown = run([gpg, "--batch", "--homedir", str(home), "--show-keys", "--with-colons", str(key)],
+                text=True).stdout  # fmt: skip
+    # the agent this key generation started would outlive the test otherwise
+    if shutil.which("gpgconf"):
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
+    return shown
 
 
 def test_a_current_key_is_usable(tmp_path):

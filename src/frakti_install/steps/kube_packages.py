@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Tuple
 
+from frakti_install import probes
 from frakti_install.actions import prepare_package_index, run
-from frakti_install.artifacts import signing_keys
 from frakti_install.engine import Action, Check, Step
 from frakti_install.errors import ExitCode, FraktiInstallError
 from frakti_install.fsio import sha256_of
@@ -54,7 +54,7 @@ class InstallKeyring(Action):
             shown = ctx.host.run(
                 ["gpg", "--batch", "--homedir", home, "--show-keys", "--with-colons", str(local)]
             )
-            keys = signing_keys(shown.stdout)
+            keys = probes.signing_keys(shown.stdout)
             found = [key.fingerprint for key in keys]
             if not found or not set(found) <= wanted:
                 raise KeyMismatch(
