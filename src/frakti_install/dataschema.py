@@ -166,9 +166,22 @@ VERSIONS = Spec(
     references=(("default", "sets"),),
 )
 
+PACKAGE_LOCKS = Spec(  # packages.PackageManager.guard
+    {
+        "managers": {
+            "*": {
+                "lock_files": [str],
+                "commands": [str],
+                "wait_option?": {"command": str, "argv": [str]},
+            }
+        }
+    }
+)
+
 SCHEMAS: Dict[str, Spec] = {
     "artifacts": ARTIFACTS,
     "kata": KATA,
+    "package_locks": PACKAGE_LOCKS,
     "profiles": PROFILES,
     "versions": VERSIONS,
 }

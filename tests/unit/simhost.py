@@ -165,6 +165,7 @@ class SimRunner:
         self.kill_at: Optional[int] = None  # index among mutating commands
         self.last_input: Optional[str] = None
         self.mutations = 0
+        self.euid = 0  # what `id -u` answers: another user's uid for a run without sudo
 
     # helpers -------------------------------------------------------------
     def p(self, target: str) -> Path:
@@ -237,7 +238,7 @@ class SimRunner:
         return self.ok(argv, "x86_64\n")
 
     def cmd_id(self, argv: List[str]) -> CommandResult:
-        return self.ok(argv, "0\n")
+        return self.ok(argv, f"{self.euid}\n")
 
     def cmd_dpkg_query(self, argv: List[str]) -> CommandResult:
         names = [a for a in argv[3:]]
