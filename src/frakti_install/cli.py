@@ -46,9 +46,11 @@ def _main(
 def _guard(func: Callable[[], T], *, as_json: bool = False) -> T:
     """The one place where errors become messages and exit codes."""
     from frakti_install import console
+    from frakti_install.host import terminate_as_interrupt
 
     try:
-        return func()
+        with terminate_as_interrupt():
+            return func()
     except FraktiInstallError as error:
         logging.getLogger("frakti_install").debug("error", exc_info=True)
         if as_json:  # stdout keeps one JSON document (the report, if any)
@@ -64,10 +66,27 @@ def _guard(func: Callable[[], T], *, as_json: bool = False) -> T:
         raise typer.Exit(ExitCode.ABORTED) from None
     except (typer.Exit, typer.Abort):
         raise
-    except Exception as error:  # a bug: keep the traceback for the report
-        logging.getLogger("frakti_install").exception("internal error")
-        console.internal_error(error)
-        raise typer.Exit(ExitCode.INTERNAL) from None
+    except PermissionError as error:
+        if os.geteuid() == 0:
+            return _internal(error)
+        from frakti_install.errors import NotRoot
+
+        reason = f"{error.filename}: {error.strerror}"
+        console.error(NotRoot(f"run as root: sudo frakti-install ... ({reason})"))
+        raise typer.Exit(ExitCode.NOT_ROOT) from None
+    except Exception as error:
+        return _internal(error)
+
+
+def _internal(error: Exception) -> typing.NoReturn:
+    """A bug: its traceback is in the log file if the run wrote one, else shown here."""
+    from frakti_install import console, session
+
+    written = session.traceback_log(error)
+    if written is None:
+        logging.getLogger("frakti_install").error("internal error", exc_info=error)
+    console.internal_error(error, written)
+    raise typer.Exit(ExitCode.INTERNAL) from None
 
 
 # --- options shared by the commands ------------------------------------------
@@ -237,6 +256,7 @@ def _run(
     yes: bool,
     as_json: bool,
     verbose: int,
+    command: str,
     bundle: Optional[Path] = None,
     question: str = "Apply these changes?",
     trace_only_changes: bool = False,
@@ -245,6 +265,7 @@ def _run(
 ) -> Any:
     """Render a session's run: progress while it runs, then the recap or JSON.
 
+    command: the command's name (allinone), for the message asking for root.
     quiet: print nothing when nothing changed (errors still go to stderr)."""
     from frakti_install import console, session
 
@@ -258,7 +279,7 @@ def _run(
     report = session.run(
         plan, settings, dry_run=dry_run, confirm=None if yes else ask, bundle=bundle,
         downloader_factory=console.downloader_factory(settings, display), display=display,
-        trace_only_changes=trace_only_changes,
+        trace_only_changes=trace_only_changes, command=f"frakti-install {command}",
     )  # fmt: skip
     if as_json:
         extra = json_extra() if json_extra else {}
@@ -284,6 +305,7 @@ def allinone(advertise_address: Optional[str] = AdvertiseOpt, *, run: NodeRun) -
         report = _run(
             lambda ctx: plans.allinone(ctx.runtime), settings, dry_run=run.dry_run,
             yes=run.yes, as_json=run.as_json, verbose=run.verbose, bundle=run.bundle,
+            command="allinone",
         )  # fmt: skip
         if not (run.dry_run or run.as_json):
             console.next_steps(session.join_line_after_init(report, settings))
@@ -329,7 +351,7 @@ def node(
         session.check_join(settings)  # a malformed join stops here, before any change
         _run(
             lambda ctx: plans.node(ctx.runtime), settings, dry_run=run.dry_run, yes=run.yes,
-            as_json=run.as_json, verbose=run.verbose, bundle=run.bundle,
+            command="node", as_json=run.as_json, verbose=run.verbose, bundle=run.bundle,
         )  # fmt: skip
 
     _guard(_node, as_json=run.as_json)
@@ -369,6 +391,7 @@ def join_command(
         from frakti_install import joining, session
 
         ctx = session.new_context(session.installed_settings(config))
+        session.require_master(ctx)  # a bare host or a worker is told so at once
         typer.echo(joining.create_join_line(ctx, ttl).command())
 
     _guard(_join)
@@ -388,9 +411,16 @@ def routes(
 
     def _routes() -> None:
         from frakti_install import plans, session
+        from frakti_install.constants import ADMIN_CONF, KUBELET_CONF
 
+        settings = session.installed_settings(config)
+        probe = session.new_context(settings)
+        if not dry_run:
+            session.require_root(probe, "frakti-install routes")
+        # without a kubeconfig there is no cluster to ask: say so, not wait for a subnet
+        session.require_install(probe, needs=(KUBELET_CONF, ADMIN_CONF))
         _run(
-            lambda ctx: plans.routes(ctx.runtime), session.installed_settings(config),
+            lambda ctx: plans.routes(ctx.runtime), settings, command="routes",
             dry_run=dry_run, yes=True,
             as_json=as_json, verbose=verbose, trace_only_changes=True, quiet=quiet,
         )  # fmt: skip
@@ -408,8 +438,10 @@ def status(config: Optional[Path] = InstalledConfigOpt, as_json: bool = JsonOpt)
         from frakti_install.verify import isolation_status
 
         settings = session.installed_settings(config)
+        session.require_install(session.new_context(settings))  # bare or unfinished: at once
         report = _run(
-            session.installed_plan, settings, dry_run=True, yes=True, as_json=as_json, verbose=0,
+            session.installed_plan, settings, command="status", dry_run=True, yes=True,
+            as_json=as_json, verbose=0,
             json_extra=lambda: {"isolation": isolation_status(session.new_context(settings))},
         )  # fmt: skip
         if report.drifted:
@@ -466,6 +498,7 @@ def reset(
 
         _run(
             lambda ctx: plans.reset(ctx.runtime, purge), session.installed_settings(config),
+            command="reset",
             dry_run=dry_run, yes=yes,
             as_json=as_json, verbose=verbose,
             question="Tear down the cluster and undo these changes?",

@@ -39,13 +39,11 @@ def error(exc: FraktiInstallError) -> None:
         err.print(Text(exc.hint, style="dim"), highlight=False)
 
 
-def internal_error(exc: BaseException) -> None:
+def internal_error(exc: BaseException, log_file: Optional[str] = None) -> None:
+    """log_file: where the traceback was written; None: it was shown above instead."""
     err.print(Text.assemble(("internal error: ", "bold red"), repr(exc)), highlight=False)
-    err.print(
-        "This is a bug in frakti-install; the traceback is in /var/log/frakti-install.log "
-        "(or the file log_file names).",
-        highlight=False,
-    )
+    where = f"the traceback is in {log_file}" if log_file else "the traceback is above"
+    err.print(Text(f"This is a bug in frakti-install; {where}."), highlight=False)
 
 
 def next_steps(join_line: Optional[str]) -> None:

@@ -215,10 +215,23 @@ CONTAINERD = Spec(
     references=(("releases.*.max_version", "config_versions"),),
 )
 
+PACKAGE_LOCKS = Spec(  # packages.PackageManager.guard
+    {
+        "managers": {
+            "*": {
+                "lock_files": [str],
+                "commands": [str],
+                "wait_option?": {"command": str, "argv": [str]},
+            }
+        }
+    }
+)
+
 SCHEMAS: Dict[str, Spec] = {
     "artifacts": ARTIFACTS,
     "containerd": CONTAINERD,
     "kata": KATA,
+    "package_locks": PACKAGE_LOCKS,
     "profiles": PROFILES,
     "versions": VERSIONS,
 }

@@ -24,6 +24,9 @@ class ExitCode:
     LOCKED = 10
     DRIFT = 11
     ABORTED = 12
+    NOT_ROOT = 13
+    NOT_INSTALLED = 14
+    INCOMPLETE = 15
     ISOLATION = 20  # verify: a node does not (or cannot be shown to) run pods in VMs
 
 
@@ -122,3 +125,25 @@ class IsolationUnproven(FraktiInstallError):
     """`verify` could not show that every node runs pods in VMs."""
 
     exit_code = ExitCode.ISOLATION
+
+
+class NotRoot(FraktiInstallError):
+    """A command that changes the host (or reads root's files) run by another user."""
+
+    exit_code = ExitCode.NOT_ROOT
+
+
+class NotInstalled(FraktiInstallError):
+    """A command about an install, on a host where none is (or not what it needs)."""
+
+    exit_code = ExitCode.NOT_INSTALLED
+
+
+class InstallIncomplete(FraktiInstallError):
+    """A command about an install, on a host where the install stopped half-way."""
+
+    exit_code = ExitCode.INCOMPLETE
+
+    def __init__(self, message: str, not_done: Sequence[str], *, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.not_done = list(not_done)

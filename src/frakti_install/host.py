@@ -7,19 +7,31 @@ paths on the target; `root` lets tests point the host at a scratch tree.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import signal
 import stat
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Dict, List, Mapping, Optional, Sequence
+from types import FrameType
+from typing import IO, Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from frakti_install import fsio
 from frakti_install.errors import CommandFailed
-from frakti_install.state import Journal, RunLock, UndoLog, undo_log
+from frakti_install.state import (
+    InstallProgress,
+    Journal,
+    RunLock,
+    UndoLog,
+    install_progress,
+    undo_log,
+    wait_for_locks,
+)
 
 log = logging.getLogger("frakti_install.host")
 
@@ -45,29 +57,122 @@ Runner = Callable[
 ]
 
 
+# After Ctrl-C, how long a command given SIGINT may take to exit before SIGKILL.
+INTERRUPT_GRACE = 10.0
+
+
 def subprocess_runner(
     argv: Sequence[str],
     env: Optional[Mapping[str, str]],
     input: Optional[str],
     timeout: Optional[float],
 ) -> CommandResult:
+    """Run argv in a session of its own, so that a Ctrl-C in the terminal (or
+    a signal to our process group) reaches only us: we decide what the child
+    gets. On KeyboardInterrupt the child is given SIGINT (as the terminal
+    would have), waited for, killed after INTERRUPT_GRACE, and reaped before
+    the interrupt goes on: no command outlives the run."""
     full_env = dict(os.environ, LC_ALL="C", **(env or {}))
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             list(argv),
-            input=input,
-            capture_output=True,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             env=full_env,
-            timeout=timeout,
-            stdin=None if input is not None else subprocess.DEVNULL,
+            start_new_session=True,
         )
     except FileNotFoundError:
         return CommandResult(list(argv), 127, "", f"{argv[0]}: command not found")
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        return CommandResult(list(argv), 124, out, f"timed out after {timeout} s")
-    return CommandResult(list(argv), proc.returncode, proc.stdout, proc.stderr)
+    try:
+        stdout, stderr = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop(proc, grace=0)
+        stdout, stderr = proc.communicate()
+        return CommandResult(list(argv), 124, stdout or "", f"timed out after {timeout} s")
+    except BaseException:  # KeyboardInterrupt (Ctrl-C, or SIGTERM made one)
+        _stop(proc, grace=INTERRUPT_GRACE)
+        raise
+    return CommandResult(list(argv), proc.returncode, stdout, stderr)
+
+
+def _stop(proc: subprocess.Popen, grace: float) -> None:
+    """SIGINT to the child's process group, SIGKILL after `grace` s; reaped."""
+    if grace > 0 and proc.poll() is None:
+        _signal_group(proc, signal.SIGINT)
+        # a second Ctrl-C ends the polite wait
+        with contextlib.suppress(subprocess.TimeoutExpired, KeyboardInterrupt):
+            proc.wait(timeout=grace)
+    if proc.poll() is None:
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)  # its own session: the group is its pid
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (systemctl stop, kill) stops a run as Ctrl-C does: a
+    KeyboardInterrupt, so its command is waited for and it exits 12."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def interrupts_deferred(what: str) -> Iterator[None]:
+    """Ctrl-C or SIGTERM while the block runs (a package manager's
+    transaction) is held back until it is over, then raised."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: List[int] = []
+
+    def hold(signum: int, frame: Optional[FrameType]) -> None:
+        if not caught:
+            log.warning(
+                "interrupted: waiting for '%s' to finish first (stopped half-way it would "
+                "leave packages half-configured)", what,
+            )  # fmt: skip
+        caught.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
+@dataclass(frozen=True)
+class PackageGuard:
+    """The package manager's commands: each waits for its locks (held by
+    another install) up to `wait` seconds, and is never interrupted half-way."""
+
+    commands: FrozenSet[str]
+    lock_files: Tuple[str, ...]  # target paths
+    wait: float
+    # (the command, the items added at the end of its line; {seconds} is `wait`)
+    wait_option: Optional[Tuple[str, Tuple[str, ...]]] = None
+
+    def guards(self, argv: Sequence[str]) -> bool:
+        return os.path.basename(argv[0]) in self.commands
+
+    def with_wait_option(self, argv: Sequence[str]) -> List[str]:
+        if self.wait_option is None or os.path.basename(argv[0]) != self.wait_option[0]:
+            return list(argv)
+        return [*argv, *(item.format(seconds=int(self.wait)) for item in self.wait_option[1])]
 
 
 @dataclass(frozen=True)
@@ -85,6 +190,7 @@ class Host:
     # Told of every change (files written or removed, notes): the journal.
     on_change: Optional[Callable[[Dict[str, object]], None]] = None
     secrets: List[str] = field(default_factory=list)
+    package_guard: Optional[PackageGuard] = None
 
     # --- paths -----------------------------------------------------------
     def _local(self, target: str) -> Path:
@@ -120,9 +226,18 @@ class Host:
     ) -> CommandResult:
         """secret_output: stdout holds a secret not known before the command ran
         (a token kubeadm generates): it is neither logged nor shown on failure."""
+        guard = self.package_guard
+        guarded = guard is not None and guard.guards(argv)
+        if guard is not None and guarded:
+            wait_for_locks(
+                {path: self._local(path) for path in guard.lock_files}, guard.wait,
+                holder="another package manager run (an install, an automatic update)",
+            )  # fmt: skip
+            argv = guard.with_wait_option(argv)
         shown = self.redact(" ".join(argv))
         started = time.monotonic()
-        result = self.runner(argv, env, input, timeout)
+        with interrupts_deferred(shown) if guarded else contextlib.nullcontext():
+            result = self.runner(argv, env, input, timeout)
         stdout = WITHHELD if secret_output else result.stdout
         log.debug(
             "$ %s -> %s in %.2fs\n%s%s",
@@ -315,6 +430,9 @@ class Host:
 
     def undo_log(self, journal: str) -> UndoLog:
         return undo_log(self._local(journal))
+
+    def install_progress(self, journal: str) -> Optional[InstallProgress]:
+        return install_progress(self._local(journal))
 
     def _parent(self, target: str) -> Path:
         parent = self._local(target).parent

@@ -4,14 +4,26 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
-from frakti_install import probes
-from frakti_install.host import Host
+from frakti_install import datafiles, probes
+from frakti_install.host import Host, PackageGuard
 
 
 class PackageManager:
     """How to ask what is installed and how to install, for one manager."""
 
+    name = ""
     env: Dict[str, str] = {}
+
+    def guard(self, wait: float) -> PackageGuard:
+        """Its commands wait for its locks (data/package_locks.yaml) and run to the end."""
+        data = datafiles.load("package_locks")["managers"][self.name]
+        option = data.get("wait_option")
+        return PackageGuard(
+            commands=frozenset(data["commands"]),
+            lock_files=tuple(data["lock_files"]),
+            wait=wait,
+            wait_option=(option["command"], tuple(option["argv"])) if option else None,
+        )
 
     def installed(self, host: Host, names: Sequence[str]) -> Dict[str, Optional[str]]:
         """name -> installed version, or None when absent. One command for all names."""
@@ -39,6 +51,7 @@ class PackageManager:
 
 
 class Apt(PackageManager):
+    name = "apt"
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     # Keep our /etc/hyper/config when the hypercontainer package is upgraded.
     _dpkg_opts = ["-o", "Dpkg::Options::=--force-confold", "-o", "Dpkg::Options::=--force-confdef"]
@@ -81,7 +94,7 @@ class Apt(PackageManager):
 
 
 class Yum(PackageManager):
-    command = "yum"
+    name = command = "yum"
 
     def installed(self, host: Host, names: Sequence[str]) -> Dict[str, Optional[str]]:
         found: Dict[str, Optional[str]] = {name: None for name in names}
@@ -109,7 +122,7 @@ class Yum(PackageManager):
 
 
 class Dnf(Yum):
-    command = "dnf"
+    name = command = "dnf"
 
 
 MANAGERS = {"apt": Apt, "yum": Yum, "dnf": Dnf}

@@ -19,7 +19,14 @@ from frakti_install.config import Settings
 from frakti_install.constants import ADMIN_CONF, KUBELET_CONF
 from frakti_install.context import Context
 from frakti_install.engine import Observer, Status, Step, StepResult, _quiet, first_error, run_plan
-from frakti_install.errors import Aborted, ConfigError
+from frakti_install.errors import (
+    Aborted,
+    ConfigError,
+    FraktiInstallError,
+    InstallIncomplete,
+    NotInstalled,
+    NotRoot,
+)
 from frakti_install.host import Host
 from frakti_install.steps.kubeadm_join import check_join_settings
 
@@ -110,6 +117,59 @@ def check_join(settings: Settings) -> None:
     check_join_settings(settings.join_endpoint, settings.join_token, settings.join_ca_hash)
 
 
+# --- what is installed here --------------------------------------------------------
+INSTALL_COMMANDS = "'frakti-install allinone' (a master) or 'frakti-install node --join ...'"
+
+
+def require_root(ctx: Context, command: str) -> None:
+    """A command that changes the host stops here, before its lock, log or
+    journal, when not run as root."""
+    euid = ctx.facts.euid()
+    if euid != "0":
+        raise NotRoot(
+            f"run as root: sudo {command} ... (this is uid {euid}; {command} changes the host)",
+            hint="Nothing was changed. '--dry-run' shows the plan without root.",
+        )
+
+
+def require_install(ctx: Context, needs: Sequence[str] = ()) -> None:
+    """An install ran here and left `needs` (target paths), at once: nothing
+    installed (NotInstalled), or the steps an unfinished one has not done
+    (InstallIncomplete). With `needs` empty: the install's settings record."""
+    state_dir = ctx.settings.state_dir
+    record = config.recorded_file(state_dir)
+    present = [path for path in needs if ctx.host.exists(path)]
+    if (present if needs else ctx.host.exists(record)):
+        return
+    progress = ctx.host.install_progress(f"{state_dir}/journal.jsonl")
+    wanted = " or ".join(needs) if needs else record
+    if progress is None:
+        raise NotInstalled(
+            f"nothing installed here: no install was recorded in {state_dir} "
+            f"(and there is no {wanted})",
+            hint=f"Install first: {INSTALL_COMMANDS}.",
+        )
+    not_done = progress.not_done
+    raise InstallIncomplete(
+        "the install on this host did not finish; steps not done yet: "
+        + (", ".join(not_done) or "none (it stopped between two steps)"),
+        not_done,
+        hint="Run the same install command again (same -c file and flags) to finish it.",
+    )
+
+
+def require_master(ctx: Context) -> None:
+    """join-command's host: the master (admin.conf), at once."""
+    if ctx.host.exists(ADMIN_CONF):
+        return
+    if is_worker(ctx):
+        raise NotInstalled(
+            f"this host is a worker, not the master (it has {KUBELET_CONF}, no {ADMIN_CONF})",
+            hint="Run join-command on the master, where 'frakti-install allinone' ran.",
+        )
+    require_install(ctx, needs=(ADMIN_CONF,))
+
+
 # --- which plan -------------------------------------------------------------------
 def is_worker(ctx: Context) -> bool:
     """A host that joined a cluster (kubelet.conf) without being its master (admin.conf)."""
@@ -144,6 +204,14 @@ def use_bundle(settings: Settings, path: Path, workdir: Path) -> Tuple[Settings,
 
 
 # --- running ---------------------------------------------------------------------
+_LOGGED_TO = "frakti_install_log"  # set on an internal error whose traceback is in a log file
+
+
+def traceback_log(error: BaseException) -> Optional[str]:
+    """The log file that holds this internal error's traceback, if one does."""
+    return getattr(error, _LOGGED_TO, None)
+
+
 @contextmanager
 def logging_to_file(path: Path) -> Iterator[None]:
     """Send the full debug log (commands and their output, redacted) to a 0600
@@ -162,6 +230,12 @@ def logging_to_file(path: Path) -> Iterator[None]:
     root_logger.setLevel(logging.DEBUG)
     try:
         yield
+    except Exception as error:
+        if not isinstance(error, FraktiInstallError):  # a bug: its traceback, for the report
+            root_logger.exception("internal error")
+            with contextlib.suppress(AttributeError):  # an exception class with __slots__
+                setattr(error, _LOGGED_TO, str(path))
+        raise
     finally:
         root_logger.removeHandler(handler)
         handler.close()
@@ -208,13 +282,17 @@ def run(
     downloader_factory: Optional[Callable[[], Any]] = None,
     display: Optional[Any] = None,
     trace_only_changes: bool = False,
+    command: str = "frakti-install",
 ) -> Report:
     """Plan, confirm (when `confirm` is given and something is to change), apply.
 
     display: the observer of the steps, a context manager while they run.
     trace_only_changes: check first, and write the log file and the journal
     only when something is to change (runs on a timer leave no trace).
+    command: the command line's name, for the message that asks for root.
     A failed step is in the report; raise_for(report) raises it."""
+    if not dry_run:
+        require_root(new_context(settings), command)
     with ExitStack() as stack:
 
         def log_to_file() -> None:
@@ -227,6 +305,7 @@ def run(
             settings, downloader_factory = use_bundle(settings, bundle, Path(workdir))
         ctx = new_context(settings, downloader_factory=downloader_factory)
         ctx.profile  # noqa: B018  an unsupported OS stops here, before any step
+        ctx.host.package_guard = ctx.packages.guard(settings.lock_wait)
         steps = plan(ctx)
 
         if not dry_run and (trace_only_changes or confirm is not None):

@@ -165,3 +165,98 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def lock_is_held(path: Path) -> bool:
+    """Another process holds an fcntl lock on `path` (as dpkg, apt and rpm
+    take theirs). Tested by taking the lock and letting it go at once; a
+    missing file is no lock."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return True
+            raise
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def wait_for_locks(
+    paths: Dict[str, Path],
+    wait: float,
+    *,
+    holder: str,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Wait up to `wait` seconds until no other process holds any of the locks
+    (shown name -> local path); Locked when one is still held then."""
+    warned = False
+
+    def free() -> Union[bool, NotYet]:
+        nonlocal warned
+        held = [name for name, path in paths.items() if lock_is_held(path)]
+        if not held:
+            return True
+        if not warned:
+            log.warning("waiting up to %s s for %s to let go of %s", wait, holder, held[0])
+            warned = True
+        return NotYet(held[0])
+
+    def locked(name: str) -> Locked:
+        return Locked(
+            f"{name} was still locked by another process ({holder}) after {wait:g} s",
+            hint="Let that install finish (ps -ef shows it), or raise lock_wait; "
+            "then run the same command again.",
+        )
+
+    poll_until(
+        free, timeout=wait, interval=LOCK_POLL_INTERVAL, what=f"{holder}'s lock",
+        on_timeout=locked, clock=clock, sleep=sleep,
+    )  # fmt: skip
+
+
+# The first step of every install plan (allinone, node); other plans
+# (routes, reset) start otherwise.
+INSTALL_FIRST_STEP = "preflight"
+DONE_EVENTS = ("ok", "change", "skip")
+
+
+@dataclass(frozen=True)
+class InstallProgress:
+    """How far the installs since the last reset got, from the journal."""
+
+    planned: List[str]  # the steps of the last install run
+    done: List[str]  # those an install run since the last reset finished
+
+    @property
+    def not_done(self) -> List[str]:
+        return [step for step in self.planned if step not in self.done]
+
+
+def install_progress(path: Path) -> Optional[InstallProgress]:
+    """None when no install ran since the last reset (or ever)."""
+    planned: Optional[List[str]] = None
+    done: List[str] = []
+    installing = False
+    for entry in read_journal(path):
+        event = entry.get("event")
+        if event == "reset-done":
+            planned, done, installing = None, [], False
+        elif event == "run-start":
+            command = [str(step) for step in entry.get("command") or []]
+            installing = command[:1] == [INSTALL_FIRST_STEP]
+            if installing:
+                planned = command
+        elif installing and event in DONE_EVENTS and entry.get("step") not in done:
+            done.append(str(entry.get("step")))
+    if planned is None:
+        return None
+    return InstallProgress(planned, done)

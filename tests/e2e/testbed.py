@@ -72,6 +72,7 @@ BASE_PACKAGES = (
     "procps",
     "kmod",
     "iptables",
+    "tmux",  # a real terminal, to send Ctrl-C as a user does (test_interrupts.py)
 )
 # Downloaded into apt's cache, not installed: the installer installs these.
 # Recommends are downloaded too, so apt-get install works offline whether or

@@ -267,6 +267,7 @@ class SimRunner:
         self.system = ("debian", "12")  # whose package lists apt/yum/dnf offer
         self.kernel_modules: Set[str] = set(kernel_modules())  # what modprobe can load
         self.unit_aliases: Dict[str, str] = {}  # alias -> the unit's Id (an Alias= link)
+        self.euid = 0  # what `id -u` answers: another user's uid for a run without sudo
 
     # helpers -------------------------------------------------------------
     def p(self, target: str) -> Path:
@@ -339,7 +340,7 @@ class SimRunner:
         return self.ok(argv, "x86_64\n")
 
     def cmd_id(self, argv: List[str]) -> CommandResult:
-        return self.ok(argv, "0\n")
+        return self.ok(argv, f"{self.euid}\n")
 
     def cmd_dpkg_query(self, argv: List[str]) -> CommandResult:
         names = [a for a in argv[3:]]
