@@ -22,6 +22,7 @@ from frakti_install.engine import Observer, Status, Step, StepResult, _quiet, fi
 from frakti_install.errors import Aborted, ConfigError
 from frakti_install.host import Host
 from frakti_install.steps.kubeadm_join import check_join_settings
+from frakti_install.steps.preflight import check_settings_on_host
 
 log = logging.getLogger("frakti_install")
 
@@ -140,6 +141,7 @@ def use_bundle(settings: Settings, path: Path, workdir: Path) -> Tuple[Settings,
     bundle = Bundle.open(path, workdir)
     probe = new_context(settings)
     bundle.check_compatible(settings.versions, probe.profile.package_format, probe.facts.arch())
+    bundle.verify()  # every artifact's sha256, before the first change
     return apply_to_settings(settings, bundle), bundle.downloader
 
 
@@ -227,6 +229,7 @@ def run(
             settings, downloader_factory = use_bundle(settings, bundle, Path(workdir))
         ctx = new_context(settings, downloader_factory=downloader_factory)
         ctx.profile  # noqa: B018  an unsupported OS stops here, before any step
+        check_settings_on_host(ctx)  # before any step, the lock and the journal
         steps = plan(ctx)
 
         if not dry_run and (trace_only_changes or confirm is not None):
