@@ -262,15 +262,23 @@ class _BytesReader:
 # --------------------------------------------------------------------------- open
 
 
+def _unsafe(name: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"unsafe path in the bundle: {name!r}{why}",
+        hint="Nothing was extracted outside it. Use a bundle made by "
+        "'frakti-install bundle create' (from a source you trust).",
+    )
+
+
 def _member_parts(name: str) -> List[str]:
     """The path parts of an archive member or manifest path; ConfigError if unsafe."""
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        raise ConfigError(f"unsafe path in the bundle: {name!r} is absolute")
+        raise _unsafe(name, " is absolute")
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
-        raise ConfigError(f"unsafe path in the bundle: {name!r} leaves the bundle ('..')")
+        raise _unsafe(name, " leaves the bundle ('..')")
     if any("\0" in part for part in parts):
-        raise ConfigError(f"unsafe path in the bundle: {name!r}")
+        raise _unsafe(name, "")
     return parts
 
 
@@ -357,7 +365,7 @@ class Bundle:
         """A bundle file (extracted into a new directory under ``workdir``) or directory.
 
         Checks the manifest and that every file it lists is there; the files'
-        sums are checked later, each on its first use (opening stays fast).
+        sums are checked by :meth:`verify`, or each on its first use.
         """
         path = Path(path)
         if path.is_dir():
@@ -468,6 +476,29 @@ class Bundle:
             f"the bundle {self.source} does not fit this host: " + "; ".join(problems) + ".",
             hint=hint,
         )
+
+    def verify(self) -> None:
+        """Hash every artifact against the manifest (ChecksumMismatch on the first that
+        differs): a tampered bundle is refused before the first change, not half-way
+        through an install. The downloader then serves them without hashing again."""
+        downloader = self.downloader()
+        for name, entry in sorted(self.manifest["artifacts"].items()):
+            if entry["sha256"] in downloader.verified:
+                continue
+            path = self.root.joinpath(*_member_parts(entry["file"]))
+            actual = sha256_of(path)
+            if actual != entry["sha256"]:
+                error = ChecksumMismatch(
+                    f"{name} in the bundle {self.source} ({entry['file']})",
+                    entry["sha256"],
+                    actual,
+                )
+                error.hint = (
+                    "Nothing was installed. The bundle was damaged or changed: copy the bundle "
+                    f"again, or recreate it ({_CREATE_HINT})."
+                )
+                raise error
+            downloader.verified.add(actual)
 
     def downloader(self) -> BundleDownloader:
         """What to use as Context.downloader_factory: one downloader per bundle."""
@@ -607,7 +638,7 @@ class BundleDownloader(Downloader):
     def __init__(self, bundle: Bundle) -> None:
         super().__init__(bundle.root, retries=0)
         self.bundle = bundle
-        self._verified: Set[str] = set()
+        self.verified: Set[str] = set()  # sums of the files hashed already
 
     def _not_in_bundle(self, what: str) -> DownloadError:
         return DownloadError(
@@ -627,13 +658,13 @@ class BundleDownloader(Downloader):
         path = self.bundle.path_of(expected)
         if path is None:
             raise self._not_in_bundle(f"{url} (sha256 {expected})")
-        if expected not in self._verified:
+        if expected not in self.verified:
             actual = sha256_of(path)
             if actual != expected:
                 raise ChecksumMismatch(
                     f"{url} (bundle file {path.relative_to(self.bundle.root)})", expected, actual
                 )
-            self._verified.add(expected)
+            self.verified.add(expected)
         return path
 
     def fetch_text(self, url: str, max_bytes: int = 1 << 20) -> str:

@@ -222,7 +222,7 @@ def _config(reader: _Reader, value: Any) -> Dict[str, Any]:
 def _validate_settings(reader: _Reader, where: str, settings: Mapping[str, Any]) -> None:
     """The same checks frakti-install makes on each host, made here before any SSH."""
     try:
-        runtimes.load_settings(None, flags=dict(settings), environ={})
+        runtimes.load_settings(None, flags=dict(settings), environ={}, flag_names=False)
     except ConfigError as exc:
         raise reader.error(where, exc.message, exc.hint) from None
 

@@ -11,7 +11,8 @@ import pkgutil
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Tuple
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -85,104 +86,449 @@ class Settings:
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
+# --- the settings schema: one rule per setting ---------------------------------
+Problem = Optional[str]  # what is wrong with a value, or None
 
-def _network(value: str, name: str) -> ipaddress.IPv4Network:
+
+@dataclass(frozen=True)
+class Rule:
+    """How one setting is written and checked (its type comes from its default)."""
+
+    example: str  # a good value, as a user writes it: every message about the key shows it
+    check: Callable[[Any], Problem] = lambda value: None
+    flag: str = ""  # the option that sets it, where one does
+    hint: str = ""  # more on how to fix it, beside the example
+
+
+VERSION_RE = re.compile(r"^v?[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?$")
+FEATURE_GATES_RE = re.compile(r"^[A-Za-z0-9]+=(true|false)(,[A-Za-z0-9]+=(true|false))*$")
+CA_HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+# a DNS name (RFC 1123 labels), an IPv4 address, or an IPv6 address in brackets
+HOST_RE = re.compile(
+    r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+MAX_SECONDS = 86400  # a wait of more than a day is a typo, not a plan
+TIME_UNITS = {"s": 1, "min": 60, "h": 3600}
+MAX_CONFIG_BYTES = 1 << 20  # a settings file is a few hundred bytes
+SERVICE_DNS_INDEX = 10  # kubeadm's GetDNSIP: the cluster DNS service's address in service_cidr
+
+
+def _choice(choices: Callable[[], Collection[str]]) -> Callable[[Any], Problem]:
+    def check(value: Any) -> Problem:
+        known = sorted(choices())
+        return None if value in known else f"{value!r} is not one of {', '.join(known)}"
+
+    return check
+
+
+def _network_problem(value: str) -> Problem:
+    if ":" in value:
+        return f"{value!r} is an IPv6 network; frakti-install sets up IPv4 pod networks only"
     try:
-        return ipaddress.IPv4Network(value, strict=True)
+        ipaddress.IPv4Network(value, strict=True)
     except ValueError as exc:
-        raise ConfigError(
-            f"{name} {value!r} is not a valid IPv4 network ({exc})",
-            hint="Write it as ADDRESS/PREFIX with no host bits set, e.g. 10.244.0.0/16.",
-        ) from None
+        return f"{value!r} is not an IPv4 network ({exc})"
+    return None
 
 
-def validate(settings: Settings) -> Settings:
-    pod = _network(settings.pod_cidr, "pod_cidr")
-    service = _network(settings.service_cidr, "service_cidr")
-    node = pod if settings.node_subnet == "auto" else _network(settings.node_subnet, "node_subnet")
-    if not node.subnet_of(pod):
-        raise ConfigError(
-            f"node_subnet {node} is not inside pod_cidr {pod}",
-            hint="Pick a node subnet out of the cluster's pod CIDR, e.g. 10.244.1.0/24.",
-        )
-    if pod.overlaps(service):
-        raise ConfigError(f"pod_cidr {pod} overlaps service_cidr {service}")
-    for name in ("advertise_address", "node_ip"):
-        value = getattr(settings, name)
-        if value:
-            try:
-                ipaddress.IPv4Address(value)
-            except ValueError:
-                raise ConfigError(f"{name} {value!r} is not an IPv4 address") from None
-    if settings.runtime not in runtime_names():
-        raise unknown_runtime(settings.runtime)
-    if settings.cgroup_driver not in CGROUP_DRIVERS:
-        raise ConfigError(
-            f"cgroup_driver {settings.cgroup_driver!r} is not one of {', '.join(CGROUP_DRIVERS)}"
-        )
-    tables = artifact_tables()
-    kinds = {kind for table in tables for kind in table["bases"]}
-    for kind, url in settings.mirrors.items():
-        if kind not in kinds:
-            raise ConfigError(
-                f"unknown mirror kind {kind!r}", hint="Known kinds: " + ", ".join(sorted(kinds))
-            )
-        if not re.match(r"^(https?|file)://", url):
-            raise ConfigError(f"mirror for {kind} must be an http(s):// or file:// URL: {url!r}")
-    names = {name for table in tables for name in table["artifacts"]}
-    for name, value in list(settings.checksums.items()) + [
-        (n, "-") for n in settings.allow_unverified
-    ]:
-        if name not in names:
-            raise ConfigError(
-                f"unknown artifact {name!r}", hint="Known artifacts: " + ", ".join(sorted(names))
-            )
-        if value != "-" and not SHA256_RE.match(value):
-            raise ConfigError(f"checksum for {name} is not 64 lowercase hex digits: {value!r}")
-    signing_keys = {
+def _address_problem(value: str) -> Problem:
+    if not value:
+        return None
+    if ":" in value:
+        return f"{value!r} is an IPv6 address; give the host's IPv4 address"
+    try:
+        address = ipaddress.IPv4Address(value)
+    except ValueError:
+        return f"{value!r} is not an IPv4 address"
+    if address.is_loopback or address.is_unspecified or address.is_multicast:
+        return f"{value} cannot be a node's address (loopback, unspecified or multicast)"
+    return None
+
+
+def _port_problem(port: str) -> Problem:
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return f"the port {port!r} is not a TCP port (1-65535)"
+    return None
+
+
+def _host_port_problem(value: str) -> Problem:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        return f"{value!r} is not HOST:PORT"
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if bare is not host:
+        try:
+            ipaddress.IPv6Address(bare)
+        except ValueError:
+            return f"{value!r}: {host} is not an IPv6 address"
+    elif not HOST_RE.fullmatch(host):
+        return f"{value!r}: {host!r} is not a host name or IPv4 address"
+    return _port_problem(port)
+
+
+def _endpoint_problem(value: str) -> Problem:
+    return _host_port_problem(value) if value else None
+
+
+def _seconds_problem(low: int) -> Callable[[Any], Problem]:
+    def check(value: Any) -> Problem:
+        if not low <= value <= MAX_SECONDS:
+            return f"{value} is not between {low} and {MAX_SECONDS} seconds"
+        return None
+
+    return check
+
+
+def _time_span_problem(value: str) -> Problem:
+    match = TIME_SPAN_RE.fullmatch(value)
+    if not match:
+        return f"{value!r} is not a time span"
+    if value != "off" and int(value[: -len(match.group(2))]) * TIME_UNITS[match.group(2)] > (
+        MAX_SECONDS
+    ):
+        return f"{value!r} is longer than a day"
+    return None
+
+
+def _version_problem(value: Optional[str]) -> Problem:
+    if value is None or VERSION_RE.fullmatch(value):
+        return None
+    return f"{value!r} is not a version number"
+
+
+def _version_set_problem(value: Optional[str]) -> Problem:
+    if value is None or value in versions.known_sets():
+        return None
+    removed = datafiles.load("versions").get("removed", {})
+    if value in removed:
+        return f"the version set {value!r} was removed: {removed[value]}"
+    return (
+        f"{value!r} is not a known version set (known: {', '.join(sorted(versions.known_sets()))})"
+    )
+
+
+def _absolute_path_problem(value: str) -> Problem:
+    if not value.startswith("/"):
+        return f"{value!r} is not an absolute path"
+    if any(ch.isspace() or ord(ch) < 32 for ch in value):
+        return f"{value!r} holds a space or a control character"
+    return None
+
+
+def _plain_problem(value: str) -> Problem:
+    """Text that goes into unit files and env files: one line, no control characters."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return f"{value!r} holds a control character (a line break?)"
+    return None
+
+
+def _proxy_problem(value: str) -> Problem:
+    if not value:
+        return None
+    if any(ch.isspace() or ord(ch) < 32 for ch in value):
+        return f"{value!r} holds a space or a control character"
+    parts = urlsplit(value if "://" in value else "http://" + value)
+    if parts.scheme not in ("http", "https", "socks5", "socks5h") or not parts.hostname:
+        return f"{value!r} is not a proxy URL"
+    try:
+        parts.port  # noqa: B018  ValueError when out of range
+    except ValueError:
+        return f"{value!r} has a port out of range"
+    return None
+
+
+def _url_problem(url: str) -> Problem:
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        return f"{url!r} holds a space or a control character"
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return f"{url!r} is a file:// URL; downloads go over HTTP(S) only"
+    if parts.scheme not in ("http", "https"):
+        return f"{url!r} must be an http(s):// URL"
+    if not parts.hostname:
+        return f"{url!r} names no host"
+    try:
+        parts.port  # noqa: B018  ValueError when out of range
+    except ValueError:
+        return f"{url!r} has a port out of range"
+    return None
+
+
+def _pairs_problem(
+    names: Callable[[], Collection[str]], what: str, value_problem: Callable[[str, str], Problem]
+) -> Callable[[Dict[str, str]], Problem]:
+    def check(pairs: Dict[str, str]) -> Problem:
+        known = sorted(names())
+        for name, value in pairs.items():
+            if name not in known:
+                return f"{name!r} is not {what} (known: {', '.join(known)})"
+            problem = value_problem(name, value)
+            if problem:
+                return problem
+        return None
+
+    return check
+
+
+def _names_problem(
+    names: Callable[[], Collection[str]], what: str
+) -> Callable[[Tuple[str, ...]], Problem]:
+    def check(items: Tuple[str, ...]) -> Problem:
+        known = sorted(names())
+        unknown = [item for item in items if item not in known]
+        if unknown:
+            return f"{unknown[0]!r} is not {what} (known: {', '.join(known)})"
+        return None
+
+    return check
+
+
+def _mirror_kinds() -> Collection[str]:
+    return {kind for table in artifact_tables() for kind in table["bases"]}
+
+
+def _artifact_names() -> Collection[str]:
+    return {name for table in artifact_tables() for name in table["artifacts"]}
+
+
+def _signing_keys() -> Collection[str]:
+    return {
         name
-        for table in tables
+        for table in artifact_tables()
         for name, entry in table["artifacts"].items()
         if entry.get("sha256") == "fingerprint"
     }
-    for name, value in settings.key_fingerprints.items():
-        if name not in signing_keys:
-            raise ConfigError(
-                f"key_fingerprints: {name!r} is not a signing key",
-                hint="Signing keys: " + ", ".join(sorted(signing_keys)),
-            )
-        for fingerprint in split_fingerprints(value):
-            if not FINGERPRINT_RE.match(fingerprint):
-                raise ConfigError(
-                    f"key_fingerprints: {fingerprint!r} for {name} is not 40 hex digits"
-                )
+
+
+def _sha256_problem(name: str, value: str) -> Problem:
+    if SHA256_RE.fullmatch(value):
+        return None
+    return f"the sha256 for {name} is not 64 hex digits: {_shown(value)}"
+
+
+def _fingerprints_problem(name: str, value: str) -> Problem:
+    for fingerprint in split_fingerprints(value):
+        if not FINGERPRINT_RE.fullmatch(fingerprint):
+            return f"{_shown(fingerprint)} for {name} is not 40 hex digits"
+    return None
+
+
+SCHEMA: Dict[str, Rule] = {
+    "runtime": Rule(
+        "frakti",
+        lambda v: _choice(runtime_names)(v),
+        "--runtime",
+        "'frakti-install info' shows which profile fits this host.",
+    ),
+    "version_set": Rule('"1.12"', _version_set_problem, "--version-set"),
+    "frakti_version": Rule("v1.12.0", _version_problem, "--frakti-version"),
+    "kubernetes_version": Rule("v1.12.10", _version_problem, "--kubernetes-version"),
+    "hyperd_version": Rule("1.1.0", _version_problem, "--hyperd-version"),
+    "kata_version": Rule("3.32.0", _version_problem, "--kata-version"),
+    "pod_cidr": Rule(
+        "10.244.0.0/16", _network_problem, "--pod-cidr", "ADDRESS/PREFIX with no host bits set."
+    ),
+    "node_subnet": Rule(
+        "auto",
+        lambda v: None if v == "auto" else _network_problem(v),
+        "--node-subnet",
+        "auto (the /24 the cluster allocates) or a /24 of the pod CIDR such as 10.244.1.0/24.",
+    ),
+    "service_cidr": Rule(
+        "10.96.0.0/12", _network_problem, "--service-cidr", "ADDRESS/PREFIX with no host bits set."
+    ),
+    "cgroup_driver": Rule("auto", _choice(lambda: CGROUP_DRIVERS), "--cgroup-driver"),
+    "hyper_grpc": Rule("127.0.0.1:22318", _host_port_problem, hint="hyperd's gRPC address."),
+    "frakti_socket": Rule("/var/run/frakti.sock", _absolute_path_problem),
+    "streaming_port": Rule("22521", lambda v: _port_problem(str(v))),
+    "kubelet_feature_gates": Rule(
+        "AllAlpha=true",
+        lambda v: (
+            None if not v or FEATURE_GATES_RE.fullmatch(v) else f"{v!r} is not NAME=true|false,..."
+        ),
+    ),
+    "node_ready_timeout": Rule("300", _seconds_problem(1)),
+    "routes_sync_interval": Rule(
+        "5min",
+        _time_span_problem,
+        hint="A number and a unit (30s, 5min, 1h; at most a day), or off to keep no timer.",
+    ),
+    "lock_wait": Rule("60", _seconds_problem(0)),
+    "verify_timeout": Rule("180", _seconds_problem(1)),
+    "verify_image": Rule(
+        "registry.example/busybox@sha256:<64 hex digits>",
+        _plain_problem,
+        hint="An image every node can pull, best pinned by digest.",
+    ),
+    "mirrors": Rule(
+        "github=https://mirror.example/github",
+        _pairs_problem(_mirror_kinds, "a mirror kind", lambda kind, url: _url_problem(url)),
+        "--mirror",
+        "Serve the mirror over HTTP(S); for a host with no network use --bundle FILE.",
+    ),
+    "checksums": Rule(
+        "frakti=<sha256>",
+        _pairs_problem(_artifact_names, "an artifact", _sha256_problem),
+        "--checksum",
+        "sha256sum FILE prints the sum.",
+    ),
+    "key_fingerprints": Rule(
+        "kubernetes-key=<40 hex digits>",
+        _pairs_problem(_signing_keys, "a signing key", _fingerprints_problem),
+        "--key-fingerprint",
+        "gpg --show-keys --with-fingerprint KEYFILE prints it.",
+    ),
+    "allow_unverified": Rule(
+        "[frakti]", _names_problem(_artifact_names, "an artifact"), "--allow-unverified"
+    ),
+    "allow_eol": Rule("true", flag="--allow-eol"),
+    "ignore_preflight_errors": Rule("[Swap, KVM]", flag="--ignore-preflight-errors"),
+    "http_proxy": Rule("http://proxy.example:3128", _proxy_problem),
+    "https_proxy": Rule("http://proxy.example:3128", _proxy_problem),
+    "no_proxy": Rule("localhost,.example.com", _plain_problem),
+    "disable_swap": Rule("true", flag="--disable-swap"),
+    "advertise_address": Rule(
+        "192.168.56.10",
+        _address_problem,
+        "--advertise-address",
+        "One of this host's IPv4 addresses (ip -4 addr).",
+    ),
+    "node_ip": Rule(
+        "192.168.56.11",
+        _address_problem,
+        "--node-ip",
+        "One of this host's IPv4 addresses (ip -4 addr).",
+    ),
+    "join_endpoint": Rule(
+        "192.168.56.10:6443",
+        _endpoint_problem,
+        "--join",
+        "Copy the line 'frakti-install join-command' prints on the master.",
+    ),
+    "join_token": Rule("<the token join-command prints>", flag="--token"),
+    "join_ca_hash": Rule(
+        "sha256:<64 hex digits>",
+        lambda v: None if not v or CA_HASH_RE.match(v) else f"{_shown(v)} is not sha256:<64 hex>",
+        "--discovery-token-ca-cert-hash",
+        "Copy the line 'frakti-install join-command' prints on the master.",
+    ),
+    "state_dir": Rule("/var/lib/frakti-install", _absolute_path_problem),
+    "cache_dir": Rule("/var/cache/frakti-install", _absolute_path_problem),
+    "log_file": Rule("/var/log/frakti-install.log", _absolute_path_problem),
+}
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as a message quotes it: never a whole table or list, never too long."""
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, (list, tuple, set)):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + "...'"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a setting's value came from, to name it as the user wrote it."""
+
+    kind: str  # "default" | "file" | "env" | "env-proxy" (HTTP_PROXY...) | "flag"
+    path: str = ""  # the config file
+
+    def name(self, key: str) -> str:
+        if self.kind == "file":
+            return f"config file {self.path}: {key}"
+        if self.kind == "env":
+            return f"{ENV_PREFIX}{key.upper()}"
+        if self.kind == "env-proxy":
+            return key.upper()
+        if self.kind == "flag":
+            return SCHEMA[key].flag or key
+        return key
+
+    def example(self, key: str) -> str:
+        value = SCHEMA[key].example
+        if self.kind != "file" and self.kind != "default":
+            value = value.strip('"')
+        if self.kind == "env":
+            return f"{ENV_PREFIX}{key.upper()}={value.strip('[]').replace(', ', ',')}"
+        if self.kind == "flag" and SCHEMA[key].flag:
+            flag = SCHEMA[key].flag
+            return flag if isinstance(FIELDS[key].default, bool) else f"{flag} {value.strip('[]')}"
+        return f"{key}: {value}"
+
+
+DEFAULT = Origin("default")
+
+
+def setting_error(key: str, problem: str, origin: Origin = DEFAULT, hint: str = "") -> ConfigError:
+    """A ConfigError that names the setting as the user gave it and shows how to write it."""
+    rule = SCHEMA[key]
+    fix = " ".join(
+        part for part in (hint or rule.hint, f"Write it like {origin.example(key)}.") if part
+    )
+    return ConfigError(f"{origin.name(key)}: {problem}", hint=fix)
+
+
+def validate(settings: Settings, origins: Optional[Mapping[str, Origin]] = None) -> Settings:
+    """Every rule of SCHEMA, then the checks between settings; ConfigError on the first
+    problem, naming the setting where the user gave it (origins: key -> Origin)."""
+    origins = origins or {}
+
+    def origin(key: str) -> Origin:
+        return origins.get(key, DEFAULT)
+
+    def given(*keys: str) -> str:
+        """Of settings checked together, the one the user gave (the first if none or both)."""
+        return next((key for key in keys if key in origins), keys[0])
+
+    for key, rule in SCHEMA.items():
+        problem = rule.check(getattr(settings, key))
+        if problem:
+            raise setting_error(key, problem, origin(key))
+    pod = ipaddress.IPv4Network(settings.pod_cidr)
+    service = ipaddress.IPv4Network(settings.service_cidr)
+    node = pod if settings.node_subnet == "auto" else ipaddress.IPv4Network(settings.node_subnet)
+    if not node.subnet_of(pod):
+        key = given("node_subnet", "pod_cidr")
+        raise setting_error(
+            key,
+            ("" if key == "node_subnet" else "node_subnet ")
+            + f"{node} is not inside pod_cidr {pod}",
+            origin(key),
+            "Pick a node subnet out of the cluster's pod CIDR, e.g. 10.244.1.0/24.",
+        )
     if settings.node_subnet == "auto" and pod.prefixlen > NODE_PREFIX:
-        raise ConfigError(
-            f"pod_cidr {pod} cannot hold a /{NODE_PREFIX} per node (node_subnet auto)",
-            hint=f"Use a pod CIDR of /{NODE_PREFIX - 8} to /{NODE_PREFIX - 1}, e.g. 10.244.0.0/16.",
+        raise setting_error(
+            "pod_cidr",
+            f"{pod} cannot hold a /{NODE_PREFIX} per node (node_subnet auto)",
+            origin("pod_cidr"),
+            f"Use a pod CIDR of /{NODE_PREFIX - 8} to /{NODE_PREFIX - 1}.",
         )
-    host, _, port = settings.hyper_grpc.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(
-            f"hyper_grpc {settings.hyper_grpc!r} is not HOST:PORT",
-            hint="Write it like 127.0.0.1:22318 (hyperd's gRPC address).",
+    if settings.node_subnet == "auto" and pod.prefixlen < NODE_PREFIX - 16:
+        raise setting_error(
+            "pod_cidr",
+            f"{pod} is larger than kube-controller-manager allows for /{NODE_PREFIX} "
+            "node subnets (at most 16 bits between the two masks)",
+            origin("pod_cidr"),
+            f"Use a pod CIDR of /{NODE_PREFIX - 16} to /{NODE_PREFIX - 1}.",
         )
-    if settings.node_ready_timeout <= 0:
-        raise ConfigError(
-            f"node_ready_timeout {settings.node_ready_timeout} must be a positive number of seconds"
+    if pod.overlaps(service):
+        key = given("service_cidr", "pod_cidr")
+        other = "pod_cidr" if key == "service_cidr" else "service_cidr"
+        raise setting_error(
+            key,
+            f"{getattr(settings, key)} overlaps {other} {getattr(settings, other)}",
+            origin(key),
+            "Give the pods and the services ranges that do not overlap.",
         )
-    if not 0 < settings.streaming_port < 65536:
-        raise ConfigError(f"streaming_port {settings.streaming_port} is not a TCP port")
-    if settings.verify_timeout <= 0:
-        raise ConfigError(
-            f"verify_timeout {settings.verify_timeout} must be a positive number of seconds"
-        )
-    if settings.lock_wait < 0:
-        raise ConfigError(f"lock_wait {settings.lock_wait} must be 0 or more seconds")
-    if not TIME_SPAN_RE.match(settings.routes_sync_interval):
-        raise ConfigError(
-            f"routes_sync_interval {settings.routes_sync_interval!r} is not a time span",
-            hint="Write a number and a unit (30s, 5min, 1h), or off to keep no timer.",
+    if service.num_addresses <= SERVICE_DNS_INDEX:
+        raise setting_error(
+            "service_cidr",
+            f"{service} has {service.num_addresses} addresses; kubeadm gives the "
+            f"cluster DNS the address at index {SERVICE_DNS_INDEX} of it",
+            origin("service_cidr"),
+            "Use a /28 or larger.",
         )
     return settings  # the profile checks its versions (runtimes.load_settings)
 
@@ -191,9 +537,7 @@ def runtime_names() -> List[str]:
     """The runtime profiles: the modules of the runtimes package (found without
     importing them, so the settings layer need not know any profile)."""
     folder = Path(__file__).parent / "runtimes"
-    return sorted(
-        info.name for info in pkgutil.iter_modules([str(folder)]) if info.name != "base"
-    )
+    return sorted(info.name for info in pkgutil.iter_modules([str(folder)]) if info.name != "base")
 
 
 def unknown_runtime(name: str) -> ConfigError:
@@ -210,27 +554,43 @@ def artifact_tables() -> List[Dict[str, Any]]:
     return [table for table in tables if "artifacts" in table and "bases" in table]
 
 
-def _coerce(name: str, value: Any) -> Any:
+def _coerce(name: str, value: Any, origin: Origin = DEFAULT) -> Any:
+    """A raw value (YAML, environment or flag) as the setting's type; ConfigError naming it."""
     default = FIELDS[name].default
+
+    def wrong(problem: str) -> ConfigError:
+        return setting_error(name, problem, origin)
+
     if name in ("mirrors", "checksums", "key_fingerprints"):
         if isinstance(value, str):
-            value = parse_pairs([value], name)
+            value = parse_pairs([value], name, origin)
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{name} must be a mapping of NAME: VALUE")
-        return {str(k): str(v).strip() for k, v in value.items()}
+            raise wrong(f"must be a mapping of NAME: VALUE, not {_shown(value)}")
+        pairs = {}
+        for key, item in value.items():
+            if (
+                not isinstance(key, str)
+                or not isinstance(item, (str, int))
+                or isinstance(item, bool)
+            ):
+                raise wrong(f"{_shown(key)}: {_shown(item)} is not NAME: VALUE (two strings)")
+            pairs[key] = str(item).strip()
+        if name == "checksums":  # sha256sum prints lowercase, some tools uppercase
+            pairs = {key: item.lower() for key, item in pairs.items()}
+        return pairs
     if name in ("allow_unverified", "ignore_preflight_errors"):
         if isinstance(value, str):
             items = value.split(",")
         elif isinstance(value, (list, tuple)):
             items = list(value)
         else:
-            raise ConfigError(
-                f"{name} must be a list of names (or NAME,NAME), not {value!r}",
-                hint=f"Write it like {name}: [Swap, KVM].",
-            )
-        return tuple(str(item).strip() for item in items if str(item).strip())
-    if isinstance(value, (dict, list)) and not isinstance(default, tuple):
-        raise ConfigError(f"{name} must be a single value, not a {type(value).__name__}")
+            raise wrong(f"must be a list of names (or NAME,NAME), not {_shown(value)}")
+        if not all(isinstance(item, str) for item in items):
+            bad = next(item for item in items if not isinstance(item, str))
+            raise wrong(f"{_shown(bad)} is not a name")
+        return tuple(item.strip() for item in items if item.strip())
+    if isinstance(value, (Mapping, list, tuple, set)):
+        raise wrong(f"must be a single value, not {_shown(value)}")
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
@@ -238,13 +598,21 @@ def _coerce(name: str, value: Any) -> Any:
             return True
         if str(value).lower() in ("0", "false", "no", "off", ""):
             return False
-        raise ConfigError(f"{name} must be true or false, not {value!r}")
+        raise wrong(f"must be true or false, not {_shown(value)}")
     if isinstance(default, int):
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise wrong(f"must be a whole number, not {_shown(value)}")
         try:
             return int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
-    return None if value is None else str(value)
+        except (TypeError, ValueError, OverflowError):
+            raise wrong(f"must be a whole number, not {_shown(value)}") from None
+    if value is None:
+        if default is None:
+            return None
+        raise wrong("is empty")
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise wrong(f"must be text, not {_shown(value)} ({type(value).__name__})")
+    return str(value).strip() if isinstance(value, str) else str(value)
 
 
 def split_fingerprints(value: str) -> List[str]:
@@ -252,61 +620,118 @@ def split_fingerprints(value: str) -> List[str]:
     return [f.replace(" ", "").upper() for f in value.split(",") if f.strip()]
 
 
-def parse_pairs(items: List[str], what: str) -> Dict[str, str]:
+def parse_pairs(items: List[str], what: str, origin: Optional[Origin] = None) -> Dict[str, str]:
     """['kubernetes=http://m/k8s', ...] -> {'kubernetes': 'http://m/k8s'}.
 
+    what: the setting (mirrors) or its option's noun (mirror: given as a flag).
     Comma lists are allowed (a=1,b=2); a name given twice collects its values
     comma-separated (for several fingerprints of one key)."""
+    name = what if what in SCHEMA else what + "s"
+    origin = origin or Origin("flag")
     pairs: Dict[str, str] = {}
     for item in items:
         for part in filter(None, (p.strip() for p in item.split(","))):
             key, sep, value = part.partition("=")
-            if not sep or not key or not value:
-                raise ConfigError(f"{what}: expected NAME=VALUE, got {part!r}")
+            if not sep or not key.strip() or not value.strip():
+                raise setting_error(name, f"expected NAME=VALUE, got {_shown(part)}", origin)
             key = key.strip()
             pairs[key] = f"{pairs[key]},{value.strip()}" if key in pairs else value.strip()
     return pairs
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice (it keeps the last one silently)."""
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=False)
+        try:
+            duplicate = key in seen
+        except TypeError:  # an unhashable key; the constructor says what is wrong
+            break
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {_shown(key)} is given twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
+)
+
+
+def parse_yaml(text: str, what: str, path: Path) -> Any:
+    """YAML text; malformed (or too deeply nested) is a ConfigError naming `what`."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  a SafeLoader
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"{what} {path} is not valid YAML: {exc}",
+            hint="Fix the place the message shows (YAML: one 'name: value' a line).",
+        ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{what} {path} nests too deeply to be settings",
+            hint="Settings are one 'name: value' a line.",
+        ) from None
+
+
 def read_yaml(path: Path, what: str) -> Any:
     """A user's YAML file; an unreadable or malformed one is a ConfigError naming `what`."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.is_dir():
+            raise ConfigError(f"{what} {path} is a directory", hint="Give the YAML file inside it.")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+        raise ConfigError(
+            f"cannot read {what} {path}: {exc.strerror}",
+            hint="Give the path of a readable YAML file.",
+        ) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{what} {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB",
+            hint="Is it the right file? Settings are a few lines of YAML.",
+        )
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
-            f"{what} {path} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#x})",
+            f"{what} {path} is not UTF-8 text (byte {exc.start} is {raw[exc.start]:#x})",
             hint="Save it as UTF-8.",
         ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
+    return parse_yaml(text, what, path)
 
 
 def from_file(path: Path, text: Optional[str] = None) -> Dict[str, Any]:
     """The settings in a config file (or in `text`, read from it by the Host)."""
-    if text is None:
-        data = read_yaml(path, "config file")
-    else:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    data = read_yaml(path, "config file") if text is None else parse_yaml(text, "config file", path)
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of settings")
+        raise ConfigError(
+            f"config file {path} must hold a mapping of settings, not {_shown(data)}",
+            hint="Write one 'name: value' a line, e.g. pod_cidr: 10.244.0.0/16.",
+        )
     not_names = [key for key in data if not isinstance(key, str)]
     if not_names:
         raise ConfigError(
-            f"config file {path}: {not_names[0]!r} is not a setting name",
+            f"config file {path}: {_shown(not_names[0])} is not a setting name",
             hint="Keys are setting names, e.g. pod_cidr: 10.244.0.0/16.",
         )
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
+        near = difflib.get_close_matches(unknown[0].lower().replace("-", "_"), FIELDS, n=1)
         raise ConfigError(
-            f"config file {path}: unknown setting(s) {', '.join(unknown)}",
-            hint="Known settings: " + ", ".join(sorted(FIELDS)) + ".",
+            f"config file {path}: unknown setting(s) {', '.join(map(_shown, unknown))}",
+            hint=(f"Did you mean {near[0]}? " if near else "")
+            + "Known settings: "
+            + ", ".join(sorted(FIELDS))
+            + ".",
         )
     return data
 
@@ -365,22 +790,32 @@ def load(
     flags: Optional[Mapping[str, Any]] = None,
     environ: Optional[Mapping[str, str]] = None,
     file_text: Optional[str] = None,
+    flag_names: bool = True,
 ) -> Settings:
     """Merge the layers; mappings (mirrors, checksums) merge key by key.
-    file_text: the config file's content, when the caller has read it."""
+    file_text: the config file's content, when the caller has read it.
+    flag_names: messages name `flags` by their command-line options (else by key)."""
     environ = os.environ if environ is None else environ
     layers = [
-        proxies_from_env(environ),
-        from_file(config_file, file_text) if config_file else {},
-        from_env(environ),
-        {k: v for k, v in (flags or {}).items() if v is not None and v != () and v != {}},
+        (proxies_from_env(environ), Origin("env-proxy")),
+        (
+            from_file(config_file, file_text) if config_file else {},
+            Origin("file", str(config_file)),
+        ),
+        (from_env(environ), Origin("env")),
+        (
+            {k: v for k, v in (flags or {}).items() if v is not None and v != () and v != {}},
+            Origin("flag") if flag_names else DEFAULT,
+        ),
     ]
     merged: Dict[str, Any] = {}
-    for layer in layers:
+    origins: Dict[str, Origin] = {}
+    for layer, origin in layers:
         for name, raw in layer.items():
-            value = _coerce(name, raw)
+            value = _coerce(name, raw, origin)
             if isinstance(value, dict):
                 merged[name] = {**merged.get(name, {}), **value}
             else:
                 merged[name] = value
-    return validate(Settings(**merged))
+            origins[name] = origin
+    return validate(Settings(**merged), origins)

@@ -188,6 +188,18 @@ class Facts:
         return probes.parse_ip_routes(result.stdout)
 
     @cached
+    def ipv4_networks(self) -> List[str]:
+        """The destinations of the kernel's IPv4 routes (links and gateways), but the default."""
+        result = self.host.run(["ip", "-4", "route", "show"], check=False)
+        return probes.parse_route_destinations(result.stdout)
+
+    @cached
+    def ipv4_addresses(self) -> List[str]:
+        """This host's own IPv4 addresses (not loopback's)."""
+        result = self.host.run(["ip", "-4", "route", "show", "table", "local"], check=False)
+        return probes.parse_local_addresses(result.stdout)
+
+    @cached
     def selinux_mode(self) -> Optional[str]:
         enforce = self.host.read_text("/sys/fs/selinux/enforce")
         if enforce is None:

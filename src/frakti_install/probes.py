@@ -167,6 +167,39 @@ def parse_ip_routes(text: str) -> Dict[str, str]:
     return routes
 
 
+def parse_route_destinations(text: str) -> List[str]:
+    """Every destination but the default of `ip -4 route show`: the networks the host
+    reaches on a link or through a gateway."""
+    found = []
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and fields[0] in ROUTE_TYPES:  # "unreachable 10.9.0.0/16", ...
+            fields = fields[1:]
+        if fields and fields[0] != "default":
+            found.append(fields[0])
+    return found
+
+
+# ip-route(8): the TYPE that may come before a route's destination
+ROUTE_TYPES = frozenset(
+    ("unicast", "unreachable", "blackhole", "prohibit", "local", "broadcast", "throw", "nat")
+    + ("anycast", "multicast")
+)
+
+
+# --- ip -4 route show table local -------------------------------------------------
+def parse_local_addresses(text: str) -> List[str]:
+    """The host's own IPv4 addresses: the `local ADDRESS` routes the kernel adds for
+    each, less loopback's range."""
+    found = []
+    for line in text.splitlines():
+        fields = line.split()
+        local = len(fields) >= 2 and fields[0] == "local" and "/" not in fields[1]
+        if local and not fields[1].startswith("127."):
+            found.append(fields[1])
+    return found
+
+
 # --- modinfo -F filename ---------------------------------------------------------
 def parse_modinfo_filename(text: str) -> Optional[str]:
     """The module's file ("(builtin)" for one built into the kernel), or None."""

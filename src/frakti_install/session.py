@@ -29,6 +29,7 @@ from frakti_install.errors import (
 )
 from frakti_install.host import Host
 from frakti_install.steps.kubeadm_join import check_join_settings
+from frakti_install.steps.preflight import check_settings_on_host
 
 log = logging.getLogger("frakti_install")
 
@@ -200,6 +201,7 @@ def use_bundle(settings: Settings, path: Path, workdir: Path) -> Tuple[Settings,
     bundle = Bundle.open(path, workdir)
     probe = new_context(settings)
     bundle.check_compatible(settings.versions, probe.profile.package_format, probe.facts.arch())
+    bundle.verify()  # every artifact's sha256, before the first change
     return apply_to_settings(settings, bundle), bundle.downloader
 
 
@@ -306,6 +308,7 @@ def run(
         ctx = new_context(settings, downloader_factory=downloader_factory)
         ctx.profile  # noqa: B018  an unsupported OS stops here, before any step
         ctx.host.package_guard = ctx.packages.guard(settings.lock_wait)
+        check_settings_on_host(ctx)  # before any step, the lock and the journal
         steps = plan(ctx)
 
         if not dry_run and (trace_only_changes or confirm is not None):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -506,8 +507,15 @@ class SimRunner:
     def cmd_ip(self, argv: List[str]) -> CommandResult:
         if argv[1:3] == ["link", "delete"]:
             (self.p(f"/sys/class/net/{argv[3]}")).rmdir()
+        elif argv[1:] == ["-4", "route", "show", "table", "local"]:
+            return self.ok(argv, "".join(
+                f"local {address} dev {dev} proto kernel scope host src {address}\n"
+                for address, dev in (("127.0.0.1", "lo"), (self.ip, "eth0"))
+            ))  # fmt: skip
         elif argv[1:4] == ["-4", "route", "show"]:
+            network = ipaddress.IPv4Network(f"{self.ip}/24", strict=False)
             lines = ["default via 10.0.0.254 dev eth0"]
+            lines += [f"{network} dev eth0 proto kernel scope link src {self.ip}"]
             lines += [f"{dst} via {via} dev eth0" for dst, via in sorted(self.state.routes.items())]
             return self.ok(argv, "\n".join(lines) + "\n")
         elif argv[1:3] == ["route", "replace"]:

@@ -46,15 +46,15 @@ def test_layers_file_env_flags(tmp_path):
 @pytest.mark.parametrize(
     "flags,message",
     [
-        ({"pod_cidr": "10.244.0.1/16"}, "not a valid IPv4 network"),
+        ({"pod_cidr": "10.244.0.1/16"}, "--pod-cidr: '10.244.0.1/16' is not an IPv4 network"),
         ({"node_subnet": "10.245.1.0/24"}, "not inside pod_cidr"),
-        ({"service_cidr": "10.240.0.0/12"}, "overlaps service_cidr"),
+        ({"service_cidr": "10.240.0.0/12"}, "overlaps pod_cidr 10.244.0.0/16"),
         ({"cgroup_driver": "cgroup"}, "is not one of auto, cgroupfs, systemd"),
-        ({"mirrors": {"dockerhub": "http://x"}}, "unknown mirror kind 'dockerhub'"),
-        ({"mirrors": {"github": "ftp://x"}}, "must be an http(s):// or file:// URL"),
-        ({"checksums": {"frakti": "abc"}}, "not 64 lowercase hex digits"),
-        ({"checksums": {"frak": "a" * 64}}, "unknown artifact 'frak'"),
-        ({"version_set": "1.5"}, "unknown version set '1.5'"),
+        ({"mirrors": {"dockerhub": "http://x"}}, "--mirror: 'dockerhub' is not a mirror kind"),
+        ({"mirrors": {"github": "ftp://x"}}, "--mirror: 'ftp://x' must be an http(s):// URL"),
+        ({"checksums": {"frakti": "abc"}}, "the sha256 for frakti is not 64 hex digits"),
+        ({"checksums": {"frak": "a" * 64}}, "--checksum: 'frak' is not an artifact"),
+        ({"version_set": "1.5"}, "--version-set: '1.5' is not a known version set"),
     ],
 )
 def test_bad_values_are_refused_with_reason(tmp_path, flags, message):

@@ -36,10 +36,11 @@ def load_settings(
     flags: Optional[Mapping[str, Any]] = None,
     environ: Optional[Mapping[str, str]] = None,
     file_text: Optional[str] = None,
+    flag_names: bool = True,
 ) -> Settings:
     """config.load, then the profile's own checks (its versions): everything a
     run needs validated before it changes anything."""
-    settings = config.load(config_file, flags, environ, file_text)
+    settings = config.load(config_file, flags, environ, file_text, flag_names)
     runtime = runtime_for(settings)
     known = {check.name for role in Role for check in runtime.preflight_checks(role)}
     unknown = [

@@ -4,14 +4,18 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
+import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple, Union
 
+from frakti_install.config import SCHEMA
 from frakti_install.constants import ADMIN_CONF, KUBELET_CONF
 from frakti_install.engine import Check, Step
-from frakti_install.errors import MissingChecksum, PreflightFailed
+from frakti_install.errors import ConfigError, MissingChecksum, PreflightFailed
+from frakti_install.steps.cluster import node_name
 from frakti_install.steps.common import outdated_hyper_packages
 
 if TYPE_CHECKING:
@@ -291,3 +295,69 @@ class Preflight(Step):
         if warnings:
             summary += "; warnings: " + " ".join(warnings)
         return Check.ok(summary)
+
+
+# --- settings that depend on this host (made before any step, even the lock) ------
+NODE_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+NETWORK_HINT = (
+    "Pick a range that none of this host's addresses or routes fall in "
+    "('ip -4 addr' and 'ip -4 route' show them)."
+)
+
+
+def _label(key: str) -> str:
+    flag = SCHEMA[key].flag
+    return f"{key} ({flag})" if flag else key
+
+
+def _parsed(values: List[str]) -> List[str]:
+    """The values ipaddress reads (a line iproute2 prints otherwise is no address)."""
+    kept = []
+    for value in values:
+        try:
+            ipaddress.IPv4Network(value, strict=False)
+        except ValueError:
+            continue
+        kept.append(value)
+    return kept
+
+
+def check_settings_on_host(ctx: Context) -> None:
+    """What only this host can tell about the settings: the pod and service ranges
+    clash with none of its addresses and routes, the addresses given are its own,
+    its name can be a node's. Skipped once a cluster is installed here (its bridge
+    and routes are then inside the pod range, by design)."""
+    if ctx.host.exists(ADMIN_CONF) or ctx.host.exists(KUBELET_CONF):
+        return
+    name = node_name(ctx)
+    if len(name) > 253 or not NODE_NAME_RE.match(name):
+        raise PreflightFailed(
+            f"the hostname {ctx.facts.hostname()!r} cannot be a Kubernetes node name "
+            "(a lowercase RFC 1123 name: letters, digits, '-' and '.')",
+            hint="Rename the host, e.g. hostnamectl set-hostname node-1 (and /etc/hosts).",
+        )
+    addresses = [ipaddress.IPv4Address(a) for a in _parsed(ctx.facts.ipv4_addresses())]
+    routes = [ipaddress.IPv4Network(d, strict=False) for d in _parsed(ctx.facts.ipv4_networks())]
+    settings = ctx.settings
+    for key in ("advertise_address", "node_ip"):
+        value = getattr(settings, key)
+        if value and ipaddress.IPv4Address(value) not in addresses:
+            raise ConfigError(
+                f"{_label(key)}: {value} is not an address of this host "
+                f"(it has {', '.join(map(str, addresses)) or 'none'})",
+                hint=SCHEMA[key].hint,
+            )
+    for key in ("pod_cidr", "service_cidr"):
+        network = ipaddress.IPv4Network(getattr(settings, key))
+        for address in addresses:
+            if address in network:
+                raise ConfigError(
+                    f"{_label(key)}: {network} holds this host's address {address}",
+                    hint=NETWORK_HINT,
+                )
+        for route in routes:
+            on_link = any(address in route for address in addresses)
+            if route.subnet_of(network) or (on_link and network.subnet_of(route)):
+                raise ConfigError(
+                    f"{_label(key)}: {network} overlaps the route to {route}", hint=NETWORK_HINT
+                )
