@@ -196,6 +196,17 @@ def _version_problem(value: Optional[str]) -> Problem:
     return f"{value!r} is not a version number"
 
 
+MINOR_RE = re.compile(r"^v[0-9]+\.[0-9]+$")
+
+
+def _kubernetes_version_problem(value: Optional[str]) -> Problem:
+    """A release (v1.35.9), or a minor (v1.35: its latest patch, where the profile
+    keeps a table of minors; the profile refuses a minor it has no table for)."""
+    if value is not None and MINOR_RE.fullmatch(value):
+        return None
+    return _version_problem(value)
+
+
 def _version_set_problem(value: Optional[str]) -> Problem:
     if value is None or value in versions.known_sets():
         return None
@@ -322,7 +333,12 @@ SCHEMA: Dict[str, Rule] = {
     ),
     "version_set": Rule('"1.12"', _version_set_problem, "--version-set"),
     "frakti_version": Rule("v1.12.0", _version_problem, "--frakti-version"),
-    "kubernetes_version": Rule("v1.12.10", _version_problem, "--kubernetes-version"),
+    "kubernetes_version": Rule(
+        "v1.12.10",
+        _kubernetes_version_problem,
+        "--kubernetes-version",
+        "The kata profile also takes a minor (v1.35).",
+    ),
     "hyperd_version": Rule("1.1.0", _version_problem, "--hyperd-version"),
     "kata_version": Rule("3.32.0", _version_problem, "--kata-version"),
     "pod_cidr": Rule(

@@ -62,6 +62,13 @@ def resolve(set_name: Optional[str] = None, **overrides: Optional[str]) -> Versi
             f"unknown version set {name!r}", hint="Known sets: " + ", ".join(sorted(sets)) + "."
         )
     values = dict(sets[name])
+    for key, value in overrides.items():
+        if value and len(parse(value)) < 3:  # a minor: this profile keeps no table of patches
+            raise ConfigError(
+                f"--{key}-version {value!r} is a minor, not a release: the frakti profile installs "
+                "an exact release",
+                hint=f"Give the whole release, like {sets[name][key]}.",
+            )
     values.update({key: value for key, value in overrides.items() if value})
     chosen = VersionSet(**values)
     check_compatible(chosen)

@@ -242,6 +242,20 @@ class SimState:
     iptables: str = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -s 10.9.9.9/32 -j DROP\nCOMMIT\n"
 
 
+def apt_operands(args: Sequence[str]) -> List[str]:
+    """apt-get's package operands: not options, nor the value of -o/-c/-t (apt's
+    CommandLine takes the next word as their argument, wherever they stand)."""
+    operands, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("-o", "-c", "-t"):
+            skip = True
+        elif not arg.startswith("-"):
+            operands.append(arg)
+    return operands
+
+
 class SimRunner:
     READ_ONLY = {
         "dpkg-query",
@@ -383,10 +397,11 @@ class SimRunner:
         return set(distro_packages(*self.system)) | self.repo_offers() | set(self.state.packages)
 
     def package_name(self, item: str) -> str:
-        """The name in an install argument: NAME, NAME=VERSION (apt), NAME-VERSION (yum)."""
+        """The name in an install argument: NAME, NAME=VERSION (apt), NAME-VERSION (yum),
+        NAME-EPOCH:VERSION-GLOB (dnf matches globs in the version: docker-ce-3:2[0-8].*)."""
         if "=" in item:
             return item.split("=", 1)[0]
-        match = re.match(r"^(.+?)-\d[\w.:~+-]*$", item)
+        match = re.match(r"^(.+?)-\d[\w.:~+*?\[\]-]*$", item)
         if match and item not in self.offered():
             return match.group(1)
         return item
@@ -434,10 +449,9 @@ class SimRunner:
     def cmd_apt_get(self, argv: List[str]) -> CommandResult:
         if argv[1] == "update":
             return self.ok(argv)
+        items = apt_operands(argv[2:])
         if argv[1] == "purge":
-            names = [a for a in argv[2:] if not a.startswith("-")]
-            return self.apt_refuses(argv, names) or self._remove(names)
-        items = [a for a in argv[2:] if not a.startswith("-") and "Dpkg::" not in a]
+            return self.apt_refuses(argv, items) or self._remove(items)
         return self.apt_refuses(argv, items) or self._install(items)
 
     def cmd_yum(self, argv: List[str]) -> CommandResult:

@@ -33,6 +33,7 @@ from tests.unit.simhost import (
     SimMachine,
     SimRunner,
     UnitState,
+    apt_operands,
     kernel_modules,
     module_name,
 )
@@ -397,7 +398,7 @@ class KataSimRunner(SimRunner):
             return self.ok(argv)
         if argv[1] != "install":
             return super().cmd_apt_get(argv)
-        items = [a for a in argv[2:] if not a.startswith("-") and "Dpkg::" not in a]
+        items = apt_operands(argv[2:])
         refused = self.apt_refuses(argv, items)
         if refused:
             return refused

@@ -84,12 +84,17 @@ def test_parse_pairs():
         ({"kubernetes": "v1.11.10"}, "works with Kubernetes 1.12.x only"),
         ({"hyperd": "1.0.0"}, "needs hyperd >= 1.1.0"),
         ({"kubernetes": "v1.26.0", "frakti": "v1.26.0"}, "speaks only CRI v1"),
-        ({"frakti": "v0.2"}, "not in the compatibility table"),
+        ({"frakti": "v0.2.0"}, "not in the compatibility table"),
     ],
 )
 def test_incompatible_versions_refused(overrides, message):
     with pytest.raises(IncompatibleVersions, match=message):
         versions.resolve("1.12", **overrides)
+
+
+def test_a_minor_is_refused_where_the_profile_installs_exact_releases():
+    with pytest.raises(ConfigError, match="--kubernetes-version 'v1.12' is a minor"):
+        versions.resolve("1.12", kubernetes="v1.12")
 
 
 def test_every_version_set_is_compatible():

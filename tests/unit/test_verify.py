@@ -482,7 +482,7 @@ def test_status_isolation_facts_start_no_pod(kata):
 # --- settings and parsers ----------------------------------------------------------------------
 def test_verify_settings():
     assert load(environ={"FRAKTI_INSTALL_VERIFY_TIMEOUT": "45"}).verify_timeout == 45
-    with pytest.raises(ConfigError, match="verify_timeout 0 must be a positive"):
+    with pytest.raises(ConfigError, match="verify_timeout: 0 is not between 1 and 86400 seconds"):
         load(flags={"verify_timeout": 0}, environ={})
     from frakti_install import runtimes
 
