@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import pytest
 import testbed
@@ -27,31 +27,43 @@ pytestmark = pytest.mark.e2e
 
 ABORTED = 12
 SESSION = "frakti"
-EXIT_FILE = "/root/interrupted.exit"
 # The step of the frakti plan whose command is the target, and how long into
 # it to press Ctrl-C (apt-get is then unpacking; kubeadm init is waiting).
 TARGETS = (("hyperd", 2.0), ("kubeadm-init", 2.0))
 LEFT_RUNNING = ("apt-get", "dpkg", "kubeadm")
 
 
+def pane_exit(machine: testbed.Machine) -> Optional[int]:
+    """The exit status of the command the tmux pane ran, once it has ended."""
+    shown = machine.run(
+        ["tmux", "display-message", "-p", "-t", SESSION, "#{pane_dead} #{pane_dead_status}"]
+    ).stdout.split()
+    return int(shown[1]) if shown and shown[0] == "1" else None
+
+
 def ctrl_c_during(machine: testbed.Machine, step: str, delay: float) -> int:
     """Start allinone in a tmux terminal, press Ctrl-C `delay` s into `step`;
-    its exit code."""
+    its exit code.
+
+    The installer is the pane's own command, as when typed at an interactive
+    shell (which ignores SIGINT). Not `sh -c 'frakti-install ...; echo $?'`:
+    dash dies of the SIGINT at once, tmux closes the pane, and the hang-up that
+    follows kills the installer while it waits for apt."""
     journal = machine.path(JOURNAL)
     offset = journal.stat().st_size if journal.exists() else 0
-    machine.run(["rm", "-f", EXIT_FILE])
-    command = (
-        f"frakti-install allinone --yes --config {CONFIG_PATH}; echo $? > {EXIT_FILE}"
-    )
-    machine.run(["tmux", "new-session", "-d", "-s", SESSION, "sh", "-c", command])
+    machine.run(
+        ["tmux", "new-session", "-d", "-s", SESSION, "-x", "200", "-y", "50",
+         "frakti-install", "allinone", "--yes", "--config", CONFIG_PATH,
+         ";", "set-option", "-w", "-t", SESSION, "remain-on-exit", "on"]
+    )  # fmt: skip
     started = time.monotonic()
     while step not in journal_steps(journal, offset):
         assert time.monotonic() - started < INSTALL_TIMEOUT, f"step {step} never started"
-        assert not machine.exists(EXIT_FILE), f"the run ended before step {step}"
+        assert pane_exit(machine) is None, f"the run ended before step {step}"
         time.sleep(0.1)
     time.sleep(delay)
     machine.run(["tmux", "send-keys", "-t", SESSION, "C-c"])
-    while not machine.exists(EXIT_FILE):
+    while (code := pane_exit(machine)) is None:
         assert time.monotonic() - started < INSTALL_TIMEOUT, "the interrupted run never ended"
         time.sleep(0.2)
     # the moment the installer exited, nothing it started runs on
@@ -59,7 +71,7 @@ def ctrl_c_during(machine: testbed.Machine, step: str, delay: float) -> int:
         left = machine.run(["pgrep", "-a", "-x", name], check=False).stdout.strip()
         assert not left, f"{name} still runs after the interrupted run: {left}"
     machine.run(["tmux", "kill-server"], check=False)
-    return int(machine.read(EXIT_FILE).decode().strip())
+    return code
 
 
 def test_ctrl_c_in_a_terminal_then_the_next_run_converges(

@@ -7,12 +7,12 @@ Built on tests/e2e/testbed.py (not changed here):
   ping each other), installed with apt-get in a chroot on a copy of it, and
   cached separately under the same cache root (``multinode-*``).
 - ``Lab``: a network namespace this test creates (``fimn-<pid>-<label>``) holding a
-  bridge, ``br0``, with 10.99.0.1/24. Each booted host already has a network
+  bridge, ``br0``, with 192.168.99.1/24. Each booted host already has a network
   namespace of its own (systemd-nspawn --private-network); ``attach()``
   replaces the harness's isolated eth0 with a veth whose other end is on
-  br0, gives the host its address, a default route via 10.99.0.1 (so kubeadm
+  br0, gives the host its address, a default route via 192.168.99.1 (so kubeadm
   and kubelet pick that address), a hostname of its own and /etc/hosts
-  entries for the others. The 10.99.0.0/24 addresses exist only inside those
+  entries for the others. The 192.168.99.0/24 addresses exist only inside those
   namespaces. ``destroy()`` deletes the namespace (and with it br0 and the
   host ends of the veths); namespaces of dead test runs are removed first.
 - ``build_lab_mirror()``: the stand-in mirror, with the kubeadm, kubelet and
@@ -46,8 +46,8 @@ HERE = Path(__file__).resolve().parent
 PATCH = HERE / "standin_multinode.py"
 EXTRA_PACKAGES = ("openssh-server", "iputils-ping")
 NETNS_PREFIX = "fimn-"
-SUBNET = ipaddress.IPv4Network("10.99.0.0/24")
-GATEWAY = "10.99.0.1"
+SUBNET = ipaddress.IPv4Network("192.168.99.0/24")
+GATEWAY = "192.168.99.1"
 CNI_CONF = "/etc/cni/net.d/10-mynet.conf"
 CNI_BIN = "/usr/lib/cni"  # Debian's containernetworking-plugins
 KUBE_PROGRAMS = ("kubeadm", "kubelet", "kubectl")

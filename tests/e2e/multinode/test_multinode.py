@@ -2,10 +2,10 @@
 
 Each host is a systemd-nspawn container (tests/e2e/testbed.py) from the
 harness's image plus openssh-server and iputils-ping (lab.py), on a private
-network: a bridge in a network namespace this test creates, 10.99.0.0/24.
+network: a bridge in a network namespace this test creates, 192.168.99.0/24.
 Kubernetes is the stand-ins' (tests/e2e/standins), extended for several
 hosts by standin_multinode.py: the workers reach the master's stand-in API
-on 10.99.0.10:6443, join with `kubeadm join`, and get their own pod /24.
+on 192.168.99.10:6443, join with `kubeadm join`, and get their own pod /24.
 
 TestByHand: frakti-install on each host as an operator would run it (allinone
 on the master, the line `join-command` prints on the workers, routes).
