@@ -68,7 +68,10 @@ KATA_LAYOUT = {  # runtimes.kata.kata_layout
     "runtime": frozenset({"go", "runtime-rs"}),
     "not_installed?": str,
 }
-KUBERNETES_RELEASE = _strings("minor latest eol source")  # versions.KubernetesRelease
+KUBERNETES_RELEASE = {  # versions.KubernetesRelease
+    **_strings("minor latest eol source"),
+    "cgroup_v1": frozenset({"refused", "allowed"}),
+}
 HASH_FILES = {  # artifacts.Artifacts.published_hash
     "*": {
         "version": str,  # a key of the version set: its value picks the range

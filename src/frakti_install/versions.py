@@ -123,6 +123,7 @@ class KubernetesRelease:
     latest: str  # v1.35.9
     eol: datetime.date
     source: str
+    cgroup_v1_refused: bool = False  # its kubelet exits on a cgroup v1 host (failCgroupV1)
 
     def supported_on(self, day: datetime.date) -> bool:
         """Upstream supports it until the day before its end-of-life date."""
@@ -142,6 +143,7 @@ def kubernetes_releases(table: Dict[str, Any]) -> List[KubernetesRelease]:
             latest=str(row["latest"]),
             eol=datetime.date.fromisoformat(str(row["eol"])),
             source=str(row["source"]),
+            cgroup_v1_refused=row.get("cgroup_v1") == "refused",
         )
         for row in table["releases"]
     ]

@@ -28,6 +28,7 @@ from frakti_install.config import Settings
 from frakti_install.host import CommandResult
 from tests.unit.simhost import (
     KERNEL_RELEASE,
+    OS_RELEASE,
     REPO_PACKAGES,
     SimDownloader,
     SimMachine,
@@ -50,7 +51,27 @@ KATA_SYSTEMS = [
     ("rocky", "9.3"),
     ("almalinux", "9.4"),
     ("rhel", "9.4"),
+    ("debian", "13"),
+    ("ubuntu", "26.04"),
+    ("rocky", "10.0"),
+    ("almalinux", "10.0"),
+    ("rhel", "10.0"),
 ]
+# /etc/os-release of the systems only the kata profile supports (simhost.py has
+# the others); the installer reads ID and VERSION_ID.
+KATA_OS_RELEASE = {
+    ("debian", "13"): 'NAME="Debian GNU/Linux"\nID=debian\nVERSION_ID="13"\n'
+    'PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\n',
+    ("ubuntu", "26.04"): 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID="26.04"\n'
+    'PRETTY_NAME="Ubuntu 26.04 LTS"\n',
+    ("rocky", "10.0"): 'NAME="Rocky Linux"\nID="rocky"\nID_LIKE="rhel centos fedora"\n'
+    'VERSION_ID="10.0"\nPRETTY_NAME="Rocky Linux 10.0 (Red Quartz)"\n',
+    ("almalinux", "10.0"): 'NAME="AlmaLinux"\nID="almalinux"\nID_LIKE="rhel centos fedora"\n'
+    'VERSION_ID="10.0"\nPRETTY_NAME="AlmaLinux 10.0 (Purple Lion)"\n',
+    ("rhel", "10.0"): 'NAME="Red Hat Enterprise Linux"\nID="rhel"\nID_LIKE="centos fedora"\n'
+    'VERSION_ID="10.0"\nPRETTY_NAME="Red Hat Enterprise Linux 10.0 (Coughlan)"\n',
+}
+OS_RELEASE.update(KATA_OS_RELEASE)  # after simhost.SUPPORTED: the frakti tests leave them out
 KUBE_VERSION = "1.35.9"
 KATA_URL = (
     "https://github.com/kata-containers/kata-containers/releases/download/3.32.0/"
@@ -72,6 +93,15 @@ CONTAINERD_RELEASES = {
         "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3",
     ),
     "ubuntu": ((1, 7, 24), "containerd github.com/containerd/containerd 1.7.24 "),
+    # Debian 13's, as the real binary prints it (fixtures/probes/containerd-version/trixie.json)
+    "debian-13": (
+        (1, 7, 24),
+        "containerd github.com/containerd/containerd 1.7.24~ds1 1.7.24~ds1-6+deb13u1",
+    ),
+    # Ubuntu 26.04's containerd 2.2.2 (resolute-updates 2.2.2-0ubuntu1.1); the
+    # words as Debian's 2.x build prints them (fixtures/.../sid.json: module path
+    # .../v2, then the version): Ubuntu's own output is not captured
+    "ubuntu-26.04": ((2, 2, 2), "containerd github.com/containerd/containerd/v2 2.2.2 "),
     "containerd.io": (
         (2, 1, 5),
         "containerd containerd.io v2.1.5 fcd43222d6b07379a4be9786bda52438f0dd16a1",
@@ -726,7 +756,9 @@ class KataSimMachine(SimMachine):
         super().__init__(root, os_id, version, cgroup=cgroup, **kwargs)
         deb = os_id in ("ubuntu", "debian")
         self.kata = KataSimRunner(root, self.state, kwargs.get("ip", "10.0.0.1"), deb=deb)
-        packaged = os_id if deb else "containerd.io"
+        packaged = f"{os_id}-{version}"  # a release of its own, else the family's
+        if packaged not in CONTAINERD_RELEASES:
+            packaged = os_id if deb else "containerd.io"
         self.kata.containerd_release, self.kata.containerd_version_output = CONTAINERD_RELEASES[
             packaged
         ]

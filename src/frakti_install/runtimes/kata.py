@@ -9,7 +9,7 @@ import copy
 import functools
 import re
 from datetime import date
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from frakti_install import datafiles, isolation, versions
 from frakti_install.artifacts import Artifacts
@@ -40,10 +40,12 @@ _KATA_RELEASE = re.compile(r"^\d+\.\d+\.\d+$")
 KATA_RUNTIME_TYPE = "io.containerd.kata.v2"  # containerd's name for Kata's shim v2
 
 
-def kubernetes_release(settings: Settings, data: Dict[str, Any], day: date) -> str:
-    """The patch the packages are pinned to: the setting (a minor means its
-    latest patch) or the default minor's; refused when past its end of life
-    on `day` unless allow_eol."""
+def kubernetes_release(
+    settings: Settings, data: Dict[str, Any], day: date
+) -> Tuple[str, versions.KubernetesRelease]:
+    """The patch the packages are pinned to (the setting, a minor meaning its
+    latest patch, or the default minor's) and its minor's row; refused when
+    past its end of life on `day` unless allow_eol."""
     requested = settings.kubernetes_version or str(data["versions"]["kubernetes"])
     if not requested.startswith("v"):
         requested = "v" + requested
@@ -54,10 +56,7 @@ def kubernetes_release(settings: Settings, data: Dict[str, Any], day: date) -> s
             hint="Pick a supported minor for the kata profile ('frakti-install info' lists them).",
         )
     releases = versions.kubernetes_releases(data["kubernetes"])
-    patch, _ = versions.resolve_kubernetes(
-        requested, releases, day=day, allow_eol=settings.allow_eol
-    )
-    return patch
+    return versions.resolve_kubernetes(requested, releases, day=day, allow_eol=settings.allow_eol)
 
 
 def kata_layout(data: Dict[str, Any], release: str) -> Dict[str, Any]:
@@ -95,7 +94,7 @@ class KataContainersRuntime(Runtime):
     def __init__(self, settings: Settings, day: Optional[date] = None) -> None:
         super().__init__(settings)
         table = datafiles.load(self.table)
-        kubernetes = kubernetes_release(settings, table, day or versions.today())
+        kubernetes, self._release = kubernetes_release(settings, table, day or versions.today())
         kata = settings.kata_version or str(table["versions"]["kata"])
         self._layout = kata_layout(table, kata)
         self._versions = {
@@ -107,13 +106,16 @@ class KataContainersRuntime(Runtime):
     @functools.cached_property
     def data(self) -> Dict[str, Any]:
         """The data file with kata.shim_target and kata.config_path of this
-        release's layout filled in (what the containerd and kata steps read)."""
+        release's layout filled in (what the containerd and kata steps read),
+        and kubernetes.cgroup_v1_refused: the chosen release's kubelet exits on
+        a cgroup v1 host (its kubernetes.releases row)."""
         data = copy.deepcopy(datafiles.load(self.table))
         data["kata"].update(
             shim_target=self._layout["shim_target"],
             config_path=self._layout["config_path"],
             runtime=self._layout["runtime"],
         )
+        data["kubernetes"]["cgroup_v1_refused"] = self._release.cgroup_v1_refused
         return data
 
     def artifacts(

@@ -93,6 +93,34 @@ def _vhost_modules(ctx: Context) -> Optional[str]:
     )
 
 
+def _cgroup_v1(ctx: Context) -> Optional[str]:
+    if ctx.facts.cgroup_version() != 1 or not ctx.runtime.data["kubernetes"]["cgroup_v1_refused"]:
+        return None
+    return (
+        f"the host uses cgroup v1; kubelet {ctx.runtime.kubernetes_version} refuses to start "
+        "on it (failCgroupV1 is true by default from Kubernetes 1.35: cgroup v1 is deprecated)"
+    )
+
+
+def _cgroup_v1_fix(ctx: Context) -> str:
+    boot = (
+        "Boot the host with cgroup v2 (the default of every kata system; with GRUB add "
+        "systemd.unified_cgroup_hierarchy=1 to the kernel command line and reboot)"
+    )
+    allowed = [
+        row["minor"]
+        for row in ctx.runtime.data["kubernetes"]["releases"]
+        if row["cgroup_v1"] != "refused"
+    ]
+    if not allowed:
+        return boot + "."
+    return (
+        f"{boot}, or install a release whose kubelet still runs on cgroup v1: "
+        f"--kubernetes-version {allowed[0]} (add --allow-eol if it is past its end of life; "
+        "'frakti-install info' lists the releases)."
+    )
+
+
 KATA_CHECKS: Tuple[PreflightCheck, ...] = (
     *common("Root", "Systemd", "Swap", "NumCPU", "Mem", "Hostname", "FileExisting", "DiskSpace"),
     PreflightCheck("Arch", _arch, "Use an x86_64 or arm64 host."),
@@ -102,6 +130,7 @@ KATA_CHECKS: Tuple[PreflightCheck, ...] = (
         PORT_HINT,
         worker_probe=lambda ctx: ports_taken(ctx, WORKER_PORTS),
     ),
+    PreflightCheck("CgroupV2", _cgroup_v1, _cgroup_v1_fix),
     PreflightCheck(
         "FraktiProfile",
         _frakti_profile,
