@@ -119,6 +119,7 @@ KATA = Spec(
         "kubernetes": {
             "packages": [str],
             "extra_packages": [str],
+            "repo_dependencies?": [{"package": str, "before": str}],
             "reviewed": str,
             "releases": [KUBERNETES_RELEASE],
         },
@@ -131,6 +132,7 @@ KATA = Spec(
                 "repo": _strings("path template url keyring key_artifact"),
                 "package_spec": str,
                 "install_options": [str],
+                "files_install_options?": [str],
                 "hold": frozenset({"apt-mark", "exclude"}),
             }
         },
