@@ -6,6 +6,8 @@ cache) and writes one ``.tar.gz``::
 
     manifest.json          what is inside, and for which host (format 1)
     artifacts/<sha256>     each artifact's bytes, named by their sum
+    packages/<file>        package files from a package repository (the kata
+                           profile's pkgs.k8s.io .deb/.rpm), under their own names
     wheels/*.whl           frakti-install's own wheel and its dependencies
 
 On the air-gapped host, :meth:`Bundle.open` extracts it safely (or takes an
@@ -13,8 +15,10 @@ already-extracted directory), :meth:`Bundle.check_compatible` says whether it
 fits the host, :func:`apply_to_settings` adds its sums to the settings and
 :meth:`Bundle.downloader` serves the files in place of the network.
 
-OS packages (docker, qemu, socat...) are not in a bundle: they come from the
-host's own (mirrored) OS repositories; the manifest lists them.
+OS packages of the distribution (docker, qemu, containerd...) are not in a
+bundle: they come from the host's own (mirrored) OS repositories; the
+manifest lists them. What differs between runtime profiles (which artifacts,
+which repository packages) is the profile's (Runtime.bundle_*).
 
 Engine code: no UI here.
 """
@@ -33,7 +37,7 @@ import stat
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 from urllib.parse import urlsplit
 
 from frakti_install import __version__, datafiles
@@ -42,7 +46,11 @@ from frakti_install.config import Settings
 from frakti_install.download import Digest, Downloader
 from frakti_install.errors import ChecksumMismatch, ConfigError, DownloadError
 from frakti_install.fsio import CHUNK_SIZE, sha256_of, staged
+from frakti_install.host import Host
+from frakti_install.kubesource import download_repo_packages
 from frakti_install.profiles import identify, profile_for
+from frakti_install.runtimes import Runtime, runtime_class
+from frakti_install.steps.kube_packages import check_signing_key
 from frakti_install.tarsafe import READ_ERRORS, data_filter_refusal, open_stream
 from frakti_install.versions import VersionSet, known_sets
 
@@ -62,6 +70,7 @@ log = logging.getLogger("frakti_install.bundle")
 BUNDLE_FORMAT = 1
 MANIFEST = "manifest.json"
 ARTIFACT_DIR = "artifacts"
+PACKAGE_DIR = "packages"
 WHEEL_DIR = "wheels"
 FILE_MODE = 0o644
 GZIP_LEVEL = 6  # 9 costs much more time on 100s of MB of binaries for ~nothing
@@ -70,6 +79,7 @@ GZIP_LEVEL = 6  # 9 costs much more time on 100s of MB of binaries for ~nothing
 FAMILIES = {"deb": "debian", "rpm": "rhel"}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _CREATE_HINT = "On a connected machine: frakti-install bundle create"
+DEFAULT_RUNTIME = "frakti"  # a manifest without "runtime" (the first bundles) is frakti's
 
 
 # --------------------------------------------------------------------------- what goes in
@@ -135,10 +145,33 @@ def os_packages_for(
 # --------------------------------------------------------------------------- create
 
 
-def _check_resolver(artifacts: Artifacts, fmt: str, arch: str, versions: VersionSet) -> None:
+def _reference(
+    runtime: Optional[Runtime], versions: Mapping[str, str], arch: str, fmt: str
+) -> Artifacts:
+    """What this frakti-install resolves each artifact to, downloading nothing."""
+    if runtime is None:
+        return Artifacts(Settings(), dict(versions), arch, fmt, _no_downloader)
+    return runtime.artifacts(arch, fmt, _no_downloader)
+
+
+def _names(runtime: Optional[Runtime], fmt: str) -> List[str]:
+    return runtime.bundle_artifacts(FAMILIES[fmt]) if runtime else artifact_names(fmt)
+
+
+def _version_dict(versions: Union[VersionSet, Mapping[str, str]]) -> Dict[str, str]:
+    return versions.as_dict() if isinstance(versions, VersionSet) else dict(versions)
+
+
+def _check_resolver(
+    artifacts: Artifacts,
+    fmt: str,
+    arch: str,
+    versions: Mapping[str, str],
+    runtime: Optional[Runtime] = None,
+) -> None:
     """The resolver must resolve for the family, arch and versions the manifest claims."""
-    reference = Artifacts(Settings(), versions, arch, fmt, _no_downloader)
-    for name in reference.names():
+    reference = _reference(runtime, versions, arch, fmt)
+    for name in _names(runtime, fmt):
         got, want = artifacts.get(name).identity, reference.get(name).identity
         if got != want:
             raise ConfigError(
@@ -165,9 +198,11 @@ def create_bundle(
     *,
     family: str,
     arch: str,
-    versions: VersionSet,
+    versions: Union[VersionSet, Mapping[str, str]],
     os_packages: Dict[str, List[str]],
     wheels: Sequence[Path] = (),
+    runtime: Optional[Runtime] = None,
+    host: Optional[Host] = None,
 ) -> Path:
     """Fetch (verified) every artifact and write the bundle at ``output``; returns it.
 
@@ -175,9 +210,14 @@ def create_bundle(
     checksums and cache are the caller's). It carries every artifact of the
     family (whatever system of it installs), and appears atomically: a partial
     bundle is never left at ``output``.
+
+    ``runtime``: the profile whose artifacts and repository packages it
+    carries (None: frakti's table); ``host`` runs the commands that check a
+    signing key and download repository packages (this machine's gpg, apt, dnf).
     """
     fmt = package_format(family)
-    _check_resolver(artifacts, fmt, arch, versions)
+    versions = _version_dict(versions)
+    _check_resolver(artifacts, fmt, arch, versions, runtime)
     output = Path(output)
 
     wheel_names: Dict[str, Path] = {}
@@ -191,16 +231,21 @@ def create_bundle(
 
     entries: Dict[str, Dict[str, str]] = {}
     files: Dict[str, Path] = {}  # arcname -> local file
-    for name in artifact_names(fmt):
+    for name in _names(runtime, fmt):
         artifact = artifacts.get(name)
-        if artifacts.expected(name) is None:  # MissingChecksum when nobody can know it
-            raise ConfigError(
-                f"{name} has no checksum ({artifact.url}); a bundle carries verified files only.",
-                hint=f"Give it with --checksum {name}=SHA256 instead of --allow-unverified.",
-            )
-        local = artifacts.fetch(name)  # verified by whatever upstream publishes (sha512...)
-        # the manifest records the sha256 of the verified file (the cache's name for it)
-        expected = artifacts.sha256(name) or sha256_of(local)
+        if artifact.checksum == "fingerprint" and not artifact.given_sha256:
+            local = _signing_key(artifacts, name, _host(host))
+            expected = sha256_of(local)
+        else:
+            if artifacts.expected(name) is None:  # MissingChecksum when nobody can know it
+                raise ConfigError(
+                    f"{name} has no checksum ({artifact.url}); a bundle carries verified files "
+                    "only.",
+                    hint=f"Give it with --checksum {name}=SHA256 instead of --allow-unverified.",
+                )
+            local = artifacts.fetch(name)  # verified by whatever upstream publishes (sha512...)
+            # the manifest records the sha256 of the verified file (the cache's name for it)
+            expected = artifacts.sha256(name) or sha256_of(local)
         arcname = f"{ARTIFACT_DIR}/{expected}"
         entries[name] = {
             "file": arcname,
@@ -211,22 +256,64 @@ def create_bundle(
         files[arcname] = local
         log.info("bundling %s (%s)", name, artifact.identity)
 
-    manifest = {
+    packages: Dict[str, Dict[str, str]] = {}
+    with tempfile.TemporaryDirectory(prefix="frakti-install-bundle-") as scratch:
+        repo = (
+            runtime.bundle_repo_packages(FAMILIES[fmt], fmt, arch, artifacts) if runtime else None
+        )
+        if repo is not None:
+            key = files[entries[repo.key_artifact]["file"]]
+            found = download_repo_packages(_host(host), repo, key, Path(scratch))
+            for name, path in sorted(found.items()):
+                arcname = f"{PACKAGE_DIR}/{path.name}"
+                packages[name] = {"file": arcname, "sha256": sha256_of(path), "url": repo.url}
+                files[arcname] = path
+                log.info("bundling the package %s (%s)", name, path.name)
+        manifest = _manifest(fmt, arch, versions, entries, packages, os_packages, wheel_names,
+                             runtime)  # fmt: skip
+        for name in sorted(wheel_names):
+            files[f"{WHEEL_DIR}/{name}"] = wheel_names[name]
+        _write_tarball(output, manifest, files)
+    return output
+
+
+def _host(host: Optional[Host]) -> Host:
+    return host if host is not None else Host()
+
+
+def _signing_key(artifacts: Artifacts, name: str, host: Host) -> Path:
+    """The key, downloaded and checked by fingerprint and expiry as the install checks it."""
+    artifact = artifacts.get(name)
+    local = artifacts.downloader().fetch_unverified(artifact.url)
+    with tempfile.TemporaryDirectory(prefix="frakti-install-gpg-") as home:
+        check_signing_key(host, local, artifacts.fingerprints(name), artifact.url, name, home)
+    return local
+
+
+def _manifest(
+    fmt: str,
+    arch: str,
+    versions: Dict[str, str],
+    entries: Dict[str, Dict[str, str]],
+    packages: Dict[str, Dict[str, str]],
+    os_packages: Dict[str, List[str]],
+    wheel_names: Dict[str, Path],
+    runtime: Optional[Runtime],
+) -> Dict[str, Any]:
+    manifest: Dict[str, Any] = {
         "format": BUNDLE_FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tool": f"frakti-install {__version__}",
         "family": fmt,
         "arch": arch,
-        "versions": versions.as_dict(),
+        "runtime": runtime.name if runtime else DEFAULT_RUNTIME,
+        "versions": versions,
         "artifacts": entries,
+        "packages": packages,
         "os_packages": {group: list(names) for group, names in os_packages.items()},
         "wheels": [f"{WHEEL_DIR}/{name}" for name in sorted(wheel_names)],
     }
-    for name in sorted(wheel_names):
-        files[f"{WHEEL_DIR}/{name}"] = wheel_names[name]
-
-    _write_tarball(output, manifest, files)
-    return output
+    return manifest
 
 
 def _write_tarball(output: Path, manifest: Dict[str, Any], files: Dict[str, Path]) -> None:
@@ -402,6 +489,23 @@ class Bundle:
         return dict(self.manifest["versions"])
 
     @property
+    def runtime(self) -> str:
+        return str(self.manifest.get("runtime", DEFAULT_RUNTIME))
+
+    def package_files(self) -> Dict[str, Path]:
+        """Package name -> its file in the bundle (for Context.package_files)."""
+        return {
+            name: self.root.joinpath(*_member_parts(entry["file"]))
+            for name, entry in self.manifest.get("packages", {}).items()
+        }
+
+    def _entries(self) -> List[Tuple[str, Dict[str, str]]]:
+        """Every file the manifest gives a sha256: artifacts, then packages."""
+        return sorted(self.manifest["artifacts"].items()) + sorted(
+            self.manifest.get("packages", {}).items()
+        )
+
+    @property
     def os_packages(self) -> Dict[str, List[str]]:
         return {k: list(v) for k, v in self.manifest.get("os_packages", {}).items()}
 
@@ -413,25 +517,34 @@ class Bundle:
         return {name: entry["sha256"] for name, entry in self.manifest["artifacts"].items()}
 
     def path_of(self, sha256: str) -> Optional[Path]:
-        for entry in self.manifest["artifacts"].values():
+        for _, entry in self._entries():
             if entry["sha256"] == sha256:
                 return self.root / entry["file"]
         return None
 
     def describe(self) -> str:
         v = self.versions
-        return (
-            f"{self.family} packages on {self.arch}, frakti {v.get('frakti')}, "
-            f"Kubernetes {v.get('kubernetes')}, hyperd {v.get('hyperd')}"
-        )
+        shown = ", ".join(f"{key} {value}" for key, value in v.items() if key != "kubernetes_minor")
+        return f"{self.family} packages on {self.arch}, the {self.runtime} profile: {shown}"
 
     # ----------------------------------------------------------------- fit
 
-    def check_compatible(self, versions: VersionSet, family: str, arch: str) -> None:
-        """ConfigError listing every way the bundle does not fit this host's install."""
+    def check_compatible(
+        self,
+        versions: Union[VersionSet, Mapping[str, str]],
+        family: str,
+        arch: str,
+        runtime: Optional[Runtime] = None,
+    ) -> None:
+        """ConfigError listing every way the bundle does not fit this host's install.
+
+        ``runtime``: the profile that installs (None: frakti's table, ``versions``)."""
         fmt = package_format(family)
-        wanted = versions.as_dict()
+        wanted = runtime.versions if runtime else _version_dict(versions)
         problems: List[str] = []
+        profile = runtime.name if runtime else DEFAULT_RUNTIME
+        if self.runtime != profile:
+            problems.append(f"it was made for the {self.runtime} profile, not {profile}")
         if self.family != fmt:
             problems.append(
                 f"it was made for {self.family} packages ({FAMILIES.get(self.family, '?')} "
@@ -450,9 +563,9 @@ class Bundle:
             # Same family, arch and versions: each artifact must be the one this
             # version of frakti-install would download (e.g. a bundle from a tool
             # version whose URL layout differs).
-            reference = Artifacts(Settings(), versions, arch, fmt, _no_downloader)
+            reference = _reference(runtime, wanted, arch, fmt)
             artifacts = self.manifest["artifacts"]
-            for name in artifact_names(fmt):
+            for name in _names(runtime, fmt):
                 entry = artifacts.get(name)
                 if entry is None:
                     problems.append(f"it has no {name}")
@@ -461,12 +574,16 @@ class Bundle:
                         f"its {name} is {entry['identity']}, this install needs "
                         f"{reference.get(name).identity}"
                     )
+        if not problems and runtime is not None:
+            carried = set(self.manifest.get("packages", {}))
+            repo = runtime.bundle_repo_packages(FAMILIES[fmt], fmt, arch, reference)
+            lacking = [name for name in (repo.names if repo else ()) if name not in carried]
+            if lacking:
+                problems.append(f"it has no package file of {', '.join(lacking)}")
         if not problems:
             return
-        hint = (
-            f"{_CREATE_HINT} --family {fmt} --arch {arch} {_version_flags(wanted)}, "
-            "then use that bundle."
-        )
+        flags = (runtime.bundle_version_flags() if runtime else None) or _version_flags(wanted)
+        hint = f"{_CREATE_HINT} --family {fmt} --arch {arch} {flags}, then use that bundle."
         only_versions = len(problems) == 1 and bool(differing)
         if only_versions:
             own = _version_flags(self.versions)
@@ -482,7 +599,7 @@ class Bundle:
         differs): a tampered bundle is refused before the first change, not half-way
         through an install. The downloader then serves them without hashing again."""
         downloader = self.downloader()
-        for name, entry in sorted(self.manifest["artifacts"].items()):
+        for name, entry in self._entries():
             if entry["sha256"] in downloader.verified:
                 continue
             path = self.root.joinpath(*_member_parts(entry["file"]))
@@ -567,10 +684,14 @@ def _load_manifest(root: Path, source: Path) -> Dict[str, Any]:
         raise _garbled(source, f"family {data.get('family')!r} is not deb or rpm")
     if not isinstance(data.get("arch"), str) or not data["arch"]:
         raise _garbled(source, "no arch")
+    runtime = data.setdefault("runtime", DEFAULT_RUNTIME)
+    try:
+        runtime_class(str(runtime))
+    except ConfigError:
+        raise _garbled(source, f"runtime {runtime!r} is not a runtime profile") from None
     versions = data.get("versions")
-    fields = {f.name for f in dataclasses.fields(VersionSet)}
-    if not isinstance(versions, dict) or not fields <= set(versions):
-        raise _garbled(source, "versions missing or incomplete")
+    if not isinstance(versions, dict) or not versions:
+        raise _garbled(source, "versions missing")
     if not all(isinstance(v, str) for v in versions.values()):
         raise _garbled(source, "versions must be strings")
     artifacts = data.get("artifacts")
@@ -584,6 +705,17 @@ def _load_manifest(root: Path, source: Path) -> Dict[str, Any]:
         if not _HEX64.match(entry["sha256"]):
             raise _garbled(source, f"artifact {name!r}: sha256 {entry['sha256']!r} is invalid")
         _require_file(root, source, entry["file"], f"artifact {name}")
+    carried = data.setdefault("packages", {})
+    if not isinstance(carried, dict):
+        raise _garbled(source, "packages must map package names to files")
+    for name, entry in carried.items():
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(key), str) for key in ("file", "sha256")
+        ):
+            raise _garbled(source, f"package {name!r} needs file and sha256")
+        if not _HEX64.match(entry["sha256"]):
+            raise _garbled(source, f"package {name!r}: sha256 {entry['sha256']!r} is invalid")
+        _require_file(root, source, entry["file"], f"package {name}")
     packages = data.setdefault("os_packages", {})
     if not isinstance(packages, dict) or not all(
         isinstance(v, list) and all(isinstance(p, str) for p in v) for v in packages.values()
@@ -611,7 +743,7 @@ def _require_file(root: Path, source: Path, relative: str, what: str) -> None:
 
 def apply_to_settings(settings: Settings, bundle: Bundle) -> Settings:
     """Settings whose checksums include the bundle's; a sum the user gave must agree."""
-    known = set(datafiles.load("artifacts")["artifacts"])
+    known = set(datafiles.load(runtime_class(bundle.runtime).table)["artifacts"])
     merged = {name: value for name, value in bundle.checksums().items() if name in known}
     for name, given in settings.checksums.items():
         carried = merged.get(name)

@@ -564,12 +564,16 @@ def bundle_create(
     hyperd_version: Optional[str] = HyperdVersionOpt,
     mirror: Optional[List[str]] = MirrorOpt,
     checksum: Optional[List[str]] = ChecksumOpt,
+    runtime: Optional[str] = RuntimeOpt,
+    kata_version: Optional[str] = KataVersionOpt,
+    allow_eol: Optional[bool] = AllowEolOpt,
 ) -> None:
     """Download and verify every artifact into one tarball, on a connected machine."""
     flags = _flags(
         version_set=version_set, frakti_version=frakti_version,
         kubernetes_version=kubernetes_version, hyperd_version=hyperd_version,
-        mirrors=mirror, checksums=checksum,
+        mirrors=mirror, checksums=checksum, runtime=runtime, kata_version=kata_version,
+        allow_eol=allow_eol,
     )  # fmt: skip
 
     def _create() -> None:
@@ -577,7 +581,7 @@ def bundle_create(
         package_format = bundle.package_format(family)  # deb | rpm (debian | rhel too)
         settings = session.load_settings(config, flags)
         runtime = session.bundled_runtime(settings)
-        name = f"frakti-bundle-{package_format}-{arch}-{settings.versions.frakti}.tar.gz"
+        name = f"frakti-bundle-{runtime.name}-{package_format}-{arch}.tar.gz"
         target = output or Path(name)
         display = console.StepProgress(dry_run=False)
         with display:
@@ -585,8 +589,10 @@ def bundle_create(
                 arch, package_format, console.downloader_factory(settings, display)
             )
             written = bundle.create_bundle(
-                target, artifacts, family=package_format, arch=arch, versions=settings.versions,
-                os_packages=bundle.os_packages_for(package_format),
+                target, artifacts, family=package_format, arch=arch, versions=runtime.versions,
+                os_packages=runtime.bundle_os_packages(bundle.FAMILIES[package_format])
+                or bundle.os_packages_for(package_format),
+                runtime=runtime,
                 wheels=sorted(wheels.glob("*.whl")) if wheels else (),
             )  # fmt: skip
         typer.echo(f"wrote {written}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 from frakti_install.artifacts import Artifacts, InstalledRecord
 from frakti_install.config import Settings
@@ -35,6 +35,8 @@ class Context:
     host: Host
     settings: Settings
     downloader_factory: Optional[Callable[[], Downloader]] = None
+    # package name -> its file, verified: the OS packages an offline bundle carries
+    package_files: Dict[str, Path] = field(default_factory=dict)
     facts: Facts = field(init=False)
 
     def __post_init__(self) -> None:

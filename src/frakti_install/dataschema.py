@@ -122,6 +122,7 @@ KATA = Spec(
         "kubernetes": {
             "packages": [str],
             "extra_packages": [str],
+            "repo_dependencies?": [{"package": str, "before": str}],
             "reviewed": str,
             "releases": [KUBERNETES_RELEASE],
         },
@@ -134,6 +135,7 @@ KATA = Spec(
                 "repo": _strings("path template url keyring key_artifact"),
                 "package_spec": str,
                 "install_options": [str],
+                "files_install_options?": [str],
                 "hold": frozenset({"apt-mark", "exclude"}),
             }
         },

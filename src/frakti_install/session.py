@@ -12,7 +12,7 @@ import tempfile
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence
 
 from frakti_install import config, joining, plans, runtimes
 from frakti_install.config import Settings
@@ -193,16 +193,30 @@ def bundled_runtime(settings: Settings) -> runtimes.Runtime:
     return runtimes.runtime_for(settings)
 
 
-def use_bundle(settings: Settings, path: Path, workdir: Path) -> Tuple[Settings, Callable[[], Any]]:
-    """Settings and a downloader that take every artifact from an offline bundle."""
+@dataclass(frozen=True)
+class BundleUse:
+    """What a run takes from an offline bundle."""
+
+    settings: Settings  # with the bundle's checksums
+    downloader_factory: Callable[[], Any]  # serves its artifacts, nothing from the network
+    package_files: Dict[str, Path]  # package name -> its verified file
+
+
+def use_bundle(
+    settings: Settings, path: Path, workdir: Path, host: Optional[Host] = None
+) -> BundleUse:
+    """Settings, a downloader and package files that take everything from an
+    offline bundle, every file of it verified (before the first change)."""
     from frakti_install.bundle import Bundle, apply_to_settings
 
-    bundled_runtime(settings)
+    runtime = bundled_runtime(settings)
     bundle = Bundle.open(path, workdir)
-    probe = new_context(settings)
-    bundle.check_compatible(settings.versions, probe.profile.package_format, probe.facts.arch())
-    bundle.verify()  # every artifact's sha256, before the first change
-    return apply_to_settings(settings, bundle), bundle.downloader
+    probe = new_context(settings) if host is None else Context(host=host, settings=settings)
+    bundle.check_compatible(
+        settings.versions, probe.profile.package_format, probe.facts.arch(), runtime
+    )
+    bundle.verify()  # every artifact's and package file's sha256, before the first change
+    return BundleUse(apply_to_settings(settings, bundle), bundle.downloader, bundle.package_files())
 
 
 # --- running ---------------------------------------------------------------------
@@ -302,10 +316,14 @@ def run(
 
         if not (dry_run or trace_only_changes):
             log_to_file()
+        package_files: Dict[str, Path] = {}
         if bundle is not None:
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="frakti-install-"))
-            settings, downloader_factory = use_bundle(settings, bundle, Path(workdir))
+            used = use_bundle(settings, bundle, Path(workdir))
+            settings, downloader_factory = used.settings, used.downloader_factory
+            package_files = used.package_files
         ctx = new_context(settings, downloader_factory=downloader_factory)
+        ctx.package_files = package_files
         ctx.profile  # noqa: B018  an unsupported OS stops here, before any step
         ctx.host.package_guard = ctx.packages.guard(settings.lock_wait)
         check_settings_on_host(ctx)  # before any step, the lock and the journal

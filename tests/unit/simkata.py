@@ -33,6 +33,7 @@ from tests.unit.simhost import (
     SimDownloader,
     SimMachine,
     SimRunner,
+    SimState,
     UnitState,
     apt_operands,
     kernel_modules,
@@ -217,7 +218,7 @@ class KataSimDownloader(SimDownloader):
     def content(url: str) -> bytes:
         if url.endswith(".tar.zst"):
             return kata_tarball()
-        if url.endswith("Release.key"):
+        if url.endswith(("Release.key", "repomd.xml.key")):  # deb, rpm: the same OBS key
             return signing_key()
         return SimDownloader.content(url)
 
@@ -465,7 +466,9 @@ class KataSimRunner(SimRunner):
     def _install_all(self, items: List[str]) -> CommandResult:
         for item in items:
             name, version = self._spec(item)
-            if "/" in item:
+            if "/" in item and package_file_name(item)[0] in PACKAGE_FILES:
+                name, version = package_file_name(item)  # a bundle's .deb/.rpm: as by name
+            elif "/" in item:
                 super()._install([item])
                 continue
             self.state.packages[name] = version
@@ -790,3 +793,114 @@ class KataSimMachine(SimMachine):
         files["#containerd-loaded"] = json.dumps(self.kata.containerd_loaded, sort_keys=True)
         files["#versions"] = json.dumps(self.state.packages, sort_keys=True)
         return files
+
+
+# --- the Kubernetes package repository as a connected machine sees it ------------
+# What pkgs.k8s.io's v1.35 repository offers (the sim's): name -> deb version; the
+# rpm's release is 150500.1.1 instead of 1.1.
+REPO_VERSIONS = {
+    "kubelet": "1.35.9-1.1",
+    "kubeadm": "1.35.9-1.1",
+    "kubectl": "1.35.9-1.1",
+    "kubernetes-cni": "1.7.1-1.1",
+    "cri-tools": "1.35.0-1.1",
+}
+
+
+def package_file_name(path: str) -> Tuple[str, str]:
+    """NAME_VERSION_ARCH.deb / NAME-VERSION-RELEASE.ARCH.rpm -> (name, version)."""
+    base = os.path.basename(path)
+    if base.endswith(".deb"):
+        name, version, _ = base.split("_")
+        return name, version
+    name, version, release = base[: -len(".rpm")].rsplit("-", 2)
+    return name, f"{version}-{release.rsplit('.', 1)[0]}"
+
+
+def repo_package_bytes(filename: str) -> bytes:
+    return f"package file {filename} of the sim's pkgs.k8s.io\n".encode()
+
+
+class ConnectedRunner(KataSimRunner):
+    """A connected machine making a kata bundle: gpg, and apt-get/dnf against the
+    sim's pkgs.k8s.io. apt-get download writes NAME_VERSION_ARCH.deb into the
+    current directory (apt-get(8): "download the given binary package into the
+    current directory"); dnf download writes into --destdir. Both refuse to run
+    before the repository is known and signed with the key given."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, SimState(), deb=True)
+        self.cwd: Optional[str] = None
+        self.updated: Optional[str] = None  # the sources list apt last updated from
+        self.served: List[str] = []  # the package files written
+
+    @staticmethod
+    def _apt_options(argv: Sequence[str]) -> Dict[str, str]:
+        return dict(
+            argv[i + 1].split("=", 1) for i, arg in enumerate(argv) if arg == "-o"
+        )
+
+    def cmd_env(self, argv: List[str]) -> CommandResult:
+        rest = list(argv[1:])
+        if rest and rest[0].startswith("--chdir="):
+            self.cwd = rest.pop(0).split("=", 1)[1]
+        try:
+            return self(rest, None, None, None)
+        finally:
+            self.cwd = None
+
+    def cmd_apt_get(self, argv: List[str]) -> CommandResult:
+        options = self._apt_options(argv)
+        words = apt_operands(argv[1:])
+        sources = Path(options.get("Dir::Etc::SourceList", "/etc/apt/sources.list"))
+        if words[0] == "update":
+            text = sources.read_text() if sources.exists() else ""
+            keyring = re.search(r"signed-by=(\S+)\]", text)
+            if not keyring or not Path(keyring.group(1)).read_bytes().startswith(b"\x99binary:"):
+                return self.fail(argv, "W: GPG error: ... NO_PUBKEY 234654DA9A296436\n", 100)
+            self.updated = text
+            return self.ok(argv)
+        if words[0] != "download":
+            return self.fail(argv, "unsupported in the simulation")
+        if not self.updated or "pkgs.k8s.io/core:/stable:/v1.35/deb/" not in self.updated:
+            return self.fail(argv, f"E: Unable to locate package {words[1]}\n", 100)
+        arch = options.get("APT::Architecture", "amd64")
+        wanted = []
+        for spec in words[1:]:
+            name, _, version = spec.partition("=")
+            if name not in REPO_VERSIONS:
+                return self.fail(argv, f"E: Unable to locate package {name}\n", 100)
+            if version and version != REPO_VERSIONS[name]:
+                return self.fail(argv, f"E: Version '{version}' for '{name}' was not found\n", 100)
+            wanted.append(f"{name}_{REPO_VERSIONS[name]}_{arch}.deb")
+        assert self.cwd, "apt-get download writes into the current directory"
+        for filename in wanted:
+            Path(self.cwd, filename).write_bytes(repo_package_bytes(filename))
+            self.served.append(filename)
+        return self.ok(argv)
+
+    def cmd_dnf(self, argv: List[str]) -> CommandResult:
+        if "download" not in argv:
+            return self.fail(argv, "unsupported in the simulation")
+        settings = dict(
+            a[len("--setopt="):].split("=", 1) for a in argv if a.startswith("--setopt=")
+        )
+        repo = Path(settings["reposdir"], "kubernetes.repo")
+        text = repo.read_text() if repo.exists() else ""
+        key = re.search(r"gpgkey=file://(\S+)", text)
+        if "pkgs.k8s.io/core:/stable:/v1.35/rpm/" not in text or not key:
+            return self.fail(argv, "Error: Unknown repo: 'kubernetes'\n")
+        dest = next(a.split("=", 1)[1] for a in argv if a.startswith("--destdir="))
+        arch = next(a.split("=", 1)[1] for a in argv if a.startswith("--forcearch="))
+        specs = argv[argv.index("download") + 1:]
+        for spec in (s for s in specs if not s.startswith("-")):
+            match = re.match(r"^(.+?)(?:-(\d[\d.]*))?$", spec)
+            assert match
+            name, version = match.group(1), match.group(2)
+            offered = REPO_VERSIONS.get(name, "")
+            if not offered or (version and not offered.startswith(version + "-")):
+                return self.fail(argv, f"No package {spec} available.\nError: No packages found\n")
+            filename = f"{name}-{REPO_VERSIONS[name].split('-')[0]}-150500.1.1.{arch}.rpm"
+            Path(dest, filename).write_bytes(repo_package_bytes(filename))
+            self.served.append(filename)
+        return self.ok(argv)

@@ -114,7 +114,7 @@ CASES = {
         "kata",
         _set("families/debian/repo/key_artifact", "kubernetes-key"),
         "data file kata.yaml: families.debian.repo.key_artifact: 'kubernetes-key' is not one "
-        "of artifacts: kata, kubernetes-apt-key",
+        "of artifacts: kata, kubernetes-apt-key, kubernetes-rpm-key",
     ),
     "override of no such key": (
         "profiles",

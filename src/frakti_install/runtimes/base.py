@@ -16,7 +16,7 @@ from frakti_install import datafiles
 from frakti_install.artifacts import Artifacts
 from frakti_install.config import Settings
 from frakti_install.isolation import IsolationCheck, PodShape
-from frakti_install.kubesource import KubernetesSource
+from frakti_install.kubesource import KubernetesSource, RepoPackages
 from frakti_install.steps.preflight import PreflightCheck, Role
 
 if TYPE_CHECKING:
@@ -72,6 +72,27 @@ class Runtime(ABC):
         return Artifacts(
             self.settings, self.versions, arch, package_format, downloader_factory, self.table
         )
+
+    # --- what an offline bundle carries (bundle.py) -------------------------
+    def bundle_artifacts(self, family: str) -> List[str]:
+        """The artifacts a bundle for hosts of this family ("debian", "rhel") holds."""
+        return list(self.data["artifacts"])
+
+    def bundle_os_packages(self, family: str) -> Optional[Dict[str, List[str]]]:
+        """The OS packages the install takes from the distribution (listed in
+        the manifest, not carried); None: the family's table in profiles.yaml."""
+        return None
+
+    def bundle_repo_packages(
+        self, family: str, package_format: str, arch: str, artifacts: Artifacts
+    ) -> Optional[RepoPackages]:
+        """The package files a bundle carries from a package repository, if any."""
+        return None
+
+    def bundle_version_flags(self) -> Optional[str]:
+        """The flags that install this profile's versions (a bundle's hint);
+        None: the version-set flags."""
+        return None
 
     # --- how kubelet reaches it --------------------------------------------
     @property

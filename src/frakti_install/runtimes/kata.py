@@ -15,7 +15,7 @@ from frakti_install import datafiles, isolation, versions
 from frakti_install.artifacts import Artifacts
 from frakti_install.errors import ConfigError, UnsupportedOS
 from frakti_install.isolation import IsolationCheck, PodShape
-from frakti_install.kubesource import KubernetesSource, PackageRepository
+from frakti_install.kubesource import KubernetesSource, PackageRepository, RepoPackages
 from frakti_install.runtimes.base import Runtime
 from frakti_install.steps.containerd import (
     Containerd,
@@ -90,6 +90,7 @@ class KataContainersRuntime(Runtime):
     name = "kata"
     cri_name = "containerd (kata profile)"
     table = TABLE
+    offline_bundles = True
 
     def __init__(self, settings: Settings, day: Optional[date] = None) -> None:
         super().__init__(settings)
@@ -133,6 +134,51 @@ class KataContainersRuntime(Runtime):
     @property
     def kubernetes(self) -> KubernetesSource:
         return PackageRepository()
+
+    # --- offline bundles ----------------------------------------------------------
+    def bundle_artifacts(self, family: str) -> List[str]:
+        """The kata tarball (runtime-rs needs nothing from 4.1's kata-go-static)
+        and the repository's signing key."""
+        key = str(self.data["families"][family]["repo"]["key_artifact"])
+        return ["kata", *([key] if key else [])]
+
+    def bundle_os_packages(self, family: str) -> Optional[Dict[str, List[str]]]:
+        values = self.data["families"][family]
+        kube_deps = datafiles.load("profiles")["families"][family]["packages"]["kube_deps"]
+        return {
+            "containerd": list(values["containerd_packages"]),
+            "kubernetes_repo": list(values["repo_packages"]),
+            "kube_deps": list(kube_deps),
+        }
+
+    def bundle_repo_packages(
+        self, family: str, package_format: str, arch: str, artifacts: Artifacts
+    ) -> Optional[RepoPackages]:
+        """kubelet, kubeadm, kubectl pinned as KubePackages pins them, the extra
+        packages, and what they require from the repository in this minor."""
+        values = self.data["families"][family]
+        kubernetes = self.data["kubernetes"]
+        version = self.kubernetes_version.lstrip("v")
+        release = versions.parse(self.kubernetes_version)
+        specs = [str(values["package_spec"]).format(name=n, version=version)
+                 for n in kubernetes["packages"]]  # fmt: skip
+        specs += list(kubernetes["extra_packages"])
+        specs += [
+            str(dep["package"])
+            for dep in kubernetes.get("repo_dependencies", ())
+            if release < versions.parse(str(dep["before"]))
+        ]
+        url = str(values["repo"]["url"]).format(
+            base=artifacts.base_url("kubernetes-pkgs"), **self.versions
+        )
+        key = str(values["repo"]["key_artifact"])
+        return RepoPackages(package_format, url, key, tuple(specs), arch)
+
+    def bundle_version_flags(self) -> Optional[str]:
+        return (
+            f"--runtime {self.name} --kubernetes-version {self.kubernetes_version} "
+            f"--kata-version {self._versions['kata']}"
+        )
 
     @property
     def cri_socket(self) -> str:
