@@ -508,6 +508,53 @@ def reset(
 
 
 @app.command()
+def upgrade(
+    config: Optional[Path] = InstalledConfigOpt,
+    kubernetes_version: Optional[str] = typer.Option(
+        None,
+        "--kubernetes-version",
+        help="vX.Y (its latest patch) or vX.Y.Z; default: the latest patch of the running "
+        "minor (master) or the control plane's release (worker).",
+    ),
+    kata_version: Optional[str] = KataVersionOpt,
+    allow_eol: Optional[bool] = AllowEolOpt,
+    dry_run: bool = DryRunOpt,
+    yes: bool = YesOpt,
+    as_json: bool = JsonOpt,
+    verbose: int = VerboseOpt,
+) -> None:
+    """Move this node to a newer Kubernetes (and Kata), the way kubeadm's upgrade guide says."""
+
+    def _upgrade() -> None:
+        from frakti_install import console, plans, session
+        from frakti_install import upgrade as upgrading
+
+        recorded = session.installed_settings(config)
+        if allow_eol:
+            recorded = dataclasses.replace(recorded, allow_eol=True)
+        probe = session.new_context(recorded)
+        if not dry_run:
+            session.require_root(probe, "frakti-install upgrade")
+        session.require_install(probe)  # nothing installed, or an unfinished install: at once
+        settings, nothing = upgrading.target_settings(
+            recorded, probe, kubernetes_version, kata_version
+        )
+        if nothing is not None:
+            if as_json:
+                typer.echo(json.dumps({"ok": True, "changed": False, "nothing_newer": nothing}))
+            else:
+                console.out.print(nothing, markup=False, highlight=False)
+            return
+        _run(
+            lambda ctx: plans.upgrade(ctx.runtime), settings, command="upgrade",
+            dry_run=dry_run, yes=yes, as_json=as_json, verbose=verbose,
+            question="Upgrade this node?",
+        )  # fmt: skip
+
+    _guard(_upgrade, as_json=as_json)
+
+
+@app.command()
 def info(config: Optional[Path] = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """What frakti-install sees on this host (read-only; works on any Linux)."""
 

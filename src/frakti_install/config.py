@@ -53,6 +53,8 @@ class Settings:
     lock_wait: int = 60  # seconds a run waits for another one to finish
     verify_timeout: int = 180  # seconds `verify` waits for its pods to run and finish
     verify_image: str = ""  # the image of verify's pods ("" = the profile's, pinned by digest)
+    drain_timeout: int = 300  # seconds `upgrade` lets `kubectl drain` evict this node's pods
+    drain_delete_emptydir_data: bool = False  # drain evicts pods with emptyDir volumes too
     mirrors: Dict[str, str] = field(default_factory=dict)
     checksums: Dict[str, str] = field(default_factory=dict)
     # OpenPGP fingerprints to trust for a signing key (a mirror that signs with its own key)
@@ -371,6 +373,10 @@ SCHEMA: Dict[str, Rule] = {
     ),
     "lock_wait": Rule("60", _seconds_problem(0)),
     "verify_timeout": Rule("180", _seconds_problem(1)),
+    "drain_timeout": Rule("300", _seconds_problem(1), hint="kubectl drain --timeout, in seconds."),
+    "drain_delete_emptydir_data": Rule(
+        "true", hint="kubectl drain --delete-emptydir-data: their emptyDir data is lost."
+    ),
     "verify_image": Rule(
         "registry.example/busybox@sha256:<64 hex digits>",
         _plain_problem,

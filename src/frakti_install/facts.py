@@ -330,6 +330,32 @@ class Facts:
             return None
 
     @cached
+    def server_version(self, kubeconfig: str) -> Optional[str]:
+        """The API server's gitVersion (`kubectl version -o json`), or None when it
+        cannot be asked."""
+        if not (self.host.which("kubectl") and self.host.exists(kubeconfig)):
+            return None
+        result = self.host.run(
+            ["kubectl", "--kubeconfig", kubeconfig, "version", "-o", "json"],
+            check=False,
+            timeout=30,
+        )
+        try:
+            answer = json.loads(result.stdout) if result.stdout.strip() else {}
+        except ValueError:
+            return None
+        version = (answer.get("serverVersion") or {}).get("gitVersion")
+        return str(version) if version else None
+
+    @cached
+    def kubeadm_version(self) -> Optional[str]:
+        """`kubeadm version -o short` (v1.36.4), or None without a kubeadm that answers."""
+        if not self.host.which("kubeadm"):
+            return None
+        result = self.host.run(["kubeadm", "version", "-o", "short"], check=False, timeout=30)
+        return result.stdout.strip() or None if result.ok else None
+
+    @cached
     def runtime_class(self, kubeconfig: str, name: str) -> Optional[Dict[str, Any]]:
         """The RuntimeClass, or None when it is absent or the API cannot be asked."""
         if not (self.host.exists(kubeconfig) and self.host.which("kubectl")):

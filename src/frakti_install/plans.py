@@ -28,6 +28,15 @@ from frakti_install.steps.routes import Routes
 from frakti_install.steps.routes_sync import RoutesSync
 from frakti_install.steps.selinux import Selinux
 from frakti_install.steps.swap import Swap
+from frakti_install.steps.upgrade import (
+    Drain,
+    KubeadmPackage,
+    KubeadmUpgrade,
+    KubeletPackages,
+    RestartKubelet,
+    Uncordon,
+    UpgradeSkew,
+)
 
 
 def node_stack(runtime: Runtime) -> List[Step]:
@@ -87,4 +96,22 @@ def reset(runtime: Runtime, purge: bool = False) -> List[Step]:
         RestoreFiles(),
         PurgePackages(purge),
         Forget(),
+    ]
+
+
+def upgrade(runtime: Runtime) -> List[Step]:
+    """One node, in the order of kubeadm's "Upgrading kubeadm clusters"."""
+    kubernetes = runtime.kubernetes
+    return [
+        UpgradeSkew(),
+        *kubernetes.repo_steps(),  # the new minor's repository first
+        KubeadmPackage(),
+        KubeadmUpgrade(),
+        Drain(),
+        *runtime.upgrade_steps(),  # the runtime's newer release, while the node is drained
+        KubeletPackages(),
+        RestartKubelet(),
+        NodeReady(),
+        Uncordon(),
+        RecordSettings(),  # status, routes and reset judge the host by the new versions
     ]

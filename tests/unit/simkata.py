@@ -368,6 +368,7 @@ class KataSimRunner(SimRunner):
         self.apt_index = ""  # the kubernetes.list apt saw at its last update
         self.holds: List[str] = []
         self.runtime_classes: Dict[str, Dict[str, Any]] = {}
+        self.node_upgrades: List[str] = []  # the kubeadm release of each `kubeadm upgrade node`
         self.containerd_loaded: Optional[Dict[str, Any]] = None  # as it last (re)started
         # the release `containerd --version` prints (KataSimMachine sets it per system)
         self.containerd_release, self.containerd_version_output = CONTAINERD_RELEASES["debian"]
@@ -396,7 +397,11 @@ class KataSimRunner(SimRunner):
             return False
         if list(argv) == ["containerd", "--version"]:
             return False
-        if argv[0] == "kubectl" and "--dry-run=server" in argv:
+        if argv[0] == "kubectl" and ("--dry-run=server" in argv or "version" in argv):
+            return False
+        if list(argv[:2]) == ["kubeadm", "version"] or list(argv[:3]) == [
+            "kubeadm", "upgrade", "plan"
+        ]:
             return False
         if os.path.basename(argv[0]) in self.READ_ONLY:
             return False
@@ -419,6 +424,13 @@ class KataSimRunner(SimRunner):
             return item, ("1.5.1-1.1" if self.deb else "1.5.1-150500.1.1")
         return item, "1.0-1"
 
+    def repo_minor(self, item: str) -> str:
+        """The pkgs.k8s.io repository that holds a package spec: each minor has its own
+        (kubelet=1.36.4-1.1 only in .../v1.36/deb/); an unpinned name is in any."""
+        match = re.match(r"^(?:kubelet|kubeadm|kubectl)[=-](\d+)\.(\d+)\.", item)
+        minor = f"v{match.group(1)}.{match.group(2)}/" if match else ""
+        return f"pkgs.k8s.io/core:/stable:/{minor}" + ("deb/" if match else "")
+
     def cmd_apt_get(self, argv: List[str]) -> CommandResult:
         if argv[1] == "update":
             keyring = "/etc/apt/keyrings/kubernetes-apt-keyring.gpg"
@@ -435,10 +447,7 @@ class KataSimRunner(SimRunner):
             return refused
         for item in items:
             name, version = self._spec(item)
-            if (
-                name in KUBE_PACKAGES
-                and "pkgs.k8s.io/core:/stable:/v1.35/deb/" not in self.apt_index
-            ):
+            if name in KUBE_PACKAGES and self.repo_minor(item) not in self.apt_index:
                 return self.fail(argv, f"E: Unable to locate package {name}", 100)
             old = self.state.packages.get(name)
             changes_held = name in self.holds and old and old != version
@@ -455,6 +464,7 @@ class KataSimRunner(SimRunner):
             repo = self.p("/etc/yum.repos.d/kubernetes.repo")
             if name in KUBE_PACKAGES and not (
                 repo.exists() and "--disableexcludes=kubernetes" in argv
+                and self.repo_minor(item).replace("/deb/", "/rpm/") in repo.read_text()
             ):
                 return self.fail(argv, f"Error: Unable to find a match: {item}")
             if name == "containerd.io" and not self.p("/etc/yum.repos.d/docker-ce.repo").exists():
@@ -489,6 +499,8 @@ class KataSimRunner(SimRunner):
             return self.ok(argv, "".join(f"{name}\n" for name in sorted(self.holds)))
         if argv[1] == "hold":
             self.holds += [name for name in argv[2:] if name not in self.holds]
+        if argv[1] == "unhold":
+            self.holds = [name for name in self.holds if name not in argv[2:]]
         return self.ok(argv)
 
     def cmd_gpg(self, argv: List[str]) -> CommandResult:
@@ -654,6 +666,8 @@ class KataSimRunner(SimRunner):
                 return self.fail(argv, f"Job for containerd.service failed: {error}")
             return self.ok(argv)
         result = super().cmd_systemctl(argv)
+        if argv[1] == "restart" and argv[2] == "kubelet.service" and result.ok:
+            self.kubelet_started()
         if argv[1] == "stop" and argv[2] == "containerd.service":
             self.p(SOCKET).unlink(missing_ok=True)
         return result
@@ -682,7 +696,86 @@ class KataSimRunner(SimRunner):
         "node-name", "kubeconfig-dir", "upload-certs", "print-join-command", "log-file",
     )  # fmt: skip
 
+    def package_release(self, name: str) -> str:
+        """v1.35.9 for the installed package 1.35.9-1.1 ("" when not installed)."""
+        found = self.state.packages.get(name, "")
+        return "v" + found.split("-")[0] if found else ""
+
+    def node_name(self) -> str:
+        return self.p("/proc/sys/kernel/hostname").read_text().strip().lower()
+
+    def kubelet_started(self) -> None:
+        """The running kubelet reports its release in the node's status.nodeInfo."""
+        node = self.state.cluster.nodes.get(self.node_name())
+        if node is not None:
+            node["status"].setdefault("nodeInfo", {})["kubeletVersion"] = (
+                self.package_release("kubelet")
+            )
+
+    def write_control_plane(self, version: str) -> None:
+        """kubeadm's static pod manifests: the image tag is the release."""
+        for component in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+            path = self.p(f"/etc/kubernetes/manifests/{component}.yaml")
+            text = path.read_text() if path.exists() else ""
+            text = re.sub(r"    image: \S+\n", "", text)
+            self.write(str(path.relative_to(self.root)), text + (
+                f"    image: registry.k8s.io/{component}:{version}\n"
+            ))
+        self.state.cluster.version = version  # type: ignore[attr-defined]
+
+    def kubeadm_upgrade(self, argv: List[str]) -> CommandResult:
+        """kubeadm upgrade plan|apply|node as kubeadm's version policy judges them
+        (cmd/kubeadm/app/phases/upgrade/policy.go EnforceVersionPolicies)."""
+        from frakti_install.versions import parse
+
+        cluster = getattr(self.state.cluster, "version", "")
+        kubeadm = self.package_release("kubeadm")
+        if argv[2] == "node":
+            if not self.p("/etc/kubernetes/kubelet.conf").exists():
+                return self.fail(argv, "couldn't create a Kubernetes client: kubelet.conf missing")
+            self.node_upgrades.append(kubeadm)
+            return self.ok(argv, "[upgrade] The configuration for this node was successfully "
+                           "updated!\n")
+        if not self.p("/etc/kubernetes/admin.conf").exists():
+            return self.fail(argv, "[upgrade/config] FATAL: admin.conf: no such file")
+        words = [a for a in argv[3:] if not a.startswith("-")]
+        wanted = words[0] if words else kubeadm
+        mandatory, skippable = [], []
+        if parse(wanted)[1] > parse(cluster)[1] + 1:
+            mandatory.append(f'Specified version to upgrade to "{wanted}" is too high; kubeadm '
+                             "can upgrade only 1 minor version at a time")
+        if parse(kubeadm) < parse(wanted):
+            if parse(wanted)[1] > parse(kubeadm)[1]:
+                mandatory.append(
+                    f'Specified version to upgrade to "{wanted}" is at least one minor release '
+                    f"higher than the kubeadm minor release ({parse(wanted)[1]} > "
+                    f"{parse(kubeadm)[1]}). Such an upgrade is not supported")
+            else:
+                skippable.append(
+                    f'Specified version to upgrade to "{wanted}" is higher than the kubeadm '
+                    f'version "{kubeadm}". Upgrade kubeadm first using the tool you used to '
+                    "install kubeadm")
+        head = (f"[upgrade/versions] Cluster version: {cluster}\n"
+                f"[upgrade/versions] kubeadm version: {kubeadm}\n")
+        if mandatory or (skippable and "--force" not in argv):
+            errors = "".join(f"\t- {e}\n" for e in mandatory + skippable)
+            return CommandResult(argv, 1, head, "[upgrade/version] FATAL: the --version argument "
+                                 f"is invalid due to these errors:\n\n{errors}")
+        if argv[2] == "plan":
+            return self.ok(argv, head + "You can now apply the upgrade by executing the following "
+                           f"command:\n\n\tkubeadm upgrade apply {wanted}\n")
+        if not {"-y", "--yes", "-f", "--force"} & set(argv):
+            return self.fail(argv, "won't proceed; the user didn't answer (Y|y) in order to "
+                             "continue")
+        self.write_control_plane(wanted)
+        return self.ok(argv, head + f'[upgrade/successful] SUCCESS! Your cluster was upgraded to '
+                       f'"{wanted}". Enjoy!\n')
+
     def cmd_kubeadm(self, argv: List[str]) -> CommandResult:
+        if argv[1:] == ["version", "-o", "short"]:
+            return self.ok(argv, self.package_release("kubeadm") + "\n")
+        if argv[1] == "upgrade" and argv[2:3] in (["plan"], ["apply"], ["node"]):
+            return self.kubeadm_upgrade(argv)
         argv, error = self.kubeadm_argv(argv)
         if error:
             return self.fail(argv, error)
@@ -699,6 +792,10 @@ class KataSimRunner(SimRunner):
                 return self.fail(argv, f"kubeadm {kubeadm or '(none)'} cannot install {wanted}")
         result = super().cmd_kubeadm(argv)
         if argv[1] == "init" and result.ok:
+            self.write_control_plane(flags.get("kubernetes-version", ""))
+        if argv[1] in ("init", "join") and result.ok:
+            self.kubelet_started()
+        if argv[1] == "init" and result.ok:
             for node in self.state.cluster.nodes.values():  # kubeadm >= 1.24's taint
                 node["spec"]["taints"] = [
                     {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
@@ -708,6 +805,30 @@ class KataSimRunner(SimRunner):
     def cmd_kubectl(self, argv: List[str]) -> CommandResult:
         kubeconfig = argv[argv.index("--kubeconfig") + 1]
         up = bool(self.state.cluster.nodes) and self.p(kubeconfig).exists()
+        verb = argv[3] if len(argv) > 3 else ""
+        if verb in ("version", "drain", "uncordon") and not up:
+            return self.fail(argv, "The connection to the server localhost:6443 was refused")
+        if verb == "version":
+            return self.ok(argv, json.dumps({
+                "clientVersion": {"gitVersion": self.package_release("kubectl")},
+                "serverVersion": {"gitVersion": getattr(self.state.cluster, "version", "")},
+            }))
+        if verb in ("drain", "uncordon"):
+            name = argv[4]
+            node = self.state.cluster.nodes.get(name)
+            if node is None:
+                return self.fail(argv, f'Error from server (NotFound): nodes "{name}" not found')
+            if kubeconfig != "/etc/kubernetes/admin.conf":  # the node authorizer
+                return self.fail(argv, f'nodes "{name}" is forbidden: User "system:node:{name}" '
+                                 "cannot patch resource \"nodes\"")
+            if verb == "drain" and "--ignore-daemonsets" not in argv:
+                return self.fail(argv, "error: cannot delete DaemonSet-managed Pods (use "
+                                 "--ignore-daemonsets to ignore)")
+            node["spec"]["unschedulable"] = verb == "drain"
+            if verb == "uncordon":
+                node["spec"].pop("unschedulable")
+                return self.ok(argv, f"node/{name} uncordoned\n")
+            return self.ok(argv, f"node/{name} cordoned\nnode/{name} drained\n")
         if "runtimeclass" in argv and "get" in argv:
             if not up:
                 return self.fail(argv, "The connection to the server localhost:6443 was refused")

@@ -129,6 +129,20 @@ class Runtime(ABC):
         """Made once per cluster, on the master, after the node is Ready."""
         return []
 
+    # --- what `upgrade` does ------------------------------------------------------
+    def nothing_newer(self) -> Optional[str]:
+        """Why this profile has no newer release to upgrade to (None: it may have)."""
+        return None
+
+    def upgrade_steps(self) -> List[Step]:
+        """The runtime's steps `upgrade` runs again, while the node is drained (a newer
+        release of the runtime put in place, its configuration migrated)."""
+        return self.runtime_steps()
+
+    def upgrade_pending(self, ctx: Context) -> Optional[str]:
+        """What of the runtime an upgrade will change under the node's pods (None: nothing)."""
+        return None
+
     @abstractmethod
     def host_problems(self, facts: Facts) -> List[str]:
         """Why this profile cannot work on a host (empty: it fits); for `info`."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
-from frakti_install import isolation
+from frakti_install import isolation, versions
 from frakti_install.isolation import IsolationCheck, PodShape
 from frakti_install.kubesource import KubernetesSource, ReleaseBinaries
 from frakti_install.runtimes.base import Runtime
@@ -78,6 +78,22 @@ class FraktiRuntime(Runtime):
 
     def runtime_steps(self) -> List[Step]:
         return [Proxy(), Hyperd(), Docker(), Frakti()]
+
+    def nothing_newer(self) -> Optional[str]:
+        """The compatibility table's sets above the installed one (none today: 1.12 is
+        frakti's last release, and no frakti speaks the CRI v1 of Kubernetes >= 1.26)."""
+        newer = [
+            name for name in versions.known_sets()
+            if versions.parse(name) > versions.parse(self.version_set.frakti)[:2]
+        ]  # fmt: skip
+        if newer:
+            return None
+        return (
+            f"nothing newer: frakti {self.version_set.frakti} with Kubernetes "
+            f"{self.version_set.kubernetes} is the newest version set of the compatibility "
+            "table (frakti's last release; no frakti speaks the CRI v1 that Kubernetes 1.26+ "
+            "requires)"
+        )
 
     def host_problems(self, facts: Facts) -> List[str]:
         problems = []

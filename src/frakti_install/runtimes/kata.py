@@ -23,7 +23,13 @@ from frakti_install.steps.containerd import (
     ContainerdProxy,
     config_paths,
 )
-from frakti_install.steps.kata import KATA_CHECKS, KataPodAdmitted, KataRuntime, RuntimeClass
+from frakti_install.steps.kata import (
+    KATA_CHECKS,
+    KataPodAdmitted,
+    KataRuntime,
+    RuntimeClass,
+    tree_drift,
+)
 from frakti_install.steps.preflight import PreflightCheck, Role, for_role
 
 if TYPE_CHECKING:
@@ -222,6 +228,10 @@ class KataContainersRuntime(Runtime):
 
     def cluster_steps(self) -> List[Step]:
         return [RuntimeClass(), KataPodAdmitted()]
+
+    def upgrade_pending(self, ctx: Context) -> Optional[str]:
+        drift = tree_drift(ctx)
+        return f"kata ({drift})" if drift else None
 
     def host_problems(self, facts: Facts) -> List[str]:
         problems = []
