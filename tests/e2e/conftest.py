@@ -1,4 +1,5 @@
-"""Fixtures for the end-to-end tests: a booted Debian 12 host per scenario.
+"""Fixtures for the end-to-end tests: a booted Debian host per scenario (Debian 12;
+the kata tests also boot Debian 13 and sid, see kata/test_kata_allinone.py).
 
 Run them as root:  .venv/bin/pytest tests/e2e -m e2e
 They are skipped, with the reason, where they cannot run (not root, no
@@ -33,7 +34,7 @@ DIAGNOSTICS: list[Path] = []
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "e2e: end-to-end test booting a Debian 12 host with systemd-nspawn (needs root)"
+        "markers", "e2e: end-to-end test booting a Debian host with systemd-nspawn (needs root)"
     )
 
 
@@ -93,18 +94,40 @@ def mirror(run_dir: Path, record_timing: Callable[[str, float], None]) -> dict[s
 
 
 @pytest.fixture(scope="session")
-def wheelhouse(
+def wheelhouses(
     run_dir: Path, project_root: Path, record_timing: Callable[[str, float], None]
-) -> Path:
-    """frakti-install's wheel and its dependency wheels, built/downloaded once per session."""
-    started = time.monotonic()
-    log = run_dir / "wheelhouse.log"
-    try:
-        path = testbed.build_wheelhouse(project_root, run_dir / "wheelhouse", log)
-    except testbed.TestbedError as exc:
-        pytest.fail(f"could not build the project wheelhouse (log: {log}):\n{exc}", pytrace=False)
-    record_timing("project wheelhouse built", time.monotonic() - started)
-    return path
+) -> Callable[[str], Path]:
+    """wheelhouses("3.13"): frakti-install's wheel and its dependency wheels for that
+    CPython (an image's testbed.image_python), built/downloaded once per session."""
+    built: dict[str, Path] = {}
+
+    def get(python_version: str) -> Path:
+        if python_version not in built:
+            started = time.monotonic()
+            log = run_dir / f"wheelhouse-{python_version}.log"
+            dest = run_dir / f"wheelhouse-{python_version}"
+            try:
+                built[python_version] = testbed.build_wheelhouse(
+                    project_root, dest, log, python_version
+                )
+            except testbed.TestbedError as exc:
+                pytest.fail(
+                    f"could not build the project wheelhouse for Python {python_version} "
+                    f"(log: {log}):\n{exc}",
+                    pytrace=False,
+                )
+            record_timing(
+                f"project wheelhouse built (Python {python_version})", time.monotonic() - started
+            )
+        return built[python_version]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(image: Path, wheelhouses: Callable[[str], Path]) -> Path:
+    """The wheelhouse for the default image's python3."""
+    return wheelhouses(testbed.image_python(image))
 
 
 _counter = itertools.count(1)

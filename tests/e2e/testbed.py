@@ -1,18 +1,23 @@
-"""A real Debian 12 host, booted with systemd in a container, for end-to-end tests.
+"""A real Debian host (12 "bookworm" by default; 13 "trixie" and sid too), booted
+with systemd in a container, for end-to-end tests.
 
 The pieces, in the order a test uses them:
 
 - ``host_problem()`` says why this machine cannot run the tests (not root, no
   systemd-nspawn, no overlayfs), after installing debootstrap and
   systemd-container with apt-get when they are missing.
-- ``ensure_image()`` builds (once, cached under /var/cache) a minbase Debian 12
-  tree with debootstrap from the mirror the host's apt sources already use. The
-  container gets no network, so the build also downloads (does not install) the
-  .debs the installer will ask apt for, leaving apt's cache and lists in the
-  image: apt-get install then works offline inside, from that cache.
+- ``ensure_image(suite)`` builds (once per suite, cached under /var/cache) a
+  minbase Debian tree of that suite with debootstrap from the archive the
+  host's apt sources already use (the same mirror serves every suite; only
+  the suite names in the host's entries are changed). The container gets no
+  network, so the build also downloads (does not install) the .debs the
+  installer will ask apt for, leaving apt's cache and lists in the image:
+  apt-get install then works offline inside, from that cache.
 - ``Machine`` boots a fresh overlay over that image with systemd-nspawn
   (private network, all capabilities), runs commands inside with nsenter,
-  reads and writes files, and is torn down completely by ``stop()``.
+  reads and writes files, and is torn down completely by ``stop()``. With
+  ``cgroup_v2`` the container gets a cgroup v2 hierarchy although this host
+  is cgroup v1 hybrid (``UNIFIED_ONLY``: suites whose systemd needs it).
 - ``build_mirror()`` / ``serve_mirror()`` lay out the stand-ins (see
   standins/) like their upstream download hosts and serve them inside the
   container on 127.0.0.1:8080.
@@ -57,7 +62,19 @@ STANDINS = HERE / "standins"
 CACHE_ROOT = Path(os.environ.get("FRAKTI_E2E_CACHE", "/var/cache/frakti-install-e2e"))
 WORK_ROOT = Path(os.environ.get("FRAKTI_E2E_WORK", "/var/tmp/frakti-install-e2e"))
 
-SUITE = "bookworm"
+SUITE = "bookworm"  # the default, and the only suite the frakti profile's tests boot
+# Suites an image can be built of, from the same archive, and their pockets
+# besides the release itself (sid has no -updates or -security suite).
+SUITES = ("bookworm", "trixie", "sid")
+POCKETS = {"bookworm": ("updates", "security"), "trixie": ("updates", "security"), "sid": ()}
+# Names a Debian archive entry of the host may carry (its release, or a pocket of it).
+DEBIAN_RELEASES = frozenset(
+    {"buster", "bullseye", "bookworm", "trixie", "forky", "duke", "sid"}
+    | {"oldoldstable", "oldstable", "stable", "testing", "unstable"}
+)
+# systemd 258 and later do not boot on cgroup v1 (sid has 262); this host is
+# cgroup v1 hybrid, so these boot with a cgroup v2 hierarchy only.
+UNIFIED_ONLY = frozenset({"sid"})
 # Installed in the image: what a minimal Debian server has, plus what the
 # harness itself needs (python3-venv to install the project, iproute2 for the
 # network card).
@@ -77,15 +94,11 @@ BASE_PACKAGES = (
 # Downloaded into apt's cache, not installed: the installer installs these.
 # Recommends are downloaded too, so apt-get install works offline whether or
 # not the installer passes --no-install-recommends.
-OFFLINE_PACKAGES = (
-    "docker.io",
-    "qemu-system-x86",
-    "containernetworking-plugins",
-    "socat",
-    "conntrack",
-    "ebtables",
-    "ethtool",
-)
+# What a node needs on every suite (the kubelet packages depend on these) ...
+NODE_PACKAGES = ("socat", "conntrack", "ebtables", "ethtool")
+# ... and what the frakti profile adds: only its suite's image carries it.
+FRAKTI_PACKAGES = ("docker.io", "qemu-system-x86", "containernetworking-plugins")
+OFFLINE_PACKAGES = FRAKTI_PACKAGES + NODE_PACKAGES
 HOSTNAME = "frakti-e2e"
 NIC = {"name": "eth0", "address": "10.0.2.15/24", "gateway": "10.0.2.2"}
 CONTAINER_ENV = {
@@ -281,39 +294,60 @@ def _parse_sources() -> list[dict[str, list[str]]]:
     return entries
 
 
-def debian_sources() -> list[dict[str, list[str]]]:
-    """Host sources that serve Debian bookworm (main archive, updates, security)."""
-    found = [
-        e
-        for e in _parse_sources()
-        if "deb" in e.get("Types", ["deb"])
-        and any(s == SUITE or s.startswith(SUITE + "-") for s in e["Suites"])
-    ]
-    if not any(SUITE in e["Suites"] for e in found):
+def _retarget(suites: list[str], suite: str) -> list[str]:
+    """The host entry's Debian suites as `suite`'s: bookworm -> trixie,
+    bookworm-security -> trixie-security; a pocket `suite` lacks is dropped."""
+    out = []
+    for name in suites:
+        release, _, pocket = name.partition("-")
+        if release not in DEBIAN_RELEASES:
+            continue
+        if not pocket:
+            out.append(suite)
+        elif pocket in POCKETS[suite]:
+            out.append(f"{suite}-{pocket}")
+    return list(dict.fromkeys(out))
+
+
+def debian_sources(suite: str = SUITE) -> list[dict[str, list[str]]]:
+    """The host's Debian archive entries (release, updates, security), their
+    suites renamed to `suite`'s: the same mirror serves every Debian suite."""
+    if suite not in POCKETS:
+        raise TestbedError(f"unknown Debian suite {suite!r} (known: {', '.join(SUITES)})")
+    found = []
+    for entry in _parse_sources():
+        if "deb" not in entry.get("Types", ["deb"]):
+            continue
+        suites = _retarget(entry["Suites"], suite)
+        if suites:
+            found.append({**entry, "Suites": suites})
+    if not any(suite in e["Suites"] for e in found):
         raise TestbedError(
-            f"no apt source for Debian {SUITE} in /etc/apt/sources.list(.d): "
-            "the image is built from the mirror the host already uses"
+            "no apt source for a Debian release in /etc/apt/sources.list(.d): "
+            f"the {suite} image is built from the archive the host already uses"
         )
     return found
 
 
-def debian_mirror() -> str:
-    for entry in debian_sources():
-        if SUITE in entry["Suites"]:
+def debian_mirror(suite: str = SUITE) -> str:
+    for entry in debian_sources(suite):
+        if suite in entry["Suites"]:
             return entry["URIs"][0]
     raise AssertionError("unreachable")
 
 
-def _customize_image(root: Path, sources: list[dict[str, list[str]]], log: Path) -> None:
+def _customize_image(
+    root: Path, sources: list[dict[str, list[str]]], offline: Sequence[str], log: Path
+) -> None:
     """Everything done to the debootstrapped tree; its source is part of the cache key."""
-    # apt sources: the host's Debian entries, in deb822 form.
+    # apt sources: the host's Debian entries for this suite, in deb822 form
+    # (read by apt in every suite; debootstrap leaves a one-line sources.list).
     paras = []
     for e in sources:
-        suites = [s for s in e["Suites"] if s == SUITE or s.startswith(SUITE + "-")]
         lines = [
             "Types: deb",
             f"URIs: {' '.join(e['URIs'])}",
-            f"Suites: {' '.join(suites)}",
+            f"Suites: {' '.join(e['Suites'])}",
             f"Components: {' '.join(e.get('Components') or ['main'])}",
         ]
         signed = e.get("Signed-By")
@@ -330,9 +364,9 @@ def _customize_image(root: Path, sources: list[dict[str, list[str]]], log: Path)
     )
     shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")  # the chroot uses the host's network
     chroot_apt(root, log, "update", "-q")
-    download_into_cache(root, log, OFFLINE_PACKAGES)
+    download_into_cache(root, log, offline)
     debs = list((root / "var/cache/apt/archives").glob("*.deb"))
-    if len(debs) < len(OFFLINE_PACKAGES):
+    if len(debs) < len(offline):
         raise TestbedError(f"apt left only {len(debs)} .debs in the image's cache")
     # The booted host has no DNS server: lookups fail at once instead of hanging.
     (root / "etc/resolv.conf").write_text(
@@ -354,14 +388,19 @@ def _customize_image(root: Path, sources: list[dict[str, list[str]]], log: Path)
         link.symlink_to("/dev/null")
 
 
-def image_recipe() -> dict[str, object]:
+def offline_packages(suite: str) -> tuple[str, ...]:
+    """What the image of `suite` holds in apt's cache (only bookworm's: frakti's too)."""
+    return OFFLINE_PACKAGES if suite == SUITE else NODE_PACKAGES
+
+
+def image_recipe(suite: str = SUITE) -> dict[str, object]:
     return {
-        "suite": SUITE,
+        "suite": suite,
         "variant": "minbase",
-        "mirror": debian_mirror(),
-        "sources": debian_sources(),
+        "mirror": debian_mirror(suite),
+        "sources": debian_sources(suite),
         "include": BASE_PACKAGES,
-        "download_only": OFFLINE_PACKAGES,
+        "download_only": offline_packages(suite),
         "hostname": HOSTNAME,
         "customize": _code_of(_customize_image, chroot_apt, download_into_cache),
     }
@@ -372,11 +411,38 @@ def _code_of(*functions: Callable[..., object]) -> str:
     return "".join(ast.dump(ast.parse(textwrap.dedent(inspect.getsource(f)))) for f in functions)
 
 
-def ensure_image() -> Path:
-    """Path of the cached image, building it first when its recipe is new (1-2 min)."""
-    recipe = image_recipe()
+RECIPE_FILE = "etc/frakti-e2e-image.json"
+
+
+def recipe_of(image: Path) -> dict:
+    """The recipe a cached base image (or a copy of it) was built from: its suite,
+    the packages in its apt cache..."""
+    return json.loads((image / RECIPE_FILE).read_text())
+
+
+def image_suite(image: Path) -> str:
+    """The Debian suite of a cached image (images older than the suite key: bookworm)."""
+    try:
+        return str(recipe_of(image).get("suite") or SUITE)
+    except FileNotFoundError:
+        return SUITE
+
+
+def image_python(image: Path) -> str:
+    """The image's python3 as MAJOR.MINOR (3.11 in bookworm, 3.13 in trixie...)."""
+    target = os.readlink(image / "usr/bin/python3")  # python3.13
+    found = re.fullmatch(r"python(3\.\d+)", Path(target).name)
+    if not found:
+        raise TestbedError(f"{image}: /usr/bin/python3 points to {target!r}")
+    return found.group(1)
+
+
+def ensure_image(suite: str = SUITE) -> Path:
+    """Path of the cached image of `suite`, building it first when its recipe is
+    new (1-2 min). Each suite has its own image; building one keeps the others."""
+    recipe = image_recipe(suite)
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-    image = CACHE_ROOT / f"image-{key}"
+    image = CACHE_ROOT / f"image-{suite}-{key}"
     if image.is_dir():
         return image
     with _flock(CACHE_ROOT / ".build.lock"):
@@ -393,7 +459,7 @@ def ensure_image() -> Path:
                     "debootstrap",
                     "--variant=minbase",
                     f"--include={','.join(BASE_PACKAGES)}",
-                    SUITE,
+                    suite,
                     str(tmp),
                     str(recipe["mirror"]),
                 ],
@@ -401,23 +467,53 @@ def ensure_image() -> Path:
                 timeout=1800,
             )
             _unmount_all_under(tmp)
-            _customize_image(tmp, debian_sources(), log)
-            (tmp / "etc/frakti-e2e-image.json").write_text(json.dumps(recipe, indent=1) + "\n")
+            _customize_image(tmp, debian_sources(suite), offline_packages(suite), log)
+            (tmp / RECIPE_FILE).write_text(json.dumps(recipe, indent=1) + "\n")
             os.rename(tmp, image)
         except BaseException:
             remove_tree(tmp)
             raise
-        _remove_unused_images(keep=image)
+        _remove_unused_images(keep=image, suite=suite)
     return image
 
 
-def _remove_unused_images(keep: Path) -> None:
-    """Drop older images that no running overlay uses as its lower dir."""
-    in_use = " ".join(sopts for _, fstype, sopts in _mountinfo() if fstype == "overlay")
+def _in_use() -> str:
+    """The options of every overlay mount: a cached image named there is booted."""
+    return " ".join(sopts for _, fstype, sopts in _mountinfo() if fstype == "overlay")
+
+
+def _remove_unused_images(keep: Path, suite: str) -> None:
+    """Drop older images of `suite` (other suites' images stay) that no running
+    overlay uses as its lower dir, and derived images whose base is gone."""
+    in_use = _in_use()
     for old in CACHE_ROOT.glob("image-*"):
-        if old != keep and ".tmp-" not in old.name and old.is_dir() and str(old) not in in_use:
+        if old == keep or ".tmp-" in old.name or not old.is_dir() or str(old) in in_use:
+            continue
+        try:
+            old_suite = recipe_of(old).get("suite")
+        except (OSError, ValueError):
+            old_suite = None  # no recipe: a broken build, never reusable
+        if old_suite in (suite, None):
             remove_tree(old)
             (CACHE_ROOT / f"build-{old.name[len('image-') :]}.log").unlink(missing_ok=True)
+    _remove_orphaned_derived_images(in_use)
+
+
+def _remove_orphaned_derived_images(in_use: str) -> None:
+    """A derived image's cache key names its base: once the base is gone it can
+    never be reused."""
+    for old in CACHE_ROOT.iterdir():
+        if old.name.startswith("image-") or ".tmp-" in old.name or not old.is_dir():
+            continue
+        recipes = sorted(old.glob("etc/frakti-e2e-*-image.json"))
+        if not recipes or str(old) in in_use:
+            continue
+        try:
+            base = json.loads(recipes[0].read_text()).get("base")
+        except (OSError, ValueError):
+            continue
+        if base and not (CACHE_ROOT / base).is_dir():
+            remove_tree(old)
 
 
 # --------------------------------------------------------------------------- derived images
@@ -483,9 +579,10 @@ def derived_image(
         except BaseException:
             remove_tree(tmp)
             raise
-        in_use = " ".join(opts for _, fstype, opts in _mountinfo() if fstype == "overlay")
+        in_use = _in_use()
+        same = re.compile(re.escape(prefix) + r"-[0-9a-f]{16}")  # not kata-sid-... for kata
         for old in CACHE_ROOT.glob(f"{prefix}-*"):
-            if old != image and ".tmp-" not in old.name and str(old) not in in_use:
+            if old != image and same.fullmatch(old.name) and str(old) not in in_use:
                 remove_tree(old)
     return image
 
@@ -547,8 +644,9 @@ def _swapoff_under(path: Path) -> None:
 class Machine:
     """One booted container: a fresh overlay over the image, systemd as PID 1."""
 
-    def __init__(self, image: Path, workdir: Path, name: str) -> None:
+    def __init__(self, image: Path, workdir: Path, name: str, cgroup_v2: bool = False) -> None:
         self.image = image
+        self.cgroup_v2 = cgroup_v2
         self.dir = workdir
         self.name = name
         self.merged = workdir / "merged"
@@ -592,9 +690,16 @@ class Machine:
             "-b",
             "--console=pipe",
         ]
+        env = dict(os.environ)
+        env.pop("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", None)
+        if self.cgroup_v2:
+            # nspawn mounts a cgroup2 hierarchy for the container on this cgroup v1
+            # hybrid host (no controllers are delegated to it here)
+            env["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "1"
         with open(self.console, "wb") as log:
             self.proc = subprocess.Popen(
                 argv,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -854,9 +959,13 @@ class Machine:
             raise TestbedError(f"{self.name}: nothing listens on {host}:{port} after {timeout}s")
 
 
-def boot_machine(image: Path, run_dir: Path, name: str, timeout: float = 60) -> Machine:
-    """Boot a fresh machine; on a failed boot it is torn down before raising."""
-    machine = Machine(image, run_dir / name, name)
+def boot_machine(
+    image: Path, run_dir: Path, name: str, timeout: float = 60, cgroup_v2: bool = False
+) -> Machine:
+    """Boot a fresh machine; on a failed boot it is torn down before raising.
+    An image of a suite in UNIFIED_ONLY always boots with cgroup v2."""
+    cgroup_v2 = cgroup_v2 or image_suite(image) in UNIFIED_ONLY
+    machine = Machine(image, run_dir / name, name, cgroup_v2)
     try:
         return machine.boot(timeout)
     except BaseException:
@@ -918,8 +1027,11 @@ WHEEL_DEPS_PLATFORMS = (
 )
 
 
-def build_wheelhouse(project_root: Path, dest: Path, log: Path) -> Path:
-    """Build the project wheel and fetch its dependency wheels for CPython 3.11 (the image's)."""
+def build_wheelhouse(
+    project_root: Path, dest: Path, log: Path, python_version: str = "3.11"
+) -> Path:
+    """Build the project wheel and fetch its dependency wheels for the image's
+    CPython (image_python: 3.11 in bookworm, 3.13 in trixie, 3.14 in sid)."""
     dest.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     _run_host([*pip, "wheel", "--no-deps", "-w", str(dest), str(project_root)], log=log)
@@ -935,7 +1047,7 @@ def build_wheelhouse(project_root: Path, dest: Path, log: Path) -> Path:
             str(dest),
             "--only-binary=:all:",
             "--python-version",
-            "3.11",
+            python_version,
             "--implementation",
             "cp",
             *platforms,

@@ -1,12 +1,14 @@
-"""The test bed of the kata profile's end-to-end test, built on tests/e2e/testbed.py
-(not changed here). TEST SUPPORT, not product code.
+"""The test bed of the kata profile's end-to-end test, built on tests/e2e/testbed.py.
+TEST SUPPORT, not product code.
 
-- ``ensure_kata_image(base)``: the harness's cached Debian 12 image plus, in
-  apt's cache (downloaded, not installed: the installer installs them), the
+- ``ensure_kata_image(base)``: the harness's cached image of one Debian suite
+  (bookworm, trixie or sid: testbed.ensure_image(suite)) plus, in apt's
+  cache (downloaded, not installed: the installer installs them), the
   packages the kata profile asks apt for: the family's containerd and repo
-  packages from kata.yaml (containerd, gpg, ca-certificates) and runc.
-  Built with apt-get in a chroot on a copy of the base image, cached beside
-  it under the same cache root (``kata-*``), as multinode/lab.py does.
+  packages from kata.yaml (containerd, gpg, ca-certificates) and runc, all
+  of that suite. Built with apt-get in a chroot on a copy of the base image,
+  cached beside it under the same cache root (``kata-<suite>-*``), as
+  multinode/lab.py does.
 - ``build_kata_mirror(dest, repo_key)``: what the installer downloads, laid out
   like upstream under one directory, served in the container by
   testbed.serve_mirror on 127.0.0.1:8080:
@@ -74,7 +76,9 @@ def offline_packages() -> Tuple[str, ...]:
 # --------------------------------------------------------------------------- the image
 
 
-def _customize_kata_image(root: Path, packages: Tuple[str, ...], log: Path) -> None:
+def _customize_kata_image(
+    root: Path, packages: Tuple[str, ...], base_offline: Tuple[str, ...], log: Path
+) -> None:
     """Download (not install) `packages` into the copied image's apt cache.
 
     Its source is part of the cache key."""
@@ -82,11 +86,11 @@ def _customize_kata_image(root: Path, packages: Tuple[str, ...], log: Path) -> N
         try:
             testbed.download_into_cache(root, log, packages)
         except testbed.TestbedError:
-            # The image's package lists went stale: refresh them, and the offline
-            # cache of what the harness's installs ask for, so both agree again.
+            # The image's package lists went stale (sid's do within days): refresh
+            # them, and the base image's offline cache, so both agree again.
             testbed.chroot_apt(root, log, "update", "-q")
             testbed.download_into_cache(root, log, packages)
-            testbed.download_into_cache(root, log, testbed.OFFLINE_PACKAGES)
+            testbed.download_into_cache(root, log, base_offline)
     debs = {p.name.split("_")[0] for p in (root / "var/cache/apt/archives").glob("*.deb")}
     installed = subprocess.run(
         ["chroot", str(root), "dpkg-query", "-W", "-f=${Package}\n"],
@@ -100,11 +104,21 @@ def _customize_kata_image(root: Path, packages: Tuple[str, ...], log: Path) -> N
 
 
 def ensure_kata_image(base: Path) -> Path:
-    """The base image plus the kata profile's packages in apt's cache (~30 s, once)."""
+    """The base image plus the kata profile's packages of its suite in apt's cache
+    (~30 s, once per suite; each suite's copy is kept beside the others)."""
     packages = offline_packages()
-    recipe = {"packages": packages, "customize": inspect.getsource(_customize_kata_image)}
+    base_recipe = testbed.recipe_of(base)
+    suite, base_offline = str(base_recipe["suite"]), tuple(base_recipe["download_only"])
+    recipe = {
+        "suite": suite,
+        "packages": packages,
+        "customize": inspect.getsource(_customize_kata_image),
+    }
     return testbed.derived_image(
-        "kata", base, recipe, lambda root, log: _customize_kata_image(root, packages, log)
+        f"kata-{suite}",
+        base,
+        recipe,
+        lambda root, log: _customize_kata_image(root, packages, base_offline, log),
     )
 
 

@@ -1,11 +1,23 @@
-"""End-to-end: `frakti-install allinone --runtime kata` on a booted Debian 12 host.
+"""End-to-end: `frakti-install allinone --runtime kata` on booted Debian hosts of
+three releases, each test once per suite (the test id says which):
+
+    bookworm  Debian 12: containerd 1.6, config version 2, systemd 252
+    trixie    Debian 13: containerd 1.7, config version 2, systemd 257
+    sid       containerd 2.x (2.1 today), config version 3, systemd 26x
 
 The host is the harness's systemd-nspawn container (tests/e2e/testbed.py),
-from its image plus, in apt's cache, the packages the kata profile asks apt
+from that suite's image (debootstrapped from the archive the machine's apt
+sources use) plus, in apt's cache, the packages the kata profile asks apt
 for (katalab.ensure_kata_image). It has no network: apt installs from that
 cache, the rest comes from a mirror served inside it on 127.0.0.1:8080.
 
-Real: containerd and runc (Debian 12's packages, installed by the installer
+Every kata host boots with a cgroup v2 hierarchy (testbed's cgroup_v2; this
+machine is cgroup v1 hybrid): the kubelet of every Kubernetes minor the kata
+profile supports (1.35 and later) refuses cgroup v1 unless failCgroupV1 is
+false (KEP-5573; the stand-in kubelet and kubeadm refuse it as 1.35 does),
+and sid's systemd (258 and later) does not boot on cgroup v1 at all.
+
+Real: containerd and runc (the suite's packages, installed by the installer
 with apt), containerd's config merging (`containerd config dump`) and its
 socket (`ctr version`), gpg, apt's signature check of the Kubernetes
 repository (InRelease signed by a throw-away key; the installer trusts it by
@@ -25,7 +37,7 @@ kata step accepts as "available").
     packages pinned and held, /opt/kata unpacked and the shim linked, the
     RuntimeClass in the cluster;
 (b) a second run finds everything in place (ok/skip only) and restarts
-    neither containerd nor kubelet;
+    neither containerd nor kubelet; `status` then finds no drift;
 (c) on another host: the real Kubernetes key expected from a mirror that
     signs with another key exits 8 before anything is installed from it, and
     a wrong kata checksum exits 8 with nothing unpacked into /opt/kata.
@@ -36,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -66,7 +79,37 @@ SHIM = "/opt/kata/bin/containerd-shim-kata-v2"
 ADMIN = ["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf"]
 STATE = "/var/lib/standin-k8s/cluster.json"
 INIT_LOG = "/var/log/standin-kubeadm-init.log"
-CRI = "io.containerd.grpc.v1.cri"
+# What each suite carries (tests/unit/fixtures/packages/debian-*.json): the
+# containerd release, and the config version its `config dump` prints.
+SUITE_CONTAINERD = {"bookworm": ("1.6.", 2), "trixie": ("1.7.", 2), "sid": ("2.", 3)}
+# Where the CRI plugin of each config version reads what the kata profile sets
+# (containerd docs/cri/config.md of 1.7 and 2.1; seen in the real dumps).
+V2_CRI = ("plugins", "io.containerd.grpc.v1.cri")
+V3_RUNTIME = ("plugins", "io.containerd.cri.v1.runtime")
+V3_IMAGES = ("plugins", "io.containerd.cri.v1.images")
+CRI_PATHS = {
+    2: {
+        "containerd": (*V2_CRI, "containerd"),
+        "sandbox_image": (*V2_CRI, "sandbox_image"),
+        "cni": (*V2_CRI, "cni"),
+        "registry": (*V2_CRI, "registry"),
+    },
+    3: {
+        "containerd": (*V3_RUNTIME, "containerd"),
+        "sandbox_image": (*V3_IMAGES, "pinned_images", "sandbox"),
+        "cni": (*V3_RUNTIME, "cni"),
+        "registry": (*V3_IMAGES, "registry"),
+    },
+}
+# ctr plugins ls: the CRI service, and in 2.x its runtime and images plugins
+CRI_PLUGINS = {
+    2: [("io.containerd.grpc.v1", "cri")],
+    3: [
+        ("io.containerd.grpc.v1", "cri"),
+        ("io.containerd.cri.v1", "runtime"),
+        ("io.containerd.cri.v1", "images"),
+    ],
+}
 HELD = ("kubelet", "kubeadm", "kubectl")
 CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
 # A setting the host's owner made before frakti-install ran: it must survive.
@@ -123,15 +166,31 @@ DIAGNOSE_FILES = (
 # --------------------------------------------------------------------------- fixtures
 
 
+@pytest.fixture(scope="session", params=testbed.SUITES)
+def suite(request: pytest.FixtureRequest) -> str:
+    """The Debian suite of the hosts (every test of this file runs once per suite)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
-def kata_image(image: Path, record_timing: Callable[[str, float], None]) -> Path:
+def kata_image(
+    testbed_ready: None, suite: str, record_timing: Callable[[str, float], None]
+) -> Path:
     started = time.monotonic()
     try:
-        path = katalab.ensure_kata_image(image)
+        base = testbed.ensure_image(suite)
+        record_timing(f"{suite} host image ready ({base.name})", time.monotonic() - started)
+        path = katalab.ensure_kata_image(base)
     except testbed.TestbedError as exc:
-        pytest.fail(f"could not build the kata test image:\n{exc}", pytrace=False)
-    record_timing(f"kata image ready ({path.name})", time.monotonic() - started)
+        pytest.fail(f"could not build the {suite} kata test image:\n{exc}", pytrace=False)
+    record_timing(f"{suite} kata image ready ({path.name})", time.monotonic() - started)
     return path
+
+
+@pytest.fixture(scope="session")
+def kata_wheelhouse(kata_image: Path, wheelhouses: Callable[[str], Path]) -> Path:
+    """frakti-install's wheels for the suite's python3 (3.11, 3.13, 3.14...)."""
+    return wheelhouses(testbed.image_python(kata_image))
 
 
 @pytest.fixture(scope="session")
@@ -185,7 +244,10 @@ def boot_kata_host(
     finalizer on request (its diagnostics kept first when a test failed)."""
     started = time.monotonic()
     failures_before = request.session.testsfailed
-    machine = testbed.boot_machine(kata_image, run_dir, f"kata-{label}")
+    suite = testbed.image_suite(kata_image)
+    label = f"{suite}-{label}"
+    # cgroup v2: Kubernetes 1.35+ kubelets refuse cgroup v1 (this module's docstring)
+    machine = testbed.boot_machine(kata_image, run_dir, f"kata-{label}", cgroup_v2=True)
 
     def finish() -> None:
         try:
@@ -261,6 +323,25 @@ def containerd_dump(machine: testbed.Machine) -> dict:
     return tomllib.loads(out)
 
 
+def dig(doc: dict, path: tuple) -> object:
+    for key in path:
+        doc = doc.get(key, {}) if isinstance(doc, dict) else {}
+    return doc
+
+
+def from_suite(machine: testbed.Machine, package: str, version: str, suite: str) -> bool:
+    """Whether `version` of `package` is the one the suite's archive carries
+    (apt-cache madison: '... | VERSION | URI SUITE[-POCKET]/main amd64 Packages')."""
+    out = machine.run(["apt-cache", "madison", package], check=False).stdout
+    for line in out.splitlines():
+        fields = [f.strip() for f in line.split("|")]
+        if len(fields) == 3 and fields[1] == version:
+            where = fields[2].split()
+            if len(where) >= 2 and where[1].split("/")[0].split("-")[0] == suite:
+                return True
+    return False
+
+
 def service_snapshot(machine: testbed.Machine) -> Dict[str, Dict[str, str]]:
     props = (
         "MainPID",
@@ -311,20 +392,23 @@ def fresh(
     kata_image: Path,
     kata_mirror: Dict[str, object],
     run_dir: Path,
-    wheelhouse: Path,
+    kata_wheelhouse: Path,
+    suite: str,
     record_timing: Callable[[str, float], None],
 ) -> Dict[str, object]:
     """One host: the owner's containerd config, then a fresh install."""
     machine = boot_kata_host(
-        request, "fresh", kata_image, kata_mirror, run_dir, wheelhouse, record_timing
+        request, "fresh", kata_image, kata_mirror, run_dir, kata_wheelhouse, record_timing
     )
     machine.write(CONTAINERD_CONFIG, USER_CONTAINERD_CONFIG)
     config = make_config(kata_mirror)
     write_config(machine, config)
     started = time.monotonic()
     first = run_installer(machine)
-    record_timing("frakti-install allinone --runtime kata, fresh host", time.monotonic() - started)
-    return {"machine": machine, "config": config, "first": first}
+    record_timing(
+        f"{suite}: frakti-install allinone --runtime kata, fresh host", time.monotonic() - started
+    )
+    return {"machine": machine, "config": config, "first": first, "suite": suite}
 
 
 @pytest.fixture
@@ -339,39 +423,52 @@ def installed(fresh: Dict[str, object]) -> Dict[str, object]:
 # --------------------------------------------------------------------------- (a)
 
 
-def check_installed(machine: testbed.Machine, mirror: Dict[str, object]) -> None:
+def check_installed(machine: testbed.Machine, mirror: Dict[str, object], suite: str) -> None:
     """What a successful kata install leaves; every problem is listed at once."""
     problems: List[str] = []
+    release, config_version = SUITE_CONTAINERD[suite]
+    paths = CRI_PATHS[config_version]
 
     def expect(condition: object, message: str) -> None:
         if not condition:
             problems.append(message)
 
     hierarchy = cgroup_hierarchy(machine)
-    # containerd: Debian's, running, with the kata handler next to runc
+    expect(hierarchy == "v2 (unified)", f"the {suite} host booted with cgroup {hierarchy}")
+    # containerd: the suite's, running, with the kata handler next to runc
     expect(machine.is_active("containerd"), "containerd is not active")
     enabled = machine.run(["systemctl", "is-enabled", "containerd"], check=False).stdout.strip()
     expect(enabled == "enabled", f"containerd is {enabled!r} at boot")
     for package in ("containerd", "runc"):
         status = dpkg_status(machine, package)
         expect(status["status"] == "install ok installed", f"{package}: {status}")
-        expect("deb12" in status["version"], f"{package} is not Debian 12's: {status}")
+        expect(
+            from_suite(machine, package, status["version"], suite),
+            f"{package} {status['version']} is not {suite}'s",
+        )
     version = machine.run(["ctr", "--address", SOCKET, "version"], check=False)
+    server = re.search(r"Server:\s*\n\s*Version:\s*(\S+)", version.stdout)
     expect(
-        version.returncode == 0 and "Server:" in version.stdout,
-        f"ctr version: {version.stdout}{version.stderr}",
+        version.returncode == 0 and server and server.group(1).startswith(release),
+        f"ctr version (containerd {release}x wanted): {version.stdout}{version.stderr}",
     )
     plugins = machine.run(["ctr", "--address", SOCKET, "plugins", "ls"], check=False).stdout
-    expect(
-        any(
-            line.split()[:2] == ["io.containerd.grpc.v1", "cri"] and line.split()[-1] == "ok"
-            for line in plugins.splitlines()
-        ),
-        f"containerd's CRI plugin is not ok:\n{plugins}",
-    )
+    for plugin in CRI_PLUGINS[config_version]:
+        expect(
+            any(
+                tuple(line.split()[:2]) == plugin and line.split()[-1] == "ok"
+                for line in plugins.splitlines()
+            ),
+            f"containerd's {'.'.join(plugin)} plugin is not ok:\n{plugins}",
+        )
     dump = containerd_dump(machine)
-    cri = dump.get("plugins", {}).get(CRI, {})
-    runtimes = cri.get("containerd", {}).get("runtimes", {})
+    expect(
+        dump.get("version") == config_version,
+        f"containerd {release}x dumps config version {dump.get('version')}",
+    )
+    containerd = dig(dump, paths["containerd"])
+    assert isinstance(containerd, dict)
+    runtimes = containerd.get("runtimes", {})
     kata = runtimes.get("kata", {})
     expect(kata.get("runtime_type") == "io.containerd.kata.v2", f"kata runtime: {kata}")
     expect(
@@ -387,17 +484,23 @@ def check_installed(machine: testbed.Machine, mirror: Dict[str, object]) -> None
         f"runc SystemdCgroup on a cgroup {hierarchy} guest: {runc.get('options')}",
     )
     expect(
-        cri.get("containerd", {}).get("default_runtime_name") == "runc",
-        f"default runtime: {cri.get('containerd', {}).get('default_runtime_name')}",
+        containerd.get("default_runtime_name") == "runc",
+        f"default runtime: {containerd.get('default_runtime_name')}",
     )
-    expect(
-        cri.get("sandbox_image") == "registry.k8s.io/pause:3.10",
-        f"sandbox image: {cri.get('sandbox_image')}",
-    )
-    expect(cri.get("cni", {}).get("bin_dir") == "/opt/cni/bin", f"CNI: {cri.get('cni')}")
-    expect(not {"cri", CRI} & set(dump.get("disabled_plugins", [])), "CRI plugin disabled")
+    sandbox = dig(dump, paths["sandbox_image"])
+    expect(sandbox == "registry.k8s.io/pause:3.10", f"sandbox image: {sandbox}")
+    cni = dig(dump, paths["cni"])
+    assert isinstance(cni, dict)
+    # 2.1 reads bin_dirs (bin_dir is deprecated there); 1.x reads bin_dir
+    cni_dirs = cni.get("bin_dirs") or [cni.get("bin_dir")]
+    expect("/opt/cni/bin" in cni_dirs, f"CNI: {cni}")
+    disabled = set(dump.get("disabled_plugins", []))
+    cri_names = {"cri", "io.containerd.grpc.v1.cri"} | {p[1] for p in paths.values()}
+    expect(not cri_names & disabled, f"CRI plugin disabled: {sorted(disabled)}")
     # the owner's settings survive, in the file and in what containerd runs with
-    mirrors = cri.get("registry", {}).get("mirrors", {})
+    registry = dig(dump, paths["registry"])
+    assert isinstance(registry, dict)
+    mirrors = registry.get("mirrors", {})
     expect(
         mirrors.get("docker.io", {}).get("endpoint") == USER_MIRROR,
         f"the owner's registry mirror is gone from containerd's config: {mirrors}",
@@ -475,8 +578,10 @@ def check_installed(machine: testbed.Machine, mirror: Dict[str, object]) -> None
         taints = [t["key"] for t in node["spec"].get("taints", [])]
         expect(CONTROL_PLANE_TAINT not in taints, f"node taints: {taints}")
         expect(
-            node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://1."),
-            f"runtime: {node['status']['nodeInfo']}",
+            node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith(
+                f"containerd://{release}"
+            ),
+            f"runtime (containerd {release}x wanted): {node['status']['nodeInfo']}",
         )
         cni = json.loads(machine.read("/etc/cni/net.d/10-mynet.conf"))
         expect(
@@ -492,7 +597,9 @@ def check_installed(machine: testbed.Machine, mirror: Dict[str, object]) -> None
             runtime_class.get("overhead", {}).get("podFixed") == {"memory": "160Mi", "cpu": "250m"},
             f"RuntimeClass overhead: {runtime_class}",
         )
-    assert not problems, f"host (cgroup {hierarchy}) did not converge:\n- " + "\n- ".join(problems)
+    assert not problems, f"{suite} host (cgroup {hierarchy}) did not converge:\n- " + "\n- ".join(
+        problems
+    )
 
 
 def test_fresh_install(fresh: Dict[str, object], kata_mirror: Dict[str, object]) -> None:
@@ -500,7 +607,7 @@ def test_fresh_install(fresh: Dict[str, object], kata_mirror: Dict[str, object])
     assert isinstance(machine, testbed.Machine)
     assert isinstance(first, subprocess.CompletedProcess)
     assert first.returncode == 0, describe(machine, first)
-    check_installed(machine, kata_mirror)
+    check_installed(machine, kata_mirror, str(fresh["suite"]))
     # Without -c, join-command goes by the recorded settings: workers must run kata too.
     line = machine.run(["frakti-install", "join-command"]).stdout
     words = line.split()
@@ -522,7 +629,10 @@ def test_second_run_changes_nothing(
     classes = json.loads(machine.read(STATE))["runtimeclasses"]
     started = time.monotonic()
     again = run_installer(machine, "--json")
-    record_timing("frakti-install allinone --runtime kata, second run", time.monotonic() - started)
+    record_timing(
+        f"{installed['suite']}: frakti-install allinone --runtime kata, second run",
+        time.monotonic() - started,
+    )
     assert again.returncode == 0, describe(machine, again)
     steps = steps_of(again)
     acted = [s for s in steps if s.get("status") not in ("ok", "skip")]
@@ -533,7 +643,25 @@ def test_second_run_changes_nothing(
     changed = sorted(p for p in set(files) | set(now) if files.get(p) != now.get(p))
     assert not changed, f"a no-op run rewrote {changed}"
     assert json.loads(machine.read(STATE))["runtimeclasses"] == classes, "RuntimeClass re-applied"
-    check_installed(machine, kata_mirror)
+    check_installed(machine, kata_mirror, str(installed["suite"]))
+
+
+def test_status_is_clean_and_changes_nothing(installed: Dict[str, object]) -> None:
+    """`status` (no -c: the recorded settings) checks every step of the converged
+    host, finds no drift (exit 0, README exit codes) and touches nothing."""
+    machine = installed["machine"]
+    assert isinstance(machine, testbed.Machine)
+    services, files = service_snapshot(machine), file_prints(machine)
+    result = machine.run(["frakti-install", "status", "--json"], check=False, timeout=300)
+    assert result.returncode == 0, describe(machine, result)
+    steps = steps_of(result)
+    names = {s.get("name") for s in steps}
+    assert {"containerd", "kubelet"} <= names, f"status checked only {sorted(map(str, names))}"
+    drifted = [s for s in steps if s.get("status") not in ("ok", "skip")]
+    assert not drifted, f"status found drift on a converged {installed['suite']} host: {drifted}"
+    assert service_snapshot(machine) == services, "status restarted a service"
+    now = file_prints(machine)
+    assert now == files, f"status rewrote {sorted(p for p in now if now[p] != files.get(p))}"
 
 
 # --------------------------------------------------------------------------- (c)
@@ -545,11 +673,11 @@ def bare(
     kata_image: Path,
     kata_mirror: Dict[str, object],
     run_dir: Path,
-    wheelhouse: Path,
+    kata_wheelhouse: Path,
     record_timing: Callable[[str, float], None],
 ) -> testbed.Machine:
     return boot_kata_host(
-        request, "checksums", kata_image, kata_mirror, run_dir, wheelhouse, record_timing
+        request, "checksums", kata_image, kata_mirror, run_dir, kata_wheelhouse, record_timing
     )
 
 

@@ -18,9 +18,10 @@
 #   line in /var/log/standin-kubeadm-init.log. kubeadm reset -f. kubeadm token
 #   create [--print-join-command] (the join line a worker would run).
 # - kubelet: refuses removed flags, a missing --config file, swap, a CRI
-#   endpoint that does not answer; then opens 10250/10248, "runs" the static
-#   pods (ports: the API server 6443, controller-manager 10257, scheduler 10259,
-#   etcd 2379/2380), registers the node (podCIDR as the controller-manager
+#   endpoint that does not answer, from 1.35 a cgroup v1 host (failCgroupV1
+#   not false; kubeadm's preflight refuses it too); then opens 10250/10248,
+#   "runs" the static pods (ports: the API server 6443, controller-manager
+#   10257, scheduler 10259, etcd 2379/2380), registers the node (podCIDR as the controller-manager
 #   would allocate it), reports Ready only while the runtime's socket answers
 #   and a CNI config exists, and (standing in for the controller-manager)
 #   creates the default service account a few seconds after the API is up.
@@ -172,7 +173,8 @@ def cri_problem(endpoint):
 
 
 def containerd_dump():
-    """`containerd config dump` as {dotted.key: value text} (what the runtime reports)."""
+    """`containerd config dump` as {dotted.key: value text} (what the runtime reports);
+    containerd 2.x quotes keys and strings with ' where 1.x uses ": read as \"."""
     if shutil.which("containerd") is None:
         return {}
     out = subprocess.run(
@@ -182,11 +184,27 @@ def containerd_dump():
     for line in out.splitlines():
         line = line.strip()
         if line.startswith("["):
-            table = line.strip("[]")
+            table = line.strip("[]").replace("'", '"')
         elif "=" in line:
             key, _, value = line.partition("=")
-            values[f"{table}.{key.strip()}" if table else key.strip()] = value.strip()
+            value = value.strip()
+            if value[:1] == "'":
+                value = '"' + value.strip("'") + '"'
+            values[f"{table}.{key.strip()}" if table else key.strip()] = value
     return values
+
+
+def runtime_sandbox_image():
+    """The sandbox (pause) image containerd's CRI uses: config version 2's
+    sandbox_image, or version 3's pinned_images.sandbox (containerd 2.x)."""
+    dump = containerd_dump()
+    for key in (
+        'plugins."io.containerd.grpc.v1.cri".sandbox_image',
+        'plugins."io.containerd.cri.v1.images".pinned_images.sandbox',
+    ):
+        if key in dump:
+            return dump[key].strip('"')
+    return ""
 
 
 def runtime_version(endpoint):
@@ -445,11 +463,20 @@ def preflight(opts, cp_version, endpoint):
                 "ERROR" if mandatory else "WARNING",
             )
     if not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-        fail(
-            "SystemVerification",
-            "cgroups v1 support is in maintenance mode, please migrate to cgroups v2",
-            "WARNING",
-        )
+        if minor_of(VERSION) >= (1, 35):
+            # kubeadm 1.35's system validator (kubernetes/system-validators#59, KEP-5573)
+            fail(
+                "SystemVerification",
+                "cgroups v1 support is deprecated and will be removed in a future release. "
+                "Please migrate to cgroups v2. To explicitly enable cgroups v1 support, you "
+                "must set the kubelet configuration option 'FailCgroupV1' to 'false'.",
+            )
+        else:
+            fail(
+                "SystemVerification",
+                "cgroups v1 support is in maintenance mode, please migrate to cgroups v2",
+                "WARNING",
+            )
     kubelet = shutil.which("kubelet")
     if kubelet is None:
         fail("KubeletVersion", "couldn't get kubelet version: executable file not found in $PATH")
@@ -607,8 +634,7 @@ def kubeadm_init(args):
             '"^([a-z0-9]{6})\\.([a-z0-9]{16})$"',
         )
     node = (opts.get("node-name") or hostname()).lower()
-    sandbox = containerd_dump().get('plugins."io.containerd.grpc.v1.cri".sandbox_image', "")
-    sandbox = sandbox.strip('"')
+    sandbox = runtime_sandbox_image()
     with open(INIT_LOG, "a") as fh:
         record = {
             "time": now_iso(),
@@ -1000,6 +1026,15 @@ class Kubelet:
             f'supported by the runtime; using the kubelet config" cgroupDriver="{self.cgroup_driver}"',
         )
         if not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+            # failCgroupV1 defaults to true from 1.35 (KEP-5573); the message is the
+            # one kubelet 1.35 logs (kubernetes/node-problem-detector#1161)
+            fail_v1 = str(config.get("failCgroupV1", "true")).lower() != "false"
+            if minor_of(VERSION) >= (1, 35) and fail_v1:
+                klog_fail(
+                    "failed to validate kubelet configuration, error: kubelet is configured "
+                    "to not run on a host using cgroup v1. cgroup v1 support is unsupported "
+                    "and will be removed in a future release"
+                )
             glog("W", '"cgroup v1 support is in maintenance mode, please migrate to cgroup v2"')
         self.kubeconfig = self.flags.get("kubeconfig", "")
         try:
