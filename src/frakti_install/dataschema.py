@@ -85,7 +85,7 @@ HASH_FILES = {  # artifacts.Artifacts.published_hash
         ],
     }
 }
-SYSTEM = {"id": str, "version": str, "match?": frozenset({"major"})}
+SYSTEM = {"id": str, "version": str, "match?": frozenset({"major", "suffix"})}
 PUBLISHED_NEEDS_URL = ("artifacts.*", "sha256", "published", "sha256_url")
 
 ARTIFACTS = Spec(

@@ -52,17 +52,23 @@ class Profile:
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
-def _matches(system: Dict[str, Any], os_id: str, version: str) -> bool:
+def system_matches(system: Dict[str, Any], os_id: str, version: str) -> bool:
+    """A row of a systems table against the host's ID and version. match: major
+    takes any 9.x for "9"; match: suffix takes Debian testing/sid, which have no
+    VERSION_ID (distro reads /etc/debian_version then: "forky/sid")."""
     if system["id"] != os_id:
         return False
+    wanted = str(system["version"])
     if system.get("match") == "major":
-        return version.split(".")[0] == system["version"]
-    return version == system["version"]
+        return version.split(".")[0] == wanted
+    if system.get("match") == "suffix":
+        return version.endswith(wanted)
+    return version == wanted
 
 
 def _find_system(os_id: str, version: str) -> Optional[Dict[str, Any]]:
     for system in datafiles.load("profiles")["systems"]:
-        if _matches(system, os_id, version):
+        if system_matches(system, os_id, version):
             return dict(system)
     return None
 

@@ -39,8 +39,8 @@ pytestmark = pytest.mark.e2e
 WATCHED = ("etc", "usr", "opt", "var/lib")
 # What the booted system itself may change there while nothing runs, left out
 # of the listing: systemd keeps a stamp file there for each Persistent= timer
-# and rewrites it whenever the timer fires (docs/upstream-facts.md, row 67),
-# which a daily timer does at midnight. Only this;
+# and rewrites it whenever the timer fires (docs/upstream-facts.md, the row on
+# Persistent= timer stamps), which a daily timer does at midnight. Only this;
 # test_an_idle_host_changes_nothing_watched fails, naming the path, if the
 # host changes anything else on its own.
 NOISE = ("var/lib/systemd/timers",)

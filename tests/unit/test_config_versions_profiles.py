@@ -185,3 +185,30 @@ def test_os_differences_are_data():
     assert el9.packages["docker"] == ["docker-ce", "docker-ce-cli"]
     assert el7.packages["docker"] == ["docker"]
     assert [r.name for r in el9.repos] == ["docker-ce"] and el7.repos == ()
+
+
+# /etc/os-release and /etc/debian_version of Debian sid, from its base-files 14.2
+SID_OS_RELEASE = """PRETTY_NAME="Debian GNU/Linux forky/sid"
+NAME="Debian GNU/Linux"
+VERSION_CODENAME=forky
+ID=debian
+HOME_URL="https://www.debian.org/"
+"""
+
+
+def test_debian_sid_without_version_id_is_a_kata_system(tmp_path):
+    import distro
+
+    from frakti_install import datafiles, profiles
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/os-release").write_text(SID_OS_RELEASE)
+    (tmp_path / "etc/debian_version").write_text("forky/sid\n")
+    found = distro.LinuxDistribution(include_lsb=False, include_uname=False, root_dir=str(tmp_path))
+    os_info = profiles.identify(found.id(), found.version(best=False), found.name(pretty=True))
+    assert (os_info.version, os_info.family) == ("forky/sid", "debian")
+    kata_systems = datafiles.load("kata")["systems"]
+    assert any(profiles.system_matches(s, os_info.id, os_info.version) for s in kata_systems)
+    # a release of Debian with a VERSION_ID is not taken for sid
+    assert not profiles.system_matches({"id": "debian", "version": "/sid", "match": "suffix"},
+                                       "debian", "13")  # fmt: skip

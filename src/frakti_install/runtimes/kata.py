@@ -16,6 +16,7 @@ from frakti_install.artifacts import Artifacts
 from frakti_install.errors import ConfigError, UnsupportedOS
 from frakti_install.isolation import IsolationCheck, PodShape
 from frakti_install.kubesource import KubernetesSource, PackageRepository, RepoPackages
+from frakti_install.profiles import system_matches
 from frakti_install.runtimes.base import Runtime
 from frakti_install.steps.containerd import (
     Containerd,
@@ -82,14 +83,6 @@ def kata_layout(data: Dict[str, Any], release: str) -> Dict[str, Any]:
         f"(from {layouts[-1]['from']})",
         hint=f"Use {data['versions']['kata']} (the default) or a newer release.",
     )
-
-
-def _system_matches(system: Dict[str, Any], os: OsInfo) -> bool:
-    if system["id"] != os.id:
-        return False
-    if system.get("match") == "major":
-        return os.version.split(".")[0] == str(system["version"])
-    return os.version == str(system["version"])
 
 
 class KataContainersRuntime(Runtime):
@@ -210,7 +203,7 @@ class KataContainersRuntime(Runtime):
         return [f"{s['id']} {s['version']}" for s in self.data["systems"]]
 
     def supports(self, os: OsInfo) -> bool:
-        return any(_system_matches(system, os) for system in self.data["systems"])
+        return any(system_matches(system, os.id, os.version) for system in self.data["systems"])
 
     def check_host(self, ctx: Context) -> None:
         os = ctx.facts.os()
