@@ -169,7 +169,14 @@ FAMILY = {  # profiles.Profile's fields
 PROFILES = Spec(
     {
         "families": {"*": FAMILY},
-        "systems": [{**SYSTEM, "family": str, "set?": Dotted(FAMILY, "families.<family>")}],
+        "systems": [
+            {
+                **SYSTEM,
+                "family": str,
+                "runtimes?": [str],  # the profiles that run there (absent: every one)
+                "set?": Dotted(FAMILY, "families.<family>"),
+            }
+        ],
         "repos": {"*": _strings("path template baseurl gpgkey")},
         "package_data_dirs": {"*": [str]},
         "runtime_dirs": [str],

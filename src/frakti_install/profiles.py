@@ -66,7 +66,7 @@ def system_matches(system: Dict[str, Any], os_id: str, version: str) -> bool:
     return version == wanted
 
 
-def _find_system(os_id: str, version: str) -> Optional[Dict[str, Any]]:
+def find_system(os_id: str, version: str) -> Optional[Dict[str, Any]]:
     for system in datafiles.load("profiles")["systems"]:
         if system_matches(system, os_id, version):
             return dict(system)
@@ -78,7 +78,7 @@ def supported_systems() -> List[str]:
 
 
 def identify(os_id: str, version: str, pretty_name: str = "") -> OsInfo:
-    system = _find_system(os_id, version)
+    system = find_system(os_id, version)
     return OsInfo(
         id=os_id,
         version=version,
@@ -98,7 +98,7 @@ def _apply_overrides(values: Dict[str, Any], overrides: Dict[str, Any]) -> None:
 
 
 def profile_for(os: OsInfo) -> Profile:
-    system = _find_system(os.id, os.version)
+    system = find_system(os.id, os.version)
     if system is None:
         raise UnsupportedOS(
             f"{os.pretty_name} (ID={os.id!r}, VERSION_ID={os.version!r}) is not supported.",

@@ -6,7 +6,7 @@ import pytest
 
 from frakti_install import plans, session
 from frakti_install.engine import Status
-from frakti_install.errors import PreflightFailed
+from frakti_install.errors import PreflightFailed, UnsupportedOS
 from frakti_install.steps.preflight import Preflight
 from tests.unit.simhost import UnitState, frakti
 
@@ -124,3 +124,14 @@ def test_docker_daemon_json_driver_is_seen_before_docker_runs(machine):
     assert "[CgroupDriver] docker uses the systemd cgroup driver but cgroupfs" in message
     # with auto, everyone follows docker's configured driver
     assert (lambda ctx: ctx.runtime.cgroup_driver(ctx))(m.context()) == "systemd"
+
+
+@pytest.mark.parametrize("os_id, version", [("debian", "13"), ("rocky", "10.0")])
+def test_a_kata_only_system_is_refused_by_frakti_even_on_cgroup_v1(machine, os_id, version):
+    import tests.unit.simkata  # noqa: F401  the kata systems' os-release files
+
+    m = machine(os_id, version, cgroup=1)
+    with pytest.raises(UnsupportedOS) as info:
+        Preflight().check(m.context())
+    assert "not supported by the frakti runtime profile (only by kata)" in str(info.value)
+    assert info.value.hint == "Use --runtime kata."

@@ -12,9 +12,10 @@ import functools
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Sequence
 
-from frakti_install import datafiles
+from frakti_install import datafiles, profiles
 from frakti_install.artifacts import Artifacts
 from frakti_install.config import Settings
+from frakti_install.errors import UnsupportedOS
 from frakti_install.isolation import IsolationCheck, PodShape
 from frakti_install.kubesource import KubernetesSource, RepoPackages
 from frakti_install.steps.preflight import PreflightCheck, Role
@@ -114,8 +115,18 @@ class Runtime(ABC):
         """KUBELET_EXTRA_ARGS: the flags that point kubelet at the runtime."""
 
     # --- what it checks and adds --------------------------------------------
-    def check_host(self, ctx: Context) -> None:  # noqa: B027  most profiles take any system
-        """Raise UnsupportedOS when the profile does not know this system."""
+    def check_host(self, ctx: Context) -> None:
+        """Raise UnsupportedOS when the profile does not know this system: by
+        default, a system of profiles.yaml whose `runtimes` do not name it."""
+        os = ctx.facts.os()
+        system = profiles.find_system(os.id, os.version)
+        runs = system.get("runtimes", [self.name]) if system else [self.name]
+        if self.name not in runs:
+            raise UnsupportedOS(
+                f"{os.pretty_name} is not supported by the {self.name} runtime profile "
+                f"(only by {', '.join(runs)})",
+                hint=f"Use --runtime {runs[0]}.",
+            )
 
     @abstractmethod
     def preflight_checks(self, role: Role) -> Sequence[PreflightCheck]:
