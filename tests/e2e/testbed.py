@@ -336,6 +336,15 @@ def debian_mirror(suite: str = SUITE) -> str:
     raise AssertionError("unreachable")
 
 
+def host_apt_date_checks() -> str:
+    """This machine's apt settings for Release file dates, as apt.conf lines."""
+    names = ("Acquire::Check-Valid-Until", "Acquire::Check-Date")
+    dumped = subprocess.run(["apt-config", "dump", *names], capture_output=True, text=True)
+    return "".join(
+        line + "\n" for line in dumped.stdout.splitlines() if line.split(" ", 1)[0] in names
+    )
+
+
 def _customize_image(
     root: Path, sources: list[dict[str, list[str]]], offline: Sequence[str], log: Path
 ) -> None:
@@ -362,6 +371,11 @@ def _customize_image(
         'APT::Keep-Downloaded-Packages "true";\n'
         'Binary::apt::APT::Keep-Downloaded-Packages "true";\n'
     )
+    # The image's apt judges the mirror's Release dates as this machine's apt does:
+    # a machine whose mirror is a snapshot turns the date checks off, and sid's
+    # Release (Valid-Until a week ahead) is then "expired" to an image that keeps
+    # them. The signatures are checked either way.
+    (root / "etc/apt/apt.conf.d/10mirror-dates").write_text(host_apt_date_checks())
     shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")  # the chroot uses the host's network
     chroot_apt(root, log, "update", "-q")
     download_into_cache(root, log, offline)
