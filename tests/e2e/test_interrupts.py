@@ -34,11 +34,17 @@ LEFT_RUNNING = ("apt-get", "dpkg", "kubeadm")
 
 
 def pane_exit(machine: testbed.Machine) -> Optional[int]:
-    """The exit status of the command the tmux pane ran, once it has ended."""
+    """How the command the tmux pane ran ended, once it has: its exit status, or
+    128 + the signal that killed it (as a shell reports it)."""
     shown = machine.run(
-        ["tmux", "display-message", "-p", "-t", SESSION, "#{pane_dead} #{pane_dead_status}"]
-    ).stdout.split()
-    return int(shown[1]) if shown and shown[0] == "1" else None
+        ["tmux", "display-message", "-p", "-t", SESSION,
+         "#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}"]
+    ).stdout.strip()  # fmt: skip
+    dead, status, signal = (shown.split(":") + ["", "", ""])[:3]
+    assert dead in ("0", "1"), f"tmux does not show the pane: {shown!r}"
+    if dead == "0" or not (status or signal):
+        return None  # tmux sees the pty closed before it has reaped the process
+    return int(status) if status else 128 + int(signal)
 
 
 def ctrl_c_during(machine: testbed.Machine, step: str, delay: float) -> int:
