@@ -43,7 +43,7 @@ def pane_exit(machine: testbed.Machine) -> Optional[int]:
     dead, status, signal = (shown.split(":") + ["", "", ""])[:3]
     assert dead in ("0", "1"), f"tmux does not show the pane: {shown!r}"
     if dead == "0" or not (status or signal):
-        return None  # tmux sees the pty closed before it has reaped the process
+        return None  # seen here: the pane shows dead a moment before its status
     return int(status) if status else 128 + int(signal)
 
 
