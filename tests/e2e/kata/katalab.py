@@ -132,8 +132,17 @@ def _inline_common(text: str) -> str:
     return builder.COMMON_IMPORT.sub(lambda _: common, text, count=1)
 
 
-def render_kube(program: str, version: str) -> bytes:
+MAIN_MARKER = '\nif __name__ == "__main__":'
+
+
+def render_kube(program: str, version: str, patch: str = "") -> bytes:
+    """A kube stand-in program; `patch` (a fragment such as standin_kata_multinode.py)
+    goes just before its `if __name__` line."""
     text = _inline_common((STANDINS / "kube131.py").read_text())
+    if patch:
+        if text.count(MAIN_MARKER) != 1:
+            raise testbed.TestbedError("kube131.py: no single `if __name__` line to insert before")
+        text = text.replace(MAIN_MARKER, "\n\n" + patch + MAIN_MARKER)
     return text.replace("@PROGRAM@", program).replace("@VERSION@", version).encode()
 
 
@@ -214,11 +223,11 @@ fi
 """
 
 
-def build_kube_debs(out_dir: Path, kubernetes: str) -> List[Path]:
+def build_kube_debs(out_dir: Path, kubernetes: str, kube_patch: str = "") -> List[Path]:
     """kubelet, kubeadm, kubectl (kubernetes: v1.31.13) and kubernetes-cni, as in pkgs.k8s.io."""
     version = kubernetes.lstrip("v") + "-1.1"
     stand_in = "\n TEST STAND-IN (frakti-install e2e tests): a Python imitation, see its header."
-    programs = {p: (render_kube(p, kubernetes), 0o755) for p in KUBE_PROGRAMS}
+    programs = {p: (render_kube(p, kubernetes, kube_patch), 0o755) for p in KUBE_PROGRAMS}
     cni = (STANDINS / "cni-plugin.sh").read_text().replace("@CNI_VERSION@", CNI_VERSION)
     debs = [
         build_deb(
@@ -454,9 +463,10 @@ def build_kata_tarball(version: str) -> bytes:
 # --------------------------------------------------------------------------- the mirror
 
 
-def build_kata_mirror(dest: Path, key: RepoKey) -> Dict[str, object]:
+def build_kata_mirror(dest: Path, key: RepoKey, kube_patch: str = "") -> Dict[str, object]:
     """Everything the installer downloads, under dest (emptied first); returns what the
-    test needs: {"versions", "kata_sha256", "fingerprint", "mirrors", "package_version"}."""
+    test needs: {"versions", "kata_sha256", "fingerprint", "mirrors", "package_version"}.
+    kube_patch: a fragment put into the kube stand-ins (render_kube)."""
     data = kata_data()
     minor, kata = str(data["versions"]["kubernetes"]), str(data["versions"]["kata"])
     # the default minor's latest patch, as the installer picks it
@@ -464,7 +474,7 @@ def build_kata_mirror(dest: Path, key: RepoKey) -> Dict[str, object]:
     if dest.exists():
         shutil.rmtree(dest)
     repo = dest / f"pkgs/core:/stable:/{minor}/deb"
-    debs = build_kube_debs(repo / "amd64", kubernetes)
+    debs = build_kube_debs(repo / "amd64", kubernetes, kube_patch)
     build_apt_repo(repo, debs, key, f"isv:kubernetes:core:stable:{minor}")
     tarball = build_kata_tarball(kata)
     release = dest / f"github/kata-containers/kata-containers/releases/download/{kata}"

@@ -1,0 +1,229 @@
+"""A kata master and a kata worker on booted Debian 12 hosts, joined, with routes.
+
+The hosts are the kata test's (test_kata_allinone.boot_kata_host: the bookworm
+kata image of katalab.py, cgroup v2, the project installed, the signed stand-in
+pkgs.k8s.io repository and the Kata tarball served on 127.0.0.1:8080), on the
+multi-node tests' private network (multinode/lab.py: a bridge in a network
+namespace, 192.168.99.0/24, hosts entries). The kube stand-ins are kube131.py
+extended by standin_kata_multinode.py: the worker reaches the master's stand-in
+API on 192.168.99.10:6443, joins with `kubeadm join --config` and is given its
+own pod /24.
+
+Flow: `allinone --runtime kata` on the master; the line `join-command` prints
+there, pasted into a shell on the worker (with the worker's config for the
+mirrors); the routes sync started on both, as its timer would; then the line
+once more on the worker. Shown: both nodes registered and Ready with distinct
+pod CIDRs, the worker's CNI config on its own /24, on each host a route to the
+other's pod /24 via the other's lab address, the join made over containerd's
+socket from a v1beta4 JoinConfiguration with no token on kubeadm's command
+line, and the second `node` run changing nothing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ipaddress
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+import katalab
+import pytest
+import testbed
+from test_kata_allinone import (
+    CONFIG_PATH,
+    SOCKET,
+    boot_kata_host,
+    describe,
+    flag,
+    make_config,
+    process_argv,
+    steps_of,
+    write_config,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "multinode"))
+import lab  # noqa: E402
+from test_multinode import SYNC_SERVICE, paste_join_line, wait_until_released  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+SUITE = "bookworm"
+POD_CIDR = "10.244.0.0/16"
+NAMES = ("kata-master", "kata-worker")
+PATCH = Path(__file__).resolve().parent / "standin_kata_multinode.py"
+JOIN_LOG = "/var/log/standin-kubeadm-join.log"
+INSTALL_TIMEOUT = 600
+
+
+@pytest.fixture(scope="module")
+def mn_image(testbed_ready: None, record_timing: Callable[[str, float], None]) -> Path:
+    started = time.monotonic()
+    try:
+        path = katalab.ensure_kata_image(testbed.ensure_image(SUITE))
+    except testbed.TestbedError as exc:
+        pytest.fail(f"could not build the {SUITE} kata test image:\n{exc}", pytrace=False)
+    record_timing(f"{SUITE} kata image ready ({path.name})", time.monotonic() - started)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mn_mirror(run_dir: Path, record_timing: Callable[[str, float], None]) -> Dict[str, object]:
+    """The kata stand-in mirror with the multi-node kube stand-ins."""
+    started = time.monotonic()
+    key = katalab.RepoKey()
+    dest = run_dir / "mirror-kata-multinode"
+    try:
+        info = katalab.build_kata_mirror(dest, key, kube_patch=PATCH.read_text())
+    finally:
+        key.close()
+    record_timing("kata multi-node stand-in mirror built", time.monotonic() - started)
+    return {**info, "dir": dest}
+
+
+def run(machine: testbed.Machine, argv: List[str]) -> str:
+    result = machine.run(argv, check=False, timeout=INSTALL_TIMEOUT)
+    assert result.returncode == 0, (
+        f"{machine.name}: {shlex.join(argv)}\n{describe(machine, result)}"
+    )
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    request: pytest.FixtureRequest,
+    mn_image: Path,
+    mn_mirror: Dict[str, object],
+    run_dir: Path,
+    wheelhouses: Callable[[str], Path],
+    record_timing: Callable[[str, float], None],
+) -> Dict[str, Any]:
+    network = lab.Lab("kata").create()
+    request.addfinalizer(network.destroy)  # after the hosts' own finalizers (LIFO)
+    wheelhouse = wheelhouses(testbed.image_python(mn_image))
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        machines = list(
+            pool.map(
+                lambda name: boot_kata_host(
+                    request, name, mn_image, mn_mirror, run_dir, wheelhouse, record_timing
+                ),
+                NAMES,
+            )
+        )
+    nodes = [network.attach(machine, name) for machine, name in zip(machines, NAMES)]
+    network.write_hosts()
+    for node in nodes:
+        write_config(node.machine, make_config(mn_mirror, pod_cidr=POD_CIDR))
+    master, worker = nodes
+    started = time.monotonic()
+    run(
+        master.machine,
+        ["frakti-install", "allinone", "--runtime", "kata", "--yes", "-c", CONFIG_PATH],
+    )
+    record_timing("kata multi-node: allinone on the master", time.monotonic() - started)
+    line = run(master.machine, ["frakti-install", "join-command", "-c", CONFIG_PATH]).strip()
+    started = time.monotonic()
+    paste_join_line(worker.machine, line)
+    record_timing("kata multi-node: the join line on the worker", time.monotonic() - started)
+    for node in nodes:  # what the timer does every few minutes, started now
+        wait_until_released(node.machine, SYNC_SERVICE)
+        run(node.machine, ["systemctl", "start", SYNC_SERVICE])
+    started = time.monotonic()
+    again = worker.machine.run(
+        ["/bin/sh"], check=False, timeout=INSTALL_TIMEOUT, input=f"{line} --json -c {CONFIG_PATH}\n"
+    )
+    record_timing("kata multi-node: node on the worker, second run", time.monotonic() - started)
+    return {"nodes": nodes, "line": line, "again": again}
+
+
+def cluster_nodes(cluster: Dict[str, Any]) -> Dict[str, dict]:
+    master = cluster["nodes"][0]
+    return {n["metadata"]["name"]: n for n in lab.cluster_nodes(master.machine)}
+
+
+def pod_cidrs(cluster: Dict[str, Any]) -> Dict[str, str]:
+    return {name: obj["spec"].get("podCIDR") for name, obj in cluster_nodes(cluster).items()}
+
+
+def test_join_line_names_the_kata_runtime(cluster: Dict[str, Any]) -> None:
+    words = shlex.split(cluster["line"])
+    assert words[0].startswith("FRAKTI_INSTALL_JOIN_TOKEN=") and "--token" not in words, words
+    assert words[1:6] == ["frakti-install", "node", "--yes", "--runtime", "kata"], words
+    assert words[6:8] == ["--join", f"{cluster['nodes'][0].address}:6443"], words
+
+
+def test_both_nodes_registered_and_ready(cluster: Dict[str, Any]) -> None:
+    seen = cluster_nodes(cluster)
+    assert sorted(seen) == sorted(NAMES), f"nodes in the cluster: {sorted(seen)}"
+    for node in cluster["nodes"]:
+        obj = seen[node.name]
+        ready = [c["status"] for c in obj["status"]["conditions"] if c["type"] == "Ready"]
+        assert ready == ["True"], f"{node.name}: {obj['status']['conditions']}"
+        addresses = {a["type"]: a["address"] for a in obj["status"]["addresses"]}
+        assert addresses.get("InternalIP") == node.address, f"{node.name}: {addresses}"
+    # the worker's kubelet reports to the master: it sees the same two nodes
+    worker = cluster["nodes"][1].machine
+    out = worker.run(
+        ["kubectl", "--kubeconfig", "/etc/kubernetes/kubelet.conf", "get", "nodes", "-o", "name"]
+    ).stdout.split()
+    assert sorted(out) == sorted(f"node/{n}" for n in NAMES), out
+
+
+def test_each_node_has_its_own_pod_cidr(cluster: Dict[str, Any]) -> None:
+    cidrs = pod_cidrs(cluster)
+    for name, cidr in cidrs.items():
+        assert cidr, f"{name} has no podCIDR"
+        network = ipaddress.IPv4Network(cidr)
+        assert network.prefixlen == 24 and network.subnet_of(ipaddress.IPv4Network(POD_CIDR))
+    assert len(set(cidrs.values())) == len(NAMES), f"pod CIDRs are not distinct: {cidrs}"
+    for node in cluster["nodes"]:
+        conf = json.loads(node.machine.read(lab.CNI_CONF))
+        assert conf["ipam"]["subnet"] == cidrs[node.name], (node.name, conf)
+
+
+def test_routes_to_the_other_nodes_pods(cluster: Dict[str, Any]) -> None:
+    cidrs = pod_cidrs(cluster)
+    nodes = cluster["nodes"]
+    for node in nodes:
+        found = lab.routes(node.machine)
+        for other in nodes:
+            if other is not node:
+                assert found.get(cidrs[other.name]) == other.address, (
+                    f"{node.name}: no route to {other.name}'s pods {cidrs[other.name]} via "
+                    f"{other.address}; ip route has {found}"
+                )
+        assert cidrs[node.name] not in found, f"{node.name} routes its own pod subnet away"
+
+
+def test_join_ran_over_containerds_socket(cluster: Dict[str, Any]) -> None:
+    worker = cluster["nodes"][1]
+    joins = [json.loads(x) for x in worker.machine.read(JOIN_LOG).decode().splitlines() if x]
+    assert len(joins) == 1, f"kubeadm join ran {len(joins)} times: {joins}"
+    join = joins[0]
+    assert join["cri_socket"] == f"unix://{SOCKET}", join
+    assert join["config_api_version"] == "kubeadm.k8s.io/v1beta4", join
+    assert join["api_server"] == f"{cluster['nodes'][0].address}:6443", join
+    assert join["node_name"] == worker.name, join
+    # the token came in the config file, not on kubeadm's command line
+    assert [a.split("=")[0] for a in join["argv"]] == ["--config"], join["argv"]
+    obj = cluster_nodes(cluster)[worker.name]
+    socket = obj["metadata"]["annotations"].get("kubeadm.alpha.kubernetes.io/cri-socket")
+    assert socket == f"unix://{SOCKET}", obj["metadata"]
+    assert obj["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
+    argv = process_argv(worker.machine, "kubelet")
+    assert flag(argv, "container-runtime-endpoint") == f"unix://{SOCKET}", argv
+
+
+def test_second_node_run_changes_nothing(cluster: Dict[str, Any]) -> None:
+    worker = cluster["nodes"][1].machine
+    again = cluster["again"]
+    assert again.returncode == 0, describe(worker, again)
+    steps = steps_of(again)
+    acted = [s for s in steps if s.get("status") not in ("ok", "skip")]
+    assert steps and not acted, f"a second node run should change nothing, but: {acted}"
+    assert "kubeadm-join" in {s.get("name") for s in steps}, [s.get("name") for s in steps]
+    joins = worker.read(JOIN_LOG).decode().splitlines()
+    assert len(joins) == 1, f"the second run ran kubeadm join again: {joins}"
