@@ -702,6 +702,13 @@ def parse_yaml(text: str, what: str, path: Path) -> Any:
         ) from None
 
 
+def names_runtime(config_file: Path, environ: Optional[Mapping[str, str]] = None) -> bool:
+    """Whether the config file or the environment chooses a runtime profile."""
+    environ = os.environ if environ is None else environ
+    values = read_yaml(config_file, "config file")
+    return ENV_PREFIX + "RUNTIME" in environ or (isinstance(values, dict) and "runtime" in values)
+
+
 def read_yaml(path: Path, what: str) -> Any:
     """A user's YAML file; an unreadable or malformed one is a ConfigError naming `what`."""
     try:

@@ -102,15 +102,23 @@ def load_settings(config_file: Optional[Path], flags: Dict[str, Any]) -> Setting
 
 def installed_settings(config_file: Optional[Path]) -> Settings:
     """Settings for a command about what is installed: the -c file, else the
-    ones the last install recorded on this host, else the defaults."""
-    if config_file is not None:
-        return load_settings(config_file, {})
+    ones the last install recorded on this host, else the defaults. With -c the
+    runtime is still the installed one unless the file or the environment names
+    one: `allinone --runtime kata -c FILE` records kata, FILE need not say it."""
     defaults = load_settings(None, {})
-    recorded = config.recorded_file(defaults.state_dir)
-    text = new_context(defaults).host.read_text(recorded)
-    if text is None:
-        return defaults
-    return runtimes.load_settings(Path(recorded), {}, file_text=text)
+    recorded_path = config.recorded_file(defaults.state_dir)
+    text = new_context(defaults).host.read_text(recorded_path)
+    if config_file is None:
+        if text is None:
+            return defaults
+        return runtimes.load_settings(Path(recorded_path), {}, file_text=text)
+    given = load_settings(config_file, {})
+    if text is None or config.names_runtime(config_file):
+        return given
+    installed = runtimes.load_settings(Path(recorded_path), {}, file_text=text).runtime
+    if installed == given.runtime:
+        return given
+    return load_settings(config_file, {"runtime": installed})
 
 
 def check_join(settings: Settings) -> None:

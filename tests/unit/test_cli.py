@@ -322,3 +322,27 @@ def test_kata_reset_without_config_tears_down_on_containerds_socket(tmp_path, mo
     assert resets and all(
         "--cri-socket=unix:///run/containerd/containerd.sock" in argv for argv in resets
     ), resets
+
+
+def test_join_command_with_a_config_file_names_the_installed_runtime(tmp_path, monkeypatch):
+    # allinone --runtime kata -c FILE: FILE does not say kata, the record does
+    from tests.unit.simkata import KataSimMachine, kata_checksums
+
+    m = KataSimMachine(tmp_path / "root", "debian", "12")
+    monkeypatch.setattr(session, "new_context", lambda s, downloader_factory=None: m.context(s))
+    config = tmp_path / "site.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"checksums": kata_checksums(), "log_file": str(tmp_path / "i.log"), "lock_wait": 0}
+        )
+    )
+    installed = invoke("allinone", "--runtime", "kata", "--yes", "-c", str(config))
+    assert installed.exit_code == 0, installed.output
+    line = invoke("join-command", "-c", str(config))
+    assert line.exit_code == 0, line.output
+    assert " frakti-install node --yes --runtime kata --join " in line.output
+    # a file that names a runtime is taken at its word
+    named = tmp_path / "named.yaml"
+    named.write_text(config.read_text() + "runtime: frakti\n")
+    assert session.installed_settings(named).runtime == "frakti"
+    assert session.installed_settings(config).runtime == "kata"
