@@ -17,6 +17,7 @@ from frakti_install.errors import PreflightFailed
 from frakti_install.steps.preflight import Preflight
 from tests.unit.simhost import kata
 from tests.unit.simkata import KataSimMachine, tomllib
+from tests.unit.test_kata_sim import apply
 
 NEW_SYSTEMS = [
     ("debian", "13"),
@@ -40,13 +41,6 @@ def machine(tmp_path: Path) -> Callable[..., KataSimMachine]:
 
     return make
 
-
-def apply(m: KataSimMachine, **settings: Any) -> session.Report:
-    report = session.execute(
-        plans.allinone(kata()), m.context(m.settings(**settings)), dry_run=False
-    )
-    session.raise_for(report)
-    return report
 
 
 def dig(table: Dict[str, Any], path: tuple) -> Any:
