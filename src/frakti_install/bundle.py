@@ -47,7 +47,7 @@ from frakti_install.download import Digest, Downloader
 from frakti_install.errors import ChecksumMismatch, ConfigError, DownloadError
 from frakti_install.fsio import CHUNK_SIZE, sha256_of, staged
 from frakti_install.host import Host
-from frakti_install.kubesource import download_repo_packages
+from frakti_install.kubesource import download_repo_packages, require_bundle_tools
 from frakti_install.profiles import identify, profile_for
 from frakti_install.runtimes import Runtime, runtime_class
 from frakti_install.steps.kube_packages import check_signing_key
@@ -229,6 +229,10 @@ def create_bundle(
             raise ConfigError(f"two wheels named {wheel.name}: {wheel_names[wheel.name]}, {wheel}")
         wheel_names[wheel.name] = wheel
 
+    repo = runtime.bundle_repo_packages(FAMILIES[fmt], fmt, arch, artifacts) if runtime else None
+    if repo is not None:
+        require_bundle_tools(_host(host), fmt)
+
     entries: Dict[str, Dict[str, str]] = {}
     files: Dict[str, Path] = {}  # arcname -> local file
     for name in _names(runtime, fmt):
@@ -258,9 +262,6 @@ def create_bundle(
 
     packages: Dict[str, Dict[str, str]] = {}
     with tempfile.TemporaryDirectory(prefix="frakti-install-bundle-") as scratch:
-        repo = (
-            runtime.bundle_repo_packages(FAMILIES[fmt], fmt, arch, artifacts) if runtime else None
-        )
         if repo is not None:
             key = files[entries[repo.key_artifact]["file"]]
             found = download_repo_packages(_host(host), repo, key, Path(scratch))

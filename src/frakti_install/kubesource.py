@@ -114,18 +114,35 @@ def download_repo_packages(
     return files
 
 
-def _tool(host: Host, name: str, fmt: str) -> None:
-    if host.which(name) is None:
-        raise ConfigError(
-            f"a {fmt} bundle for the kata profile downloads its Kubernetes packages with "
-            f"{name}, which this machine does not have",
-            hint=f"Run 'frakti-install bundle create --family {fmt}' on a machine with {name} "
-            "(a host of that family).",
+# What `bundle create` runs to fetch a repository's packages: gpg checks the
+# signing key (fingerprint, expiry) and dearmors it for apt; apt-get or dnf
+# downloads and checks the packages.
+BUNDLE_TOOLS = {"deb": ("gpg", "apt-get"), "rpm": ("gpg", "dnf")}
+TOOL_PACKAGES = {"deb": "apt-get install gpg", "rpm": "dnf install gnupg2"}
+
+
+def require_bundle_tools(host: Host, fmt: str) -> None:
+    """ConfigError naming every tool of BUNDLE_TOOLS[fmt] this machine lacks:
+    checked before the first download, not found missing half-way."""
+    missing = [name for name in BUNDLE_TOOLS[fmt] if host.which(name) is None]
+    if not missing:
+        return
+    if "gpg" in missing and len(missing) == 1:
+        hint = f"Install it ({TOOL_PACKAGES[fmt]}) and run the same command again."
+    else:
+        hint = (
+            f"Run 'frakti-install bundle create --family {fmt}' on a machine of that family "
+            f"with {' and '.join(BUNDLE_TOOLS[fmt])} ({TOOL_PACKAGES[fmt]})."
         )
+    raise ConfigError(
+        f"a {fmt} bundle for the kata profile checks the repository's signing key with gpg "
+        f"and downloads its Kubernetes packages with {BUNDLE_TOOLS[fmt][1]}; this machine "
+        f"has no {' and no '.join(missing)}",
+        hint=hint,
+    )
 
 
 def _apt_download(host: Host, repo: RepoPackages, key: Path, apt: Path, out: Path) -> None:
-    _tool(host, "apt-get", "deb")
     for sub in ("lists/partial", "cache/archives/partial", "sources.list.d", "preferences.d"):
         (apt / sub).mkdir(parents=True, exist_ok=True)
     keyring = apt / "keyring.gpg"
@@ -153,7 +170,6 @@ def _apt_download(host: Host, repo: RepoPackages, key: Path, apt: Path, out: Pat
 
 
 def _dnf_download(host: Host, repo: RepoPackages, key: Path, dnf: Path, out: Path) -> None:
-    _tool(host, "dnf", "rpm")
     (dnf / "repos.d").mkdir(parents=True, exist_ok=True)
     (dnf / "repos.d" / "kubernetes.repo").write_text(
         f"[kubernetes]\nname=Kubernetes\nbaseurl={repo.url}\nenabled=1\ngpgcheck=1\n"

@@ -168,6 +168,28 @@ def test_an_expired_key_stops_create(connected: Connected, tmp_path: Path) -> No
     assert connected.runner.served == []
 
 
+@pytest.mark.parametrize(
+    ("fmt", "removed", "named"),
+    [
+        ("deb", ("gpg",), "has no gpg"),
+        ("deb", ("apt-get",), "has no apt-get"),
+        ("rpm", ("gpg", "dnf"), "has no gpg and no dnf"),
+    ],
+)
+def test_a_missing_tool_stops_create_before_any_download(
+    connected: Connected, tmp_path: Path, fmt: str, removed: tuple, named: str
+) -> None:
+    """Seen on a fresh Debian 12 host (the booted kata bundle test): no gpg, and
+    create failed half-way with 'gpg: command not found' (exit 6)."""
+    for tool in removed:
+        (connected.runner.root / "usr/bin" / tool).unlink()
+    with pytest.raises(ConfigError, match=named) as raised:
+        connected.make(tmp_path / "kata.tar.gz", fmt)
+    assert raised.value.exit_code == ExitCode.CONFIG
+    assert connected.downloader.fetched == [], "downloads began before the tools were checked"
+    assert not (tmp_path / "kata.tar.gz").exists()
+
+
 def test_rpm_bundle_is_made_with_dnf_download(connected: Connected, tmp_path: Path) -> None:
     manifest = manifest_of(connected.make(tmp_path / "kata-rpm.tar.gz", "rpm"))
     assert manifest["family"] == "rpm"

@@ -239,9 +239,11 @@ def boot_kata_host(
     run_dir: Path,
     wheelhouse: Path,
     record_timing: Callable[[str, float], None],
+    serve: bool = True,
 ) -> testbed.Machine:
-    """A booted host with frakti-install installed and the mirror served; torn down by a
-    finalizer on request (its diagnostics kept first when a test failed)."""
+    """A booted host with frakti-install installed and the mirror served (unless not
+    `serve`); torn down by a finalizer on request (its diagnostics kept first when a
+    test failed)."""
     started = time.monotonic()
     failures_before = request.session.testsfailed
     suite = testbed.image_suite(kata_image)
@@ -258,7 +260,8 @@ def boot_kata_host(
 
     request.addfinalizer(finish)
     testbed.install_project(machine, wheelhouse)
-    testbed.serve_mirror(machine, Path(str(kata_mirror["dir"])))
+    if serve:
+        testbed.serve_mirror(machine, Path(str(kata_mirror["dir"])))
     # The guest cannot load modules: stand in for vhost_vsock/vhost_net with their
     # device nodes (misc minors 241 and 238), unless the host kernel has them loaded.
     for module, device, minor in (
