@@ -695,6 +695,9 @@ class Machine:
             "--keep-unit",
             "--capability=all",
             "--private-network",
+            # runc joins a session keyring and attaches its device filter
+            # with bpf; nspawn's default seccomp filter refuses both
+            "--system-call-filter=@keyring bpf",
             "-M",
             self.name,
             "-D",

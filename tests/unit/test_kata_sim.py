@@ -233,6 +233,29 @@ def test_user_config_change_restarts_containerd_only_and_is_carried_over(machine
     assert "mirror.example.com" in m.p(DROP_IN).read_text()
 
 
+def test_a_drop_in_put_back_restarts_the_containerd_that_runs_without_it(machine):
+    """Someone removed the kata handler and restarted containerd: the files then
+    differ from what frakti-install last restarted it with, though what it
+    writes back equals that record. Found by the booted verify test: allinone
+    restored the drop-in and left containerd running without the handler."""
+    m = machine()
+    apply(m)
+    drop_in = m.p(DROP_IN).read_text()
+    m.runner.write(DROP_IN, drop_in.replace("kata", "katx"))
+    m.runner(["systemctl", "restart", "containerd.service"], None, None, None)
+    assert "kata" not in dig(m.kata.containerd_loaded, (*CRI, "containerd", "runtimes"))
+    started = starts(m)
+
+    report = apply(m)
+
+    changed = {r.name: r.changes for r in report.steps if r.status is Status.CHANGE}
+    assert list(changed) == ["containerd"], render_plan(report.steps)
+    assert changed["containerd"][1].startswith("restart containerd"), changed["containerd"]
+    assert m.p(DROP_IN).read_text() == drop_in
+    assert starts(m)["containerd.service"] == started["containerd.service"] + 1
+    assert m.kata.containerd_loaded == effective(m)
+
+
 def test_killed_between_writing_and_restarting_still_restarts(machine):
     m = machine("rocky", "9.3")  # containerd.io 2.x: the drop-in repeats nothing
     apply(m)

@@ -20,9 +20,10 @@ a drop-in, and the main config.toml touched only where the drop-in needs it.
 - containerd 1.x replaces a plugin's whole table with the last file that sets
   it (containerd issue #5837, fixed in 2.0), so there the drop-in repeats the
   CRI tables of the file that set them last, merged key by key with ours.
-- containerd restarts only when the files it reads differ from the ones it
-  was last (re)started with (a digest in the state directory), so a run
-  killed between writing and restarting still restarts on the next run.
+- containerd restarts when a file it reads is written, or when they differ
+  from the ones it was last (re)started with (a digest in the state
+  directory), so a run killed between writing and restarting still restarts
+  on the next run.
 """
 
 from __future__ import annotations
@@ -461,12 +462,15 @@ class Containerd(Step):
             actions.append(EditFile(c["config"], main.text, "; ".join(main.done)))
         content, carried_from = drop_in_content(ctx, main, found)
         actions += file_actions(ctx, c["drop_in"], content, 0o644)
+        # a file put back that someone else changed (and maybe restarted
+        # containerd with) is read only by a restart, whatever the record says
+        rewrites = bool(actions)
         state = ctx.facts.unit(unit)
         if not state.is_enabled:
             actions.append(Systemctl("enable", unit, f"enable {unit} at boot"))
         digest = _digest(main.text, content)
         recorded = (ctx.host.read_text(record_path(ctx, unit)) or "").strip()
-        if recorded != digest:
+        if recorded != digest or rewrites:
             why = "start containerd with this configuration"
             if state.active:
                 why = "restart containerd (its configuration changed)"

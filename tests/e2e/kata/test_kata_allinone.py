@@ -30,14 +30,18 @@ product: the guest's CPU shows no vmx/svm and nspawn gives it no /dev/kvm, so
 preflight's KVM check is ignored (ignore_preflight_errors: [KVM]); the guest
 cannot load kernel modules (no /lib/modules), so when the host kernel has not
 loaded vhost_vsock/vhost_net, their device nodes stand in for them (what the
-kata step accepts as "available").
+kata step accepts as "available"); runc needs the keyring and bpf system
+calls nspawn filters out (testbed allows them), and the container's cgroup2
+hierarchy has no controllers here, so the runc container is started without
+CPU shares.
 
 (a) a fresh install exits 0 and leaves containerd running with the kata
     handler next to runc, the user's own containerd settings kept, the
     packages pinned and held, /opt/kata unpacked and the shim linked, the
     RuntimeClass in the cluster;
 (b) a second run finds everything in place (ok/skip only) and restarts
-    neither containerd nor kubelet; `status` then finds no drift;
+    neither containerd nor kubelet; `status` then finds no drift; the real
+    containerd and runc start a container (ctr run, runc's systemd cgroups);
 (c) on another host: the real Kubernetes key expected from a mirror that
     signs with another key exits 8 before anything is installed from it, and
     a wrong kata checksum exits 8 with nothing unpacked into /opt/kata.
@@ -665,6 +669,45 @@ def test_status_is_clean_and_changes_nothing(installed: Dict[str, object]) -> No
     assert service_snapshot(machine) == services, "status restarted a service"
     now = file_prints(machine)
     assert now == files, f"status rewrote {sorted(p for p in now if now[p] != files.get(p))}"
+
+
+ROOTFS = "/var/lib/frakti-install-e2e/rootfs"
+ROOTFS_PROGRAMS = ("/bin/sh", "/usr/bin/uname", "/usr/bin/cat")
+
+
+def make_rootfs(machine: testbed.Machine) -> None:
+    """A container root of the host's own sh, uname and cat with their libraries
+    (ldd): no image to pull, the hosts have no registry."""
+    script = (
+        'R="$1"; shift; mkdir -p "$R/bin" "$R/proc" "$R/dev" "$R/sys"; '
+        'for b in "$@"; do cp -L "$b" "$R/bin/"; '
+        "for l in $(ldd \"$b\" | grep -o '/[^ ]*'); do "
+        'mkdir -p "$R$(dirname "$l")"; cp -L "$l" "$R$l"; done; done'
+    )
+    machine.run(["sh", "-ec", script, "sh", ROOTFS, *ROOTFS_PROGRAMS])
+
+
+def test_real_containerd_and_runc_start_a_container(installed: Dict[str, object]) -> None:
+    """The containerd and runc the installer set up start a container, with runc's
+    systemd cgroup driver as the profile configures it. Through ctr, containerd's
+    own client: the hosts have no CRI client (crictl is not in Debian, the
+    stand-in kubelet speaks no gRPC), so it does not go through the CRI plugin."""
+    machine = installed["machine"]
+    assert isinstance(machine, testbed.Machine)
+    make_rootfs(machine)
+    ran = machine.run(
+        ["ctr", "--address", SOCKET, "-n", "k8s.io", "run", "--rm",
+         "--runtime", "io.containerd.runc.v2", "--runc-systemd-cgroup",
+         "--cgroup", "system.slice:frakti-install-e2e:runc", "--cpu-shares", "0",
+         "--rootfs", ROOTFS, "frakti-install-e2e-runc",
+         "/bin/sh", "-c", "echo kernel=$(uname -r)"],
+        check=False, timeout=120,
+    )  # fmt: skip
+    host_kernel = machine.run(["uname", "-r"]).stdout.strip()
+    assert ran.returncode == 0, f"ctr run with runc exited {ran.returncode}:\n{ran.stderr}"
+    assert ran.stdout.strip() == f"kernel={host_kernel}", ran.stdout
+    left = machine.run(["ctr", "--address", SOCKET, "-n", "k8s.io", "containers", "ls", "-q"])
+    assert "frakti-install-e2e-runc" not in left.stdout.split(), "the container was not removed"
 
 
 # --------------------------------------------------------------------------- (c)
