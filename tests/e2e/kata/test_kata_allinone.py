@@ -176,10 +176,8 @@ def suite(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture(scope="session")
-def kata_image(
-    testbed_ready: None, suite: str, record_timing: Callable[[str, float], None]
-) -> Path:
+def ready_kata_image(suite: str, record_timing: Callable[[str, float], None]) -> Path:
+    """The suite's kata image (built once, then cached), or the test fails."""
     started = time.monotonic()
     try:
         base = testbed.ensure_image(suite)
@@ -191,6 +189,29 @@ def kata_image(
     return path
 
 
+def built_kata_mirror(
+    dest: Path, what: str, record_timing: Callable[[str, float], None], kube_patch: str = ""
+) -> Dict[str, object]:
+    """A signed stand-in repository and the kata tarball in dest, with a key of its own."""
+    if shutil.which("gpg") is None:
+        pytest.skip("the kata e2e test signs its apt repository with gpg, which is not installed")
+    started = time.monotonic()
+    key = katalab.RepoKey()
+    try:
+        info = katalab.build_kata_mirror(dest, key, kube_patch=kube_patch)
+    finally:
+        key.close()
+    record_timing(f"{what} built (signed repo, tarball)", time.monotonic() - started)
+    return {**info, "dir": dest}
+
+
+@pytest.fixture(scope="session")
+def kata_image(
+    testbed_ready: None, suite: str, record_timing: Callable[[str, float], None]
+) -> Path:
+    return ready_kata_image(suite, record_timing)
+
+
 @pytest.fixture(scope="session")
 def kata_wheelhouse(kata_image: Path, wheelhouses: Callable[[str], Path]) -> Path:
     """frakti-install's wheels for the suite's python3 (3.11, 3.13, 3.14...)."""
@@ -200,16 +221,7 @@ def kata_wheelhouse(kata_image: Path, wheelhouses: Callable[[str], Path]) -> Pat
 @pytest.fixture(scope="session")
 def kata_mirror(run_dir: Path, record_timing: Callable[[str, float], None]) -> Dict[str, object]:
     """The signed stand-in repository and the kata tarball, built once per session."""
-    if shutil.which("gpg") is None:
-        pytest.skip("the kata e2e test signs its apt repository with gpg, which is not installed")
-    started = time.monotonic()
-    key = katalab.RepoKey()
-    try:
-        info = katalab.build_kata_mirror(run_dir / "mirror-kata", key)
-    finally:
-        key.close()
-    record_timing("kata stand-in mirror built (signed repo, tarball)", time.monotonic() - started)
-    return {**info, "dir": run_dir / "mirror-kata"}
+    return built_kata_mirror(run_dir / "mirror-kata", "kata stand-in mirror", record_timing)
 
 
 def collect_diagnostics(machine: testbed.Machine, run_dir: Path) -> Path:

@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Callable, Dict
 
-import katalab
 import pytest
 import testbed
 from test_kata_allinone import (
@@ -36,9 +35,11 @@ from test_kata_allinone import (
     INSTALL_TIMEOUT,
     SHIM,
     boot_kata_host,
+    built_kata_mirror,
     describe,
     dpkg_status,
     make_config,
+    ready_kata_image,
     steps_of,
     write_config,
 )
@@ -54,28 +55,12 @@ WRONG_CHECKSUM = 8
 
 @pytest.fixture(scope="module")
 def bundle_image(testbed_ready: None, record_timing: Callable[[str, float], None]) -> Path:
-    started = time.monotonic()
-    try:
-        path = katalab.ensure_kata_image(testbed.ensure_image(SUITE))
-    except testbed.TestbedError as exc:
-        pytest.fail(f"could not build the {SUITE} kata test image:\n{exc}", pytrace=False)
-    record_timing(f"{SUITE} kata image ready ({path.name})", time.monotonic() - started)
-    return path
+    return ready_kata_image(SUITE, record_timing)
 
 
 @pytest.fixture(scope="module")
 def bundle_mirror(run_dir: Path, record_timing: Callable[[str, float], None]) -> Dict[str, object]:
-    if shutil.which("gpg") is None:
-        pytest.skip("the kata e2e test signs its apt repository with gpg, which is not installed")
-    started = time.monotonic()
-    key = katalab.RepoKey()
-    dest = run_dir / "mirror-kata-bundle"
-    try:
-        info = katalab.build_kata_mirror(dest, key)
-    finally:
-        key.close()
-    record_timing("kata bundle stand-in mirror built", time.monotonic() - started)
-    return {**info, "dir": dest}
+    return built_kata_mirror(run_dir / "mirror-kata-bundle", "kata bundle mirror", record_timing)
 
 
 @pytest.fixture(scope="module")
