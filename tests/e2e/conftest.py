@@ -29,7 +29,13 @@ import testbed  # noqa: E402
 # FRAKTI_E2E_PROJECT: test another checkout (or a build of it) with this harness.
 PROJECT_ROOT = Path(os.environ.get("FRAKTI_E2E_PROJECT") or Path(__file__).resolve().parents[2])
 TIMINGS: list[tuple[str, float]] = []
-DIAGNOSTICS: list[Path] = []
+DIAGNOSTICS = testbed.DIAGNOSTICS
+# Files of a failed test's diagnostics shown in the summary, with how many lines.
+SUMMARY_EXCERPTS = (
+    ("processes.txt", 40),
+    ("var__lib__frakti-install/journal.jsonl", 12),
+    ("var__log__frakti-install.log", 30),
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -47,6 +53,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
         terminalreporter.section("frakti-install e2e diagnostics of failed tests")
         for path in DIAGNOSTICS:
             terminalreporter.write_line(str(path))
+            # where CI keeps only this output, the first things to read
+            for name, lines in SUMMARY_EXCERPTS:
+                excerpt = path / name
+                if excerpt.is_file():
+                    tail = excerpt.read_text(errors="replace").splitlines()[-lines:]
+                    terminalreporter.write_line(f"--- {path.name}: {name} (last {lines} lines)")
+                    for line in tail:
+                        terminalreporter.write_line(line[:300])
 
 
 @pytest.fixture(scope="session")
@@ -196,6 +210,7 @@ def collect_diagnostics(machine: testbed.Machine, run_name: str) -> Path:
             except testbed.TestbedError as exc:
                 (dest / name).write_text(str(exc))
     for inside in (
+        "/var/log/frakti-install.log",
         "/var/lib/frakti-install",
         "/var/log/standin-kubeadm-init.log",
         "/var/lib/standin-k8s",

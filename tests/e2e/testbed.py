@@ -61,6 +61,8 @@ STANDINS = HERE / "standins"
 
 CACHE_ROOT = Path(os.environ.get("FRAKTI_E2E_CACHE", "/var/cache/frakti-install-e2e"))
 WORK_ROOT = Path(os.environ.get("FRAKTI_E2E_WORK", "/var/tmp/frakti-install-e2e"))
+# Where the diagnostics of the hosts of failed tests were copied (the summary lists them).
+DIAGNOSTICS: list[Path] = []
 
 SUITE = "bookworm"  # the default, and the only suite the frakti profile's tests boot
 # Suites an image can be built of, from the same archive, and their pockets

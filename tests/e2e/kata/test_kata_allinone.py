@@ -270,7 +270,7 @@ def boot_kata_host(
     def finish() -> None:
         try:
             if request.session.testsfailed > failures_before:
-                print(f"\ndiagnostics of {machine.name}: {collect_diagnostics(machine, run_dir)}")
+                testbed.DIAGNOSTICS.append(collect_diagnostics(machine, run_dir))
         finally:
             machine.stop()
 
