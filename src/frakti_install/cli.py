@@ -642,7 +642,15 @@ def bundle_create(
                 runtime=runtime,
                 wheels=sorted(wheels.glob("*.whl")) if wheels else (),
             )  # fmt: skip
+        from frakti_install.fsio import sha256_of
+
+        # its sums guard against damage, not against a carrier that changes it
+        # (the manifest is not signed): the user compares this out of band
         typer.echo(f"wrote {written}")
+        typer.echo(
+            f"sha256 {sha256_of(written)}: check it on the target (sha256sum {written.name}) "
+            "before installing from it"
+        )
 
     _guard(_create)
 

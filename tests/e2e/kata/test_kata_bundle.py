@@ -19,6 +19,7 @@ URL is upstream's, and unreachable) installs from the bundle alone:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -94,6 +95,8 @@ def air_gapped(
     made = connected.run(create, check=False, timeout=INSTALL_TIMEOUT)
     record_timing("kata bundle create on a connected host", time.monotonic() - started)
     assert made.returncode == 0, describe(connected, made)
+    digest = hashlib.sha256(connected.path(BUNDLE).read_bytes()).hexdigest()
+    assert f"sha256 {digest}" in made.stdout, made.stdout
 
     host = boot_kata_host(
         request, "air-gapped", bundle_image, bundle_mirror, run_dir, wheelhouse, record_timing,
