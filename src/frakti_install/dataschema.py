@@ -71,6 +71,7 @@ KATA_LAYOUT = {  # runtimes.kata.kata_layout
 KUBERNETES_RELEASE = {  # versions.KubernetesRelease
     **_strings("minor latest eol source"),
     "cgroup_v1": frozenset({"refused", "allowed"}),
+    "containerd_min?": str,  # the oldest containerd release (major.minor) it supports
 }
 HASH_FILES = {  # artifacts.Artifacts.published_hash
     "*": {

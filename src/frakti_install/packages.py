@@ -42,6 +42,11 @@ class PackageManager:
         """Names the configured repositories do not offer (so an index refresh is needed)."""
         return []
 
+    def candidates(self, host: Host, names: Sequence[str]) -> Dict[str, Optional[str]]:
+        """name -> the version an install would pick from the configured repositories
+        now; None where unknown (not offered, or a manager that cannot tell cheaply)."""
+        return {name: None for name in names}
+
     def refresh_argv(self) -> Optional[List[str]]:
         return None
 
@@ -77,11 +82,15 @@ class Apt(PackageManager):
         return ["apt-get", "purge", "-y", "--autoremove", *names]
 
     def missing_candidates(self, host: Host, names: Sequence[str]) -> List[str]:
+        candidates = self.candidates(host, names)
+        return [name for name in names if candidates[name] is None]
+
+    def candidates(self, host: Host, names: Sequence[str]) -> Dict[str, Optional[str]]:
         if not names:
-            return []
+            return {}
         result = host.run(["apt-cache", "policy", *names], check=False)
-        candidates = probes.parse_apt_candidates(result.stdout)
-        return [name for name in names if candidates.get(name) is None]
+        found = probes.parse_apt_candidates(result.stdout)
+        return {name: found.get(name) for name in names}
 
     def refresh_argv(self) -> Optional[List[str]]:
         return ["apt-get", "update"]

@@ -124,6 +124,7 @@ class KubernetesRelease:
     eol: datetime.date
     source: str
     cgroup_v1_refused: bool = False  # its kubelet exits on a cgroup v1 host (failCgroupV1)
+    containerd_min: Optional[Tuple[int, int]] = None  # the oldest containerd it supports
 
     def supported_on(self, day: datetime.date) -> bool:
         """Upstream supports it until the day before its end-of-life date."""
@@ -144,12 +145,18 @@ def kubernetes_releases(table: Dict[str, Any]) -> List[KubernetesRelease]:
             eol=datetime.date.fromisoformat(str(row["eol"])),
             source=str(row["source"]),
             cgroup_v1_refused=row.get("cgroup_v1") == "refused",
+            containerd_min=_major_minor(row["containerd_min"]) if "containerd_min" in row else None,
         )
         for row in table["releases"]
     ]
 
 
 _MINOR = re.compile(r"^v?(\d+)\.(\d+)$")
+
+
+def _major_minor(text: object) -> Tuple[int, int]:
+    major, minor = str(text).split(".")
+    return int(major), int(minor)
 _PATCH = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
 
 

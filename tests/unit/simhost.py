@@ -195,6 +195,15 @@ def distro_packages(os_id: str, version: str) -> FrozenSet[str]:
     return frozenset(json.loads((folder / "unconfirmed.json").read_text())["systems"][key])
 
 
+def distro_versions(os_id: str, version: str) -> Dict[str, str]:
+    """name -> the candidate version the system's own repositories offer, where a
+    list was captured (Debian); empty for the unconfirmed lists."""
+    if os_id != "debian":
+        return {}
+    folder = FIXTURES / "packages"
+    return dict(json.loads((folder / f"debian-{version}.json").read_text())["packages"])
+
+
 @functools.lru_cache(maxsize=None)
 def kernel_modules() -> Dict[str, bool]:
     """Module name -> built in, of a real Debian 12 kernel (fixtures/kernel)."""
@@ -280,6 +289,7 @@ class SimRunner:
         self.kubeadm_configs: List[Tuple[str, int, str]] = []  # (path, mode, text) of each --config kubeadm read
         self.mutations = 0
         self.system = ("debian", "12")  # whose package lists apt/yum/dnf offer
+        self.candidate_versions: Dict[str, str] = {}  # name -> apt's candidate, over the lists
         self.kernel_modules: Set[str] = set(kernel_modules())  # what modprobe can load
         self.unit_aliases: Dict[str, str] = {}  # alias -> the unit's Id (an Alias= link)
         self.euid = 0  # what `id -u` answers: another user's uid for a run without sudo
@@ -433,6 +443,16 @@ class SimRunner:
             f"No package {i} available.\n" for i in missing
         )
 
+    def candidate_version(self, name: str) -> str:
+        """What apt-cache policy gives as NAME's candidate: the captured list's
+        version, else the sim's own (candidate_versions; "1.0-1" where nobody
+        said: the unconfirmed lists have names only)."""
+        return (
+            self.candidate_versions.get(name)
+            or distro_versions(*self.system).get(name)
+            or "1.0-1"
+        )
+
     def cmd_apt_cache(self, argv: List[str]) -> CommandResult:
         # apt-cache policy prints nothing for a name no index has
         offered = self.offered()
@@ -440,7 +460,7 @@ class SimRunner:
             argv,
             "".join(
                 f"{n}:\n  Installed: {self.state.packages.get(n, '(none)')}\n"
-                "  Candidate: 1.0-1\n  Version table:\n"
+                f"  Candidate: {self.candidate_version(n)}\n  Version table:\n"
                 for n in argv[2:]
                 if n in offered
             ),

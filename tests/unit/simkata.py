@@ -887,6 +887,10 @@ class KataSimMachine(SimMachine):
             packaged
         ]
         self.kata.system = (os_id, version)
+        if os_id == "ubuntu":  # no captured list: the release this sim installs
+            self.kata.candidate_versions["containerd"] = "{}.{}.{}-0ubuntu1".format(
+                *self.kata.containerd_release
+            )
         self.runner = self.kata
         self.kata._refresh_ports()
         self.downloader = KataSimDownloader(root / "var/cache/sim")

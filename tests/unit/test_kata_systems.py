@@ -136,7 +136,7 @@ def test_cgroup_v1_host_passes_with_a_release_whose_kubelet_still_runs_there(mac
     check = Preflight().check(
         m.context(m.settings(kubernetes_version="v1.34", allow_eol=True))
     )
-    assert check.reason == "15 checks passed"
+    assert check.reason == "16 checks passed"
 
 
 @pytest.mark.parametrize(
@@ -158,3 +158,50 @@ def test_cgroup_v1_is_refused_from_kubernetes_1_35_on(machine, minor):
 def test_cgroup_v2_host_passes_for_every_release(machine):
     m = machine("rocky", "10.0", cgroup=2)
     Preflight().check(m.context(m.settings(kubernetes_version="v1.37")))
+
+
+# --- containerd 1.x and Kubernetes 1.36+ -------------------------------------------
+def test_kubernetes_1_36_on_debian_12s_containerd_1_6_is_refused_before_any_change(machine):
+    """1.35 is the last minor that supports containerd 1.x (docs/upstream-facts.md);
+    apt's candidate (the captured Debian 12 list: 1.6.20) says what would run."""
+    m = machine("debian", "12")
+    with pytest.raises(PreflightFailed) as info:
+        Preflight().check(m.context(m.settings(kubernetes_version="v1.36")))
+    message = " ".join(str(info.value).split())
+    assert (
+        "[ContainerdVersion] containerd 1.6 (package containerd 1.6.20~ds1-1+deb12u3) is older "
+        "than Kubernetes v1.36.4 supports: it needs containerd 2.0 or later" in message
+    )
+    assert "--kubernetes-version v1.35" in message
+    assert m.runner.mutations == 0
+
+
+def test_an_installed_containerd_1_7_is_judged_by_its_version(machine):
+    m = machine("debian", "13")
+    apply(m)  # v1.35 installs, with Debian 13's containerd 1.7.24
+    refused = r"\[ContainerdVersion\] containerd 1\.7 \(installed\)"
+    with pytest.raises(PreflightFailed, match=refused):
+        Preflight().check(m.context(m.settings(kubernetes_version="v1.37")))
+
+
+@pytest.mark.parametrize("os_id,version", [("ubuntu", "26.04"), ("rocky", "10.0")])
+def test_kubernetes_1_36_installs_where_containerd_is_2_x(machine, os_id, version):
+    """Ubuntu 26.04's containerd 2.2 (apt's candidate); on EL dnf gives no cheap
+    candidate, and Docker's containerd.io 2.1 is judged once it is installed."""
+    m = machine(os_id, version)
+    apply(m, kubernetes_version="v1.36")
+    assert m.kata.containerd_release >= (2, 0, 0)
+
+
+def test_without_a_candidate_the_containerd_step_refuses_a_1_x_before_writing(machine):
+    """Where preflight could not tell (preflight ignored here, as a dnf host
+    without a candidate would be), the containerd step refuses containerd 1.x
+    before it writes its configuration or Kubernetes is installed."""
+    m = machine("debian", "12")
+    settings = m.settings(kubernetes_version="v1.36", ignore_preflight_errors=["ContainerdVersion"])
+    report = session.execute(plans.allinone(kata()), m.context(settings), dry_run=False)
+    failed = [step for step in report.steps if step.status is Status.FAIL]
+    assert [step.name for step in failed] == ["containerd"], [s.name for s in report.steps]
+    assert "older than Kubernetes v1.36.4 supports" in failed[0].detail
+    assert not m.p(DROP_IN).exists()
+    assert not {"kubelet", "kubeadm"} & set(m.state.packages)

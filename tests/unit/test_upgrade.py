@@ -65,7 +65,7 @@ def changed(report: session.Report) -> set:
 
 @pytest.fixture
 def master(tmp_path: Path) -> KataSimMachine:
-    return KataSimMachine(tmp_path / "master", "debian", "12")
+    return KataSimMachine(tmp_path / "master", "ubuntu", "26.04")
 
 
 # --- the plan for each case ------------------------------------------------------------
@@ -142,11 +142,11 @@ def test_an_unknown_or_end_of_life_target_is_refused(master, monkeypatch):
 
 def test_a_worker_waits_for_its_master_then_follows_it(tmp_path: Path) -> None:
     shared = SimCluster()
-    master = KataSimMachine(tmp_path / "m", "debian", "12", hostname="master", cluster=shared)
+    master = KataSimMachine(tmp_path / "m", "ubuntu", "26.04", hostname="master", cluster=shared)
     install(master)
     line = joining.create_join_line(master.context(master.settings()))
     worker = KataSimMachine(
-        tmp_path / "w", "ubuntu", "24.04", hostname="worker", ip="10.0.0.2", cluster=shared
+        tmp_path / "w", "ubuntu", "26.04", hostname="worker", ip="10.0.0.2", cluster=shared
     )
     join = {"join_endpoint": line.endpoint, "join_token": line.token,
             "join_ca_hash": line.ca_hash}  # fmt: skip
@@ -181,14 +181,14 @@ def test_second_run_changes_nothing(master):
 
 
 def test_killed_at_every_command_then_rerun_converges(tmp_path):
-    reference = KataSimMachine(tmp_path / "ref", "debian", "12")
+    reference = KataSimMachine(tmp_path / "ref", "ubuntu", "26.04")
     install(reference)
     start = reference.runner.mutations
     upgrade(reference, "v1.36")
     total, expected = reference.runner.mutations - start, reference.snapshot()
     assert total > 8
     for kill_at in range(total):
-        m = KataSimMachine(tmp_path / f"kill-{kill_at}", "debian", "12")
+        m = KataSimMachine(tmp_path / f"kill-{kill_at}", "ubuntu", "26.04")
         install(m)
         m.runner.kill_at = m.runner.mutations + kill_at
         with pytest.raises(Killed):
@@ -221,9 +221,9 @@ def test_reset_after_an_upgrade_removes_everything(tmp_path):
         # the sim's purge forgets a package but leaves its files (their content is its version)
         return {k: v for k, v in host_listing(m).items() if not k.startswith("usr/bin/kube")}
 
-    plain = KataSimMachine(tmp_path / "plain", "debian", "12")
+    plain = KataSimMachine(tmp_path / "plain", "ubuntu", "26.04")
     install(plain)
-    upgraded = KataSimMachine(tmp_path / "upgraded", "debian", "12")
+    upgraded = KataSimMachine(tmp_path / "upgraded", "ubuntu", "26.04")
     install(upgraded)
     upgrade(upgraded, "v1.36")
     after_plain, after_upgrade = reset(plain, None), reset(upgraded, "v1.36")

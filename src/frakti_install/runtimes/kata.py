@@ -19,6 +19,7 @@ from frakti_install.kubesource import KubernetesSource, PackageRepository, RepoP
 from frakti_install.profiles import system_matches
 from frakti_install.runtimes.base import Runtime
 from frakti_install.steps.containerd import (
+    CONTAINERD_VERSION,
     Containerd,
     ContainerdPackage,
     ContainerdProxy,
@@ -108,7 +109,8 @@ class KataContainersRuntime(Runtime):
         """The data file with kata.shim_target and kata.config_path of this
         release's layout filled in (what the containerd and kata steps read),
         and kubernetes.cgroup_v1_refused: the chosen release's kubelet exits on
-        a cgroup v1 host (its kubernetes.releases row)."""
+        a cgroup v1 host, kubernetes.containerd_min: the oldest containerd it
+        supports, or None (its kubernetes.releases row)."""
         data = copy.deepcopy(datafiles.load(self.table))
         data["kata"].update(
             shim_target=self._layout["shim_target"],
@@ -116,6 +118,7 @@ class KataContainersRuntime(Runtime):
             runtime=self._layout["runtime"],
         )
         data["kubernetes"]["cgroup_v1_refused"] = self._release.cgroup_v1_refused
+        data["kubernetes"]["containerd_min"] = self._release.containerd_min
         return data
 
     def artifacts(
@@ -214,7 +217,7 @@ class KataContainersRuntime(Runtime):
             )
 
     def preflight_checks(self, role: Role) -> Sequence[PreflightCheck]:
-        return for_role(KATA_CHECKS, role)
+        return for_role((*KATA_CHECKS, CONTAINERD_VERSION), role)
 
     def runtime_steps(self) -> List[Step]:
         return [ContainerdProxy(), ContainerdPackage(), Containerd(), KataRuntime()]

@@ -32,6 +32,7 @@ import copy
 import fnmatch
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
@@ -44,6 +45,7 @@ from frakti_install.engine import Action, Check, Step
 from frakti_install.errors import ConfigError, FraktiInstallError, VerifyFailed
 from frakti_install.render import render
 from frakti_install.steps.common import file_actions, package_actions, wait_for
+from frakti_install.steps.preflight import PreflightCheck
 from frakti_install.steps.proxy import Proxy
 
 if TYPE_CHECKING:
@@ -413,6 +415,54 @@ def record_path(ctx: Context, unit: str) -> str:
     return f"{ctx.settings.state_dir}/{unit}.config-sha256"
 
 
+# --- which containerd the chosen Kubernetes supports ----------------------------
+_PACKAGE_RELEASE = re.compile(r"^(?:\d+:)?(\d+)\.(\d+)")  # [epoch:]major.minor...
+
+
+def containerd_to_run(ctx: Context) -> Optional[Tuple[Tuple[int, int], str]]:
+    """(major, minor) of the containerd this host will run, and where that was
+    read: the installed one, else the candidate of the package the install
+    would pick now (apt only); None when it cannot be told before the install."""
+    installed = ctx.facts.containerd_version()
+    if installed is not None:
+        return installed[:2], "installed"
+    name = ctx.runtime.family(ctx.profile)["containerd_packages"][0]
+    candidate = ctx.packages.candidates(ctx.host, [name]).get(name)
+    match = _PACKAGE_RELEASE.match(candidate or "")
+    if match is None:
+        return None
+    return (int(match.group(1)), int(match.group(2))), f"package {name} {candidate}"
+
+
+def too_old_containerd(ctx: Context) -> Optional[str]:
+    """Why the containerd here is older than the chosen Kubernetes supports
+    (the kubernetes.releases row's containerd_min), or None."""
+    wanted = ctx.runtime.data["kubernetes"]["containerd_min"]
+    found = containerd_to_run(ctx) if wanted else None
+    if found is None or found[0] >= tuple(wanted):
+        return None
+    (major, minor), where = found
+    return (
+        f"containerd {major}.{minor} ({where}) is older than Kubernetes "
+        f"{ctx.runtime.kubernetes_version} supports: it needs containerd "
+        f"{wanted[0]}.{wanted[1]} or later (1.35 is the last minor that supports "
+        "containerd 1.x)"
+    )
+
+
+def too_old_containerd_fix(ctx: Context) -> str:
+    return (
+        "Install Kubernetes v1.35 (--kubernetes-version v1.35), the newest minor that "
+        "supports this containerd, or first install a containerd 2.x (a newer release of "
+        "the distribution, or Docker's containerd.io) and run again."
+    )
+
+
+CONTAINERD_VERSION = PreflightCheck(
+    "ContainerdVersion", too_old_containerd, too_old_containerd_fix
+)
+
+
 # --- the steps ----------------------------------------------------------------
 class ContainerdPackage(Step):
     name = "containerd-package"
@@ -453,6 +503,9 @@ class Containerd(Step):
         found = installed_release(ctx)
         if found is None:
             return Check([ConfigureInstalled(c["config"], c["drop_in"], unit)])
+        too_old = too_old_containerd(ctx)  # where preflight could not tell (no candidate)
+        if too_old:
+            raise ConfigError(too_old, hint=too_old_containerd_fix(ctx))
         current = ctx.host.read_text(c["config"])
         main = edit_main_config(current, c["imports"], found, c["config"])
         actions: List[Action] = []
