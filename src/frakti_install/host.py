@@ -397,6 +397,25 @@ class Host:
         self._notify_file("write", target, created=created, backup=backup)
         return FileChange(target, created, backup)
 
+    def replace_dir_with_link(self, target: str, points_to: str, aside: str) -> FileChange:
+        """Make the directory `target` a symlink to points_to, the directory moved
+        to `aside`: one exchange of the two names where the kernel and filesystem
+        can (fsio.exchange), so `target` is never missing; else two renames.
+        Journaled as a link frakti-install created."""
+        parent = self._parent(target)
+        tmp = parent / f".{os.path.basename(target)}.{os.getpid()}.link"
+        tmp.unlink(missing_ok=True)
+        os.symlink(points_to, tmp)
+        self._parent(aside)
+        if fsio.exchange(tmp, self._local(target)):
+            os.rename(tmp, self._local(aside))  # tmp names the directory now
+        else:
+            os.rename(self._local(target), self._local(aside))
+            os.replace(tmp, self._local(target))
+        fsio.fsync_dir(parent)
+        self._notify_file("write", target, created=True, backup=None)
+        return FileChange(target, True, None)
+
     def remove(self, target: str) -> Optional[str]:
         """Remove a file, keeping a backup; returns the backup's target path."""
         if not self.exists(target):

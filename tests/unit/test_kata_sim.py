@@ -467,7 +467,9 @@ def test_kata_tree_and_shim(machine):
         for entry in map(json.loads, journal.read_text().splitlines()[seen:])
         if entry.get("event") == "file"
     ]
-    assert written == ["/opt/kata/bin/kata-runtime", "/var/lib/frakti-install/kata-files.json"]
+    assert written == [
+        "/opt/kata-versions/3.32.0/bin/kata-runtime", "/var/lib/frakti-install/kata-files.json"
+    ]
 
 
 # --- Kubernetes packages ------------------------------------------------------

@@ -1,0 +1,221 @@
+"""A newer Kata on simulated kata hosts: each release in a tree of its own,
+/opt/kata switched to it in one rename (the shim link and containerd's
+ConfigPath go through /opt/kata), the old tree kept until the node is Ready
+again; a host of the in-place layout (/opt/kata a directory) migrated without
+a moment where the shim is missing; killed at every command, the re-run
+converges; reset removes every tree."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+from frakti_install import datafiles, fsio, plans, session, versions
+from frakti_install import host as host_module
+from frakti_install import upgrade as upgrading
+from frakti_install.engine import Status
+from frakti_install.steps.node import NodeReady
+from tests.unit.simhost import Killed, kata
+from tests.unit.simkata import KataSimMachine, kata_tarball
+from tests.unit.test_allinone_sim import render_plan
+from tests.unit.test_reset import host_listing
+
+REVIEWED = datetime.date.fromisoformat(datafiles.load("kata")["kubernetes"]["reviewed"])
+OLD, NEW = "3.31.0", "3.32.0"
+SHIM = "/usr/local/bin/containerd-shim-kata-v2"
+MANIFEST = "/var/lib/frakti-install/kata-files.json"
+JOURNAL = "/var/lib/frakti-install/journal.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def reviewed_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(versions, "today", lambda: REVIEWED)
+
+
+def sums(release: str) -> Dict[str, str]:
+    return {"kata": hashlib.sha256(kata_tarball(version=release)).hexdigest()}
+
+
+def install(m: KataSimMachine, release: str = OLD) -> None:
+    settings = m.settings(kata_version=release, checksums=sums(release))
+    session.raise_for(session.execute(plans.allinone(kata()), m.context(settings), dry_run=False))
+
+
+def upgrade(
+    m: KataSimMachine, release: str = NEW, kubernetes: Optional[str] = None
+) -> session.Report:
+    recorded = m.settings(kata_version=OLD, checksums=sums(release))
+    ctx = m.context(recorded)
+    settings, why = upgrading.target_settings(recorded, ctx, kubernetes, release)
+    assert why is None
+    ctx = m.context(settings)
+    report = session.execute(plans.upgrade(ctx.runtime), ctx, dry_run=False)
+    session.raise_for(report)
+    return report
+
+
+def changed(report: session.Report) -> set:
+    return {r.name for r in report.steps if r.status is Status.CHANGE}
+
+
+def shim_runs(m: KataSimMachine) -> bool:
+    return m.kata.resolve(SHIM).is_file()
+
+
+def active(m: KataSimMachine) -> str:
+    return os.readlink(m.p("/opt/kata"))
+
+
+def release_of(m: KataSimMachine) -> str:
+    """The release the shim link reaches (the sim tarball names it in every file)."""
+    return m.kata.resolve(SHIM).read_text().rsplit(" ", 1)[-1].strip()
+
+
+@pytest.fixture
+def master(tmp_path: Path) -> KataSimMachine:
+    return KataSimMachine(tmp_path / "master", "debian", "12")
+
+
+def test_install_unpacks_into_a_tree_and_links_opt_kata(master):
+    install(master)
+    assert active(master) == f"kata-versions/{OLD}"
+    assert os.readlink(master.p(SHIM)) == "/opt/kata/bin/containerd-shim-kata-v2"
+    assert release_of(master) == OLD
+    manifest = json.loads(master.p(MANIFEST).read_text())
+    assert list(manifest["trees"]) == [f"/opt/kata-versions/{OLD}"]
+
+
+def test_a_newer_kata_switches_in_one_rename_and_the_old_tree_goes_when_ready(
+    master, monkeypatch
+):
+    install(master)
+    drop_in = master.p("/etc/containerd/conf.d/90-frakti-install.toml").read_text()
+    seen: List[str] = []
+    real_remove_tree, real_ready = host_module.Host.remove_tree, NodeReady.check
+
+    def remove_tree(self: host_module.Host, target: str) -> None:
+        seen.append(f"remove {target}, {active(master)} active")
+        real_remove_tree(self, target)
+
+    def ready(step: NodeReady, ctx: Any) -> Any:
+        seen.append(f"node-ready, {OLD} kept: {master.p(f'/opt/kata-versions/{OLD}').is_dir()}")
+        return real_ready(step, ctx)
+
+    monkeypatch.setattr(host_module.Host, "remove_tree", remove_tree)
+    monkeypatch.setattr(NodeReady, "check", ready)
+    report = upgrade(master)
+    assert {"drain", "kata", "kata-prune", "uncordon"} <= changed(report), render_plan(
+        report.steps
+    )
+    assert active(master) == f"kata-versions/{NEW}" and release_of(master) == NEW
+    assert seen == [
+        f"node-ready, {OLD} kept: True",
+        f"remove /opt/kata-versions/{OLD}, kata-versions/{NEW} active",
+    ]
+    assert not master.p(f"/opt/kata-versions/{OLD}").exists()
+    # the paths containerd uses did not change: only the link under them did
+    assert master.p("/etc/containerd/conf.d/90-frakti-install.toml").read_text() == drop_in
+    assert os.readlink(master.p(SHIM)) == "/opt/kata/bin/containerd-shim-kata-v2"
+    manifest = json.loads(master.p(MANIFEST).read_text())
+    assert list(manifest["trees"]) == [f"/opt/kata-versions/{NEW}"]
+    again = upgrade(master)
+    assert changed(again) == set(), render_plan(again.steps)
+
+
+def test_killed_at_every_command_of_a_kata_upgrade_converges(tmp_path):
+    reference = KataSimMachine(tmp_path / "ref", "debian", "12")
+    install(reference)
+    start = reference.runner.mutations
+    upgrade(reference, kubernetes="v1.36")
+    total, expected = reference.runner.mutations - start, reference.snapshot()
+    assert total > 8
+    for kill_at in range(total):
+        m = KataSimMachine(tmp_path / f"kill-{kill_at}", "debian", "12")
+        install(m)
+        m.runner.kill_at = m.runner.mutations + kill_at
+        with pytest.raises(Killed):
+            upgrade(m, kubernetes="v1.36")
+        assert shim_runs(m), f"killed at {kill_at}: no shim"
+        m.runner.kill_at = None
+        upgrade(m, kubernetes="v1.36")
+        assert m.snapshot() == expected, f"killed at upgrade command {kill_at}"
+        assert changed(upgrade(m, kubernetes="v1.36")) == set(), f"killed at {kill_at}"
+
+
+# --- the in-place layout of earlier installs ---------------------------------------------
+def make_in_place(m: KataSimMachine) -> None:
+    """What an install before the tree layout left: /opt/kata a directory, its
+    files in the manifest and the journal under /opt/kata."""
+    tree = f"/opt/kata-versions/{OLD}"
+    m.p("/opt/kata").unlink()
+    shutil.move(str(m.p(tree)), str(m.p("/opt/kata")))
+    m.p("/opt/kata-versions").rmdir()
+    entry = json.loads(m.p(MANIFEST).read_text())["trees"][tree]
+    moved = json.loads(json.dumps(entry).replace(tree, "/opt/kata"))
+    m.p(MANIFEST).write_text(json.dumps(moved, indent=1, sort_keys=True) + "\n")
+    lines = []
+    for line in m.p(JOURNAL).read_text().splitlines():
+        event = json.loads(line)
+        if event.get("event") == "tree" or event.get("path") == "/opt/kata":
+            continue
+        lines.append(line.replace(tree, "/opt/kata"))
+    m.p(JOURNAL).write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
+def test_the_in_place_layout_is_migrated_and_the_shim_is_never_missing(
+    master, monkeypatch, exchange
+):
+    install(master)
+    make_in_place(master)
+    assert master.p("/opt/kata").is_dir() and not master.p("/opt/kata").is_symlink()
+    if not exchange:
+        monkeypatch.setattr(fsio, "exchange", lambda first, second: False)
+    missing: List[str] = []
+    real = {name: getattr(os, name) for name in ("rename", "replace")}
+
+    def watched(name: str) -> Any:
+        def call(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+            real[name](src, dst, *args, **kwargs)
+            if str(master.root) in str(dst) and not shim_runs(master):
+                missing.append(f"{name} {src} -> {dst}")
+
+        return call
+
+    for name in real:
+        monkeypatch.setattr(os, name, watched(name))
+    report = upgrade(master, release=OLD)  # same release: only the layout moves
+    for name, function in real.items():
+        monkeypatch.setattr(os, name, function)
+    assert missing == []
+    assert "kata" in changed(report) and "kata-prune" in changed(report)
+    assert active(master) == f"kata-versions/{OLD}" and release_of(master) == OLD
+    assert os.listdir(master.p("/opt/kata-versions")) == [OLD]
+    again = upgrade(master, release=OLD)
+    assert changed(again) == set(), render_plan(again.steps)
+
+
+def test_reset_removes_every_tree_after_a_migration_and_an_upgrade(tmp_path):
+    def reset(m: KataSimMachine, release: str) -> dict:
+        ctx = m.context(m.settings(kata_version=release, checksums=sums(release)))
+        report = session.execute(plans.reset(ctx.runtime, purge=True), ctx, dry_run=False)
+        session.raise_for(report)
+        return {k: v for k, v in host_listing(m).items() if not k.startswith("usr/bin/kube")}
+
+    plain = KataSimMachine(tmp_path / "plain", "debian", "12")
+    install(plain)
+    moved = KataSimMachine(tmp_path / "moved", "debian", "12")
+    install(moved)
+    make_in_place(moved)
+    upgrade(moved, release=OLD)
+    upgrade(moved)
+    assert reset(moved, NEW) == reset(plain, OLD)
+    assert not moved.p("/opt/kata").exists() and not moved.p("/opt/kata").is_symlink()
+    assert not moved.p("/opt/kata-versions").exists()
