@@ -518,6 +518,12 @@ def upgrade(
     ),
     kata_version: Optional[str] = KataVersionOpt,
     allow_eol: Optional[bool] = AllowEolOpt,
+    kubeconfig: Optional[str] = typer.Option(
+        None,
+        "--kubeconfig",
+        help="On a worker: an admin kubeconfig (a copy of the master's admin.conf) to drain "
+        "and uncordon this node with; its kubelet's credentials cannot evict pods.",
+    ),
     dry_run: bool = DryRunOpt,
     yes: bool = YesOpt,
     as_json: bool = JsonOpt,
@@ -532,6 +538,8 @@ def upgrade(
         recorded = session.installed_settings(config)
         if allow_eol:
             recorded = dataclasses.replace(recorded, allow_eol=True)
+        if kubeconfig:
+            recorded = dataclasses.replace(recorded, drain_kubeconfig=kubeconfig)
         probe = session.new_context(recorded)
         if not dry_run:
             session.require_root(probe, "frakti-install upgrade")

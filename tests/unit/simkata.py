@@ -818,7 +818,7 @@ class KataSimRunner(SimRunner):
             node = self.state.cluster.nodes.get(name)
             if node is None:
                 return self.fail(argv, f'Error from server (NotFound): nodes "{name}" not found')
-            if kubeconfig != "/etc/kubernetes/admin.conf":  # the node authorizer
+            if kubeconfig == "/etc/kubernetes/kubelet.conf":  # the node authorizer
                 return self.fail(argv, f'nodes "{name}" is forbidden: User "system:node:{name}" '
                                  "cannot patch resource \"nodes\"")
             if verb == "drain" and "--ignore-daemonsets" not in argv:
