@@ -517,6 +517,7 @@ def upgrade(
         "minor (master) or the control plane's release (worker).",
     ),
     kata_version: Optional[str] = KataVersionOpt,
+    checksum: Optional[List[str]] = ChecksumOpt,
     allow_eol: Optional[bool] = AllowEolOpt,
     kubeconfig: Optional[str] = typer.Option(
         None,
@@ -532,9 +533,11 @@ def upgrade(
     """Move this node to a newer Kubernetes (and Kata), the way kubeadm's upgrade guide says."""
 
     def _upgrade() -> None:
+        from frakti_install import config as settings_module
         from frakti_install import console, plans, session
         from frakti_install import upgrade as upgrading
 
+        sums = settings_module.parse_pairs(checksum, "checksum") if checksum else {}
         recorded = session.installed_settings(config)
         if allow_eol:
             recorded = dataclasses.replace(recorded, allow_eol=True)
@@ -545,7 +548,7 @@ def upgrade(
             session.require_root(probe, "frakti-install upgrade")
         session.require_install(probe)  # nothing installed, or an unfinished install: at once
         settings, nothing = upgrading.target_settings(
-            recorded, probe, kubernetes_version, kata_version
+            recorded, probe, kubernetes_version, kata_version, sums
         )
         if nothing is not None:
             if as_json:

@@ -21,6 +21,7 @@ from frakti_install import datafiles, fsio, plans, session, versions
 from frakti_install import host as host_module
 from frakti_install import upgrade as upgrading
 from frakti_install.engine import Status
+from frakti_install.errors import ConfigError
 from frakti_install.steps.node import NodeReady
 from tests.unit.simhost import Killed, kata
 from tests.unit.simkata import KataSimMachine, kata_tarball
@@ -51,9 +52,10 @@ def install(m: KataSimMachine, release: str = OLD) -> None:
 def upgrade(
     m: KataSimMachine, release: str = NEW, kubernetes: Optional[str] = None
 ) -> session.Report:
-    recorded = m.settings(kata_version=OLD, checksums=sums(release))
+    """`upgrade --kata-version RELEASE --checksum kata=SUM` on what `install` recorded."""
+    recorded = m.settings(kata_version=OLD, checksums=sums(OLD))
     ctx = m.context(recorded)
-    settings, why = upgrading.target_settings(recorded, ctx, kubernetes, release)
+    settings, why = upgrading.target_settings(recorded, ctx, kubernetes, release, sums(release))
     assert why is None
     ctx = m.context(settings)
     report = session.execute(plans.upgrade(ctx.runtime), ctx, dry_run=False)
@@ -219,3 +221,20 @@ def test_reset_removes_every_tree_after_a_migration_and_an_upgrade(tmp_path):
     assert reset(moved, NEW) == reset(plain, OLD)
     assert not moved.p("/opt/kata").exists() and not moved.p("/opt/kata").is_symlink()
     assert not moved.p("/opt/kata-versions").exists()
+
+
+def test_a_kata_release_without_a_known_sum_is_refused_before_any_change(master):
+    install(master)
+    recorded = master.settings(kata_version=OLD, checksums=sums(OLD))
+    ctx = master.context(recorded)
+    with pytest.raises(ConfigError, match="older than the installed 3.31.0: a downgrade"):
+        upgrading.target_settings(recorded, ctx, None, "3.30.0", {})
+    # 3.31.0's recorded sum is of the installed tarball: dropped for another release
+    settings, _ = upgrading.target_settings(recorded, ctx, None, "4.0.0", {})
+    assert "kata" not in settings.checksums
+    ctx = master.context(settings)
+    mutations = master.runner.mutations
+    with pytest.raises(ConfigError, match="no sha256 given for kata") as refused:
+        session.raise_for(session.execute(plans.upgrade(ctx.runtime), ctx, dry_run=False))
+    assert "--checksum kata=SHA256" in refused.value.hint
+    assert master.runner.mutations == mutations and active(master) == f"kata-versions/{OLD}"

@@ -23,6 +23,7 @@ from frakti_install.errors import ConfigError, FraktiInstallError, VerifyFailed
 from frakti_install.steps.cluster import kubeconfig, node_name, this_node
 from frakti_install.steps.common import restart_pending, wait_for
 from frakti_install.steps.kube_packages import InstallKubePackages, package_version
+from frakti_install.steps.preflight import missing_checksums
 from frakti_install.versions import parse
 
 if TYPE_CHECKING:
@@ -110,6 +111,13 @@ class UpgradeSkew(Step):
         problem = skew_problem(wanted, server, kubelet, is_master(ctx)) or drain_problem(ctx)
         if problem:
             raise ConfigError(problem[0], hint=problem[1])
+        unsummed = missing_checksums(ctx)
+        if unsummed:
+            raise ConfigError(
+                f"{unsummed}: the upgrade would stop half-way, with the node drained",
+                hint="Give it with --checksum NAME=SHA256 (sha256sum of the file), e.g. "
+                "--checksum kata=SHA256 for a --kata-version whose sum is not pinned.",
+            )
         role = "control plane" if is_master(ctx) else "worker"
         if parse(server) == parse(wanted) and kubelet and parse(kubelet) == parse(wanted):
             return Check.ok(f"{role}: API server and kubelet already at {wanted}")
