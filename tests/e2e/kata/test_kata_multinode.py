@@ -67,7 +67,10 @@ JOIN_LOG = "/var/log/standin-kubeadm-join.log"
 INSTALL_TIMEOUT = 600
 UPGRADE_MINOR = "v1.36"  # the next minor after the default (v1.35): its repository is served too
 UPGRADE_LOG = "/var/log/standin-kubeadm-upgrade.log"
+DROP_IN = "/etc/containerd/conf.d/90-frakti-install.toml"
+SHIM_LINK = "/usr/local/bin/containerd-shim-kata-v2"
 LENT = "/root/admin.conf"  # the master's admin kubeconfig, copied for the worker's drain
+OLD_KATA = "3.31.0"  # installed, then the master upgraded to the default Kata release
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +92,9 @@ def mn_mirror(run_dir: Path, record_timing: Callable[[str, float], None]) -> Dic
     dest = run_dir / "mirror-kata-multinode"
     try:
         info = katalab.build_kata_mirror(
-            dest, key, kube_patch=PATCH.read_text(), upgrade_minors=[UPGRADE_MINOR]
-        )
+            dest, key, kube_patch=PATCH.read_text(), upgrade_minors=[UPGRADE_MINOR],
+            kata_releases=[OLD_KATA],
+        )  # fmt: skip
     finally:
         key.close()
     record_timing("kata multi-node stand-in mirror built", time.monotonic() - started)
@@ -128,8 +132,11 @@ def cluster(
         )
     nodes = [network.attach(machine, name) for machine, name in zip(machines, NAMES)]
     network.write_hosts()
+    sums: Dict[str, str] = mn_mirror["kata_sha256s"]  # type: ignore[assignment]
     for node in nodes:
-        write_config(node.machine, make_config(mn_mirror, pod_cidr=POD_CIDR))
+        config = make_config(mn_mirror, pod_cidr=POD_CIDR, kata_version=OLD_KATA)
+        config["checksums"] = {"kata": sums[OLD_KATA]}
+        write_config(node.machine, config)
     master, worker = nodes
     started = time.monotonic()
     run(
@@ -274,6 +281,14 @@ def upgraded(
     record_timing("kata multi-node: upgrade of the worker", time.monotonic() - started)
     worker.run(["rm", "-f", LENT])
     found["again"] = upgrade_on(worker)
+    kata = str(mn_mirror["versions"]["kata"])  # type: ignore[index]
+    found["kata"] = kata
+    found["drop_in"] = master.read(DROP_IN)
+    started = time.monotonic()
+    found["kata_upgrade"] = upgrade_on(
+        master, "--kata-version", kata, "--checksum", f"kata={mn_mirror['kata_sha256s'][kata]}"  # type: ignore[index]
+    )
+    record_timing("kata multi-node: Kata upgrade of the master", time.monotonic() - started)
     return found
 
 
@@ -344,3 +359,24 @@ def test_after_the_upgrade_both_nodes_run_the_new_kubelet_ready_and_schedulable(
         ready = [c["status"] for c in obj["status"]["conditions"] if c["type"] == "Ready"]
         assert ready == ["True"], f"{name}: {obj['status']['conditions']}"
         assert not obj["spec"].get("unschedulable"), f"{name} left cordoned: {obj['spec']}"
+
+
+def test_a_newer_kata_is_switched_to_in_one_rename_and_the_old_tree_removed(
+    cluster: Dict[str, Any], upgraded: Dict[str, Any]
+) -> None:
+    master = cluster["nodes"][0].machine
+    result, kata = upgraded["kata_upgrade"], upgraded["kata"]
+    assert result.returncode == 0, describe(master, result)
+    changed = {s["name"] for s in steps_of(result) if s.get("status") == "change"}
+    assert {"drain", "kata", "kata-prune", "uncordon"} <= changed, changed
+    assert not {"kubeadm-upgrade", "kubelet-kubectl"} & changed, changed
+    assert run(master, ["readlink", "/opt/kata"]).strip() == f"kata-versions/{kata}"
+    assert run(master, ["ls", "-A", "/opt/kata-versions"]).split() == [kata]
+    assert run(master, ["readlink", SHIM_LINK]).strip() == "/opt/kata/bin/containerd-shim-kata-v2"
+    assert f"version: {kata}," in run(master, [SHIM_LINK, "--version"])
+    # containerd's paths did not change: only the link under them
+    assert master.read(DROP_IN) == upgraded["drop_in"]
+    worker = cluster["nodes"][1].machine  # not upgraded: still on the installed release
+    assert run(worker, ["readlink", "/opt/kata"]).strip() == f"kata-versions/{OLD_KATA}"
+    node = cluster_nodes(cluster)[cluster["nodes"][0].name]
+    assert not node["spec"].get("unschedulable"), node["spec"]
