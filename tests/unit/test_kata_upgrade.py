@@ -238,3 +238,30 @@ def test_a_kata_release_without_a_known_sum_is_refused_before_any_change(master)
         session.raise_for(session.execute(plans.upgrade(ctx.runtime), ctx, dry_run=False))
     assert "--checksum kata=SHA256" in refused.value.hint
     assert master.runner.mutations == mutations and active(master) == f"kata-versions/{OLD}"
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_migration_killed_inside_the_exchange_is_finished_by_the_next_run(
+    master, monkeypatch, when
+):
+    """Killed with the new link made but not yet exchanged, or just after the
+    exchange: the next run ends with /opt/kata linked, nothing left beside it."""
+    install(master)
+    make_in_place(master)
+    real = fsio.exchange
+
+    def killed(first: Any, second: Any) -> bool:
+        if when == "after":
+            real(first, second)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fsio, "exchange", killed)
+    with pytest.raises(KeyboardInterrupt):
+        upgrade(master, release=OLD)
+    assert shim_runs(master)
+    monkeypatch.setattr(fsio, "exchange", real)
+    upgrade(master, release=OLD)
+    assert sorted(os.listdir(master.p("/opt"))) == ["cni", "kata", "kata-versions"]
+    assert active(master) == f"kata-versions/{OLD}"
+    assert os.listdir(master.p("/opt/kata-versions")) == [OLD]
+    assert changed(upgrade(master, release=OLD)) == set()

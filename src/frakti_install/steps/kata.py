@@ -347,7 +347,11 @@ class SwitchKata(Action):
         ctx.host.symlink(self.shim, direct)
         trees = kata_spec(ctx)["trees"]
         ctx.host.note(event="tree", path=trees)
-        aside = f"{trees}/.in-place-{os.getpid()}"
+        aside = next(
+            name
+            for name in (f"{trees}/.in-place-{os.getpid()}-{n}" for n in range(1000))
+            if not ctx.host.exists(name)
+        )
         ctx.host.replace_dir_with_link(self.prefix, link, aside)
         ctx.host.symlink(self.shim, self.shim_target)
 
@@ -369,7 +373,10 @@ class RemoveKataTree(Action):
 
     def apply(self, ctx: Context) -> None:
         manifest = read_manifest(ctx)
-        ctx.host.remove_tree(self.tree)
+        if ctx.host.is_dir(self.tree):
+            ctx.host.remove_tree(self.tree)
+        else:  # the link of a migration killed before its exchange
+            ctx.host.remove(self.tree)
         if manifest["trees"].pop(self.tree, None) is not None:
             write_manifest(ctx, manifest)
 
