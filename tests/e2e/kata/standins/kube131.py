@@ -1725,8 +1725,9 @@ def upgrade_log(entry):
 
 def kubeadm_upgrade(args):
     """kubeadm upgrade plan [VERSION], apply VERSION, node: the version policy of
-    cmd/kubeadm/app/phases/upgrade/policy.go (EnforceVersionPolicies), the control
-    plane's static pod manifests rewritten to the new image tags."""
+    cmd/kubeadm/app/phases/upgrade/policy.go (EnforceVersionPolicies: mandatory and
+    skippable errors, the latter bypassed by --force), the control plane's static
+    pod manifests rewritten to the new image tags."""
     if not args or args[0] not in ("plan", "apply", "node"):
         raise KubeadmExit(1, 'unknown command for "kubeadm upgrade": use plan, apply, node, diff')
     sub = args[0]
@@ -1767,10 +1768,28 @@ def kubeadm_upgrade(args):
             f'Specified version to upgrade to "{wanted}" is higher than the kubeadm version '
             f'"{VERSION}". Upgrade kubeadm first using the tool you used to install kubeadm'
         )
-    if want < have:
+    if want[1] < have[1] - 1:
+        mandatory.append(
+            f'Specified version to downgrade to "{wanted}" is too low; kubeadm can downgrade '
+            "only 1 minor version at a time"
+        )
+    if mine[:2] > want[:2]:
         skippable.append(
-            f'Specified version to upgrade to "{wanted}" is equal to or lower than the cluster '
-            f'version "{cluster}". Downgrades are not supported yet'
+            f"Kubeadm version {VERSION} can only be used to upgrade to Kubernetes version "
+            f"{mine[0]}.{mine[1]}"
+        )
+    kubelets = sorted(
+        {
+            (n.get("status", {}).get("nodeInfo") or {}).get("kubeletVersion", "")
+            for n in read_state()["nodes"].values()
+        }
+        - {""}
+    )
+    old_kubelets = [k for k in kubelets if want[1] > version_parts(k)[1] + 1]
+    if old_kubelets:
+        skippable.append(
+            "There are kubelets in this cluster that are too old that have these versions "
+            f"[{' '.join(old_kubelets)}]"
         )
     print(f"[upgrade/versions] Cluster version: {cluster}")
     print(f"[upgrade/versions] kubeadm version: {VERSION}")
