@@ -630,7 +630,7 @@ def test_no_kvm_is_fatal_and_says_kata_pods_cannot_start(machine):
 
 def test_cgroup_v2_passes_and_frakti_checks_do_not_apply(machine):
     check = Preflight().check(machine("debian", "12", cgroup=2).context())
-    assert check.reason == "15 checks passed"
+    assert check.reason == "16 checks passed"
     names = {c.name for c in kata_step.KATA_CHECKS}
     assert "CgroupV1" not in names and "CgroupDriver" not in names
 

@@ -265,3 +265,24 @@ def test_a_migration_killed_inside_the_exchange_is_finished_by_the_next_run(
     assert active(master) == f"kata-versions/{OLD}"
     assert os.listdir(master.p("/opt/kata-versions")) == [OLD]
     assert changed(upgrade(master, release=OLD)) == set()
+
+
+@pytest.mark.parametrize("kind", ["directory", "link"])
+def test_a_kata_frakti_install_did_not_install_is_refused_and_left_alone(master, kind):
+    """kata-deploy's /opt/kata (or a hand install): preflight refuses before any change;
+    neither moved aside nor pruned."""
+    if kind == "directory":
+        master.runner.write("/opt/kata/bin/containerd-shim-kata-v2", "kata-deploy's\n")
+    else:
+        master.runner.write("/srv/kata/bin/containerd-shim-kata-v2", "by hand\n")
+        master.p("/opt").mkdir(exist_ok=True)
+        os.symlink("../srv/kata", master.p("/opt/kata"))
+    before = master.snapshot()
+    settings = master.settings(kata_version=OLD, checksums=sums(OLD))
+    report = session.execute(plans.allinone(kata()), master.context(settings), dry_run=False)
+    failed = [r for r in report.steps if r.status is Status.FAIL]
+    assert [r.name for r in failed] == ["preflight"], render_plan(report.steps)
+    detail = failed[0].detail
+    assert "KataPrefix" in detail, detail
+    assert "did not install it" in detail or "not to a tree of ours" in detail, detail
+    assert master.runner.mutations == 0 and master.snapshot() == before

@@ -139,6 +139,13 @@ KATA_CHECKS: Tuple[PreflightCheck, ...] = (
         "Run 'frakti-install reset' first (add --purge to remove its packages).",
     ),
     PreflightCheck(
+        "KataPrefix",
+        lambda ctx: _foreign_prefix(ctx),  # defined with the trees, below
+        "Another Kata Containers install owns it (kata-deploy's, or one by hand): remove it "
+        "(kata-deploy: its cleanup), or move it away, then run again; frakti-install does not "
+        "replace or delete a Kata it did not install.",
+    ),
+    PreflightCheck(
         "Checksums",
         missing_checksums,
         "The default Kata release's sha256 is pinned; for another release give it with "
@@ -161,6 +168,20 @@ KATA_CHECKS: Tuple[PreflightCheck, ...] = (
         "--ignore-preflight-errors VhostModules to install the cluster anyway.",
     ),
 )
+
+
+def _foreign_prefix(ctx: Context) -> Optional[str]:
+    """A /opt/kata that frakti-install did not make: a directory no manifest of ours
+    lists (kata-deploy's, a hand install), or a link to somewhere else than a tree."""
+    prefix = kata_spec(ctx)["prefix"]
+    if ctx.host.readlink(prefix) is not None:
+        active = active_tree(ctx) or ""
+        if os.path.dirname(active) == kata_spec(ctx)["trees"]:
+            return None
+        return f"{prefix} is a link to {ctx.host.readlink(prefix)}, not to a tree of ours"
+    if not ctx.host.exists(prefix) or "in_place" in read_manifest(ctx):
+        return None
+    return f"{prefix} exists and frakti-install did not install it (no kata-files.json lists it)"
 
 
 def skip_unloadable_modules(ctx: Context) -> bool:
@@ -192,8 +213,9 @@ def read_manifest(ctx: Context) -> Dict[str, Any]:
 
 
 def write_manifest(ctx: Context, manifest: Dict[str, Any]) -> None:
-    trees = {"trees": manifest["trees"]}
-    content = json.dumps(trees, indent=1, sort_keys=True) + "\n"
+    """The trees, and the in-place layout's entry until SwitchKata has moved it."""
+    kept = {key: manifest[key] for key in ("trees", "in_place") if key in manifest}
+    content = json.dumps(kept, indent=1, sort_keys=True) + "\n"
     ctx.host.write_file(manifest_path(ctx), content.encode(), 0o644)
 
 
@@ -339,6 +361,9 @@ class SwitchKata(Action):
         return f"switch {self.prefix} to {self.tree} (one rename of the link)"
 
     def apply(self, ctx: Context) -> None:
+        foreign = _foreign_prefix(ctx)
+        if foreign:
+            raise ConfigError(foreign, hint="Remove or move it away, then run again.")
         link = link_text(ctx, self.tree)
         if ctx.host.readlink(self.prefix) is not None or not ctx.host.is_dir(self.prefix):
             ctx.host.symlink(self.prefix, link)
@@ -354,6 +379,9 @@ class SwitchKata(Action):
         )
         ctx.host.replace_dir_with_link(self.prefix, link, aside)
         ctx.host.symlink(self.shim, self.shim_target)
+        manifest = read_manifest(ctx)
+        if manifest.pop("in_place", None) is not None:
+            write_manifest(ctx, manifest)
 
 
 def old_trees(ctx: Context) -> List[str]:
