@@ -286,3 +286,12 @@ def test_a_kata_frakti_install_did_not_install_is_refused_and_left_alone(master,
     assert "KataPrefix" in detail, detail
     assert "did not install it" in detail or "not to a tree of ours" in detail, detail
     assert master.runner.mutations == 0 and master.snapshot() == before
+
+
+def test_an_in_place_unpack_killed_before_its_manifest_is_still_ours(master):
+    install(master)
+    make_in_place(master)
+    master.p(MANIFEST).unlink()  # the old unpack wrote it last
+    upgrade(master, release=OLD)
+    assert active(master) == f"kata-versions/{OLD}" and release_of(master) == OLD
+    assert os.listdir(master.p("/opt/kata-versions")) == [OLD]

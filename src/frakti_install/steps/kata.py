@@ -181,7 +181,13 @@ def _foreign_prefix(ctx: Context) -> Optional[str]:
         return f"{prefix} is a link to {ctx.host.readlink(prefix)}, not to a tree of ours"
     if not ctx.host.exists(prefix) or "in_place" in read_manifest(ctx):
         return None
-    return f"{prefix} exists and frakti-install did not install it (no kata-files.json lists it)"
+    journal = ctx.host.undo_log(f"{ctx.settings.state_dir}/journal.jsonl")
+    if any(path.startswith(prefix + "/") for path in journal.files):
+        return None  # an in-place unpack of ours, killed before its manifest was written
+    return (
+        f"{prefix} exists and frakti-install did not install it (neither kata-files.json "
+        "nor the journal lists it)"
+    )
 
 
 def skip_unloadable_modules(ctx: Context) -> bool:
