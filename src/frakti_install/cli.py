@@ -517,7 +517,14 @@ def upgrade(
         "minor (master) or the control plane's release (worker).",
     ),
     kata_version: Optional[str] = KataVersionOpt,
+    checksum: Optional[List[str]] = ChecksumOpt,
     allow_eol: Optional[bool] = AllowEolOpt,
+    kubeconfig: Optional[str] = typer.Option(
+        None,
+        "--kubeconfig",
+        help="On a worker: an admin kubeconfig (a copy of the master's admin.conf) to drain "
+        "and uncordon this node with; its kubelet's credentials cannot evict pods.",
+    ),
     dry_run: bool = DryRunOpt,
     yes: bool = YesOpt,
     as_json: bool = JsonOpt,
@@ -526,18 +533,22 @@ def upgrade(
     """Move this node to a newer Kubernetes (and Kata), the way kubeadm's upgrade guide says."""
 
     def _upgrade() -> None:
+        from frakti_install import config as settings_module
         from frakti_install import console, plans, session
         from frakti_install import upgrade as upgrading
 
+        sums = settings_module.parse_pairs(checksum, "checksum") if checksum else {}
         recorded = session.installed_settings(config)
         if allow_eol:
             recorded = dataclasses.replace(recorded, allow_eol=True)
+        if kubeconfig:
+            recorded = dataclasses.replace(recorded, drain_kubeconfig=kubeconfig)
         probe = session.new_context(recorded)
         if not dry_run:
             session.require_root(probe, "frakti-install upgrade")
         session.require_install(probe)  # nothing installed, or an unfinished install: at once
         settings, nothing = upgrading.target_settings(
-            recorded, probe, kubernetes_version, kata_version
+            recorded, probe, kubernetes_version, kata_version, sums
         )
         if nothing is not None:
             if as_json:
@@ -572,24 +583,51 @@ def info(config: Optional[Path] = ConfigOpt, as_json: bool = JsonOpt) -> None:
 
 @app.command()
 def cluster(
+    action: str = typer.Argument(
+        "install",
+        help="install (the default), or upgrade: the master, then each worker in turn.",
+    ),
     file: Path = typer.Option(
         ..., "--file", "-f", dir_okay=False, help="Cluster inventory (kind: Cluster)."
     ),
+    kubernetes_version: Optional[str] = typer.Option(
+        None,
+        "--kubernetes-version",
+        help="upgrade: the master's target, vX.Y or vX.Y.Z (the workers follow it).",
+    ),
+    kata_version: Optional[str] = KataVersionOpt,
     dry_run: bool = DryRunOpt,
     yes: bool = YesOpt,
 ) -> None:
-    """Install a whole cluster from one inventory over SSH (Ansible: the cluster extra)."""
+    """Install or upgrade a whole cluster from one inventory over SSH (Ansible: the cluster
+    extra)."""
 
     def _cluster() -> int:
         from frakti_install import cluster as clusters
         from frakti_install import console
+        from frakti_install.errors import ConfigError
+
+        if action not in clusters.PLAYBOOKS:
+            raise ConfigError(f"unknown cluster action {action!r}",
+                              hint="Use install or upgrade.")  # fmt: skip
+        if action == "install" and (kubernetes_version or kata_version):
+            raise ConfigError(
+                "--kubernetes-version and --kata-version are upgrade's options",
+                hint="For an install set them in the inventory's config.",
+            )
+        upgrade_args: List[str] = []
+        if kubernetes_version:
+            upgrade_args += ["--kubernetes-version", kubernetes_version]
+        if kata_version:
+            upgrade_args += ["--kata-version", kata_version]
 
         def ask(text: str) -> bool:
             console.out.print(text, markup=False, highlight=False)
-            return console.confirm("Install the cluster on these hosts?")
+            return console.confirm(f"{action.capitalize()} the cluster on these hosts?")
 
         inventory = clusters.load_inventory(file)
-        return clusters.run_cluster(inventory, dry_run=dry_run, yes=yes, confirm=ask)
+        return clusters.run_cluster(inventory, dry_run=dry_run, yes=yes, confirm=ask,
+                                    action=action, upgrade_args=upgrade_args)  # fmt: skip
 
     code = _guard(_cluster)
     if code:

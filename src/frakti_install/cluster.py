@@ -41,6 +41,7 @@ __all__ = [
     "API_VERSION",
     "KIND",
     "PLAYBOOK",
+    "PLAYBOOKS",
     "REMOTE_CONFIG",
     "ClusterHost",
     "InstallSource",
@@ -59,6 +60,12 @@ API_VERSION = "frakti-install/v1"
 KIND = "Cluster"
 ROLES = ("master", "worker")
 PLAYBOOK = Path(__file__).parent / "data" / "cluster-playbook.yml"
+# `cluster -f FILE ACTION`: the playbook of each action
+PLAYBOOKS = {
+    "install": PLAYBOOK,
+    "upgrade": Path(__file__).parent / "data" / "cluster-upgrade-playbook.yml",
+}
+ADMIN_CONF = "/etc/kubernetes/admin.conf"  # the master's, lent to each worker for its drain
 # Where the playbook puts things on each host.
 REMOTE_DIR = "/var/cache/frakti-install/cluster"  # bootstrap.py, the bundle or package (0700)
 REMOTE_CONFIG = "/etc/frakti-install/cluster.yaml"  # the settings, rendered per host (0600)
@@ -398,8 +405,11 @@ def _pack_tree(tree: Path, dest: Path) -> Path:
     return dest
 
 
-def extra_vars(inv: Inventory, *, dry_run: bool, workdir: Path) -> Dict[str, Any]:
-    """What the playbook is told (-e @FILE): the install source, the settings, dry run or not."""
+def extra_vars(
+    inv: Inventory, *, dry_run: bool, workdir: Path, upgrade_args: Sequence[str] = ()
+) -> Dict[str, Any]:
+    """What the playbook is told (-e @FILE): the install source, the settings, dry run or
+    not, and for an upgrade the master's options."""
     install = inv.install
     source: Dict[str, Any] = {"kind": install.kind, "local": "", "name": "", "version": ""}
     if install.bundle is not None:
@@ -421,6 +431,8 @@ def extra_vars(inv: Inventory, *, dry_run: bool, workdir: Path) -> Dict[str, Any
         "frakti_remote_dir": REMOTE_DIR,
         "frakti_config_path": REMOTE_CONFIG,
         "frakti_command": REMOTE_COMMAND,
+        "frakti_upgrade_args": list(upgrade_args),
+        "frakti_admin_conf": ADMIN_CONF,
     }
 
 
@@ -433,8 +445,10 @@ def ansible_playbook() -> Optional[str]:
     return str(beside) if os.access(beside, os.X_OK) else None
 
 
-def playbook_argv(executable: str, inventory: Path, variables: Path) -> List[str]:
-    return [executable, "-i", str(inventory), str(PLAYBOOK), "-e", f"@{variables}"]
+def playbook_argv(
+    executable: str, inventory: Path, variables: Path, action: str = "install"
+) -> List[str]:
+    return [executable, "-i", str(inventory), str(PLAYBOOKS[action]), "-e", f"@{variables}"]
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -443,8 +457,16 @@ def _write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def describe(inv: Inventory) -> str:
+def describe(inv: Inventory, action: str = "install") -> str:
     """What a run will do, in a few lines (for the question before a real run)."""
+    if action == "upgrade":
+        lines = [f"cluster {inv.name}: frakti-install ({_source_text(inv.install)}) on every "
+                 "host, then `upgrade`, one node at a time, stopping at the first that fails:"]
+        lines.append(f"  master  {inv.master.ssh.user}@{inv.master.name}: upgrade")
+        for host in inv.workers:
+            lines.append(f"  worker  {host.ssh.user}@{host.name}: drained (the master's "
+                         "kubeconfig lent for it), upgraded to the master's release, uncordoned")
+        return "\n".join(lines)
     lines = [
         f"cluster {inv.name}: frakti-install ({_source_text(inv.install)}) on every host, then"
     ]
@@ -474,6 +496,8 @@ def run_cluster(
     runner: Runner = subprocess.run,
     confirm: Optional[Callable[[str], bool]] = None,
     env: Optional[Mapping[str, str]] = None,
+    action: str = "install",
+    upgrade_args: Sequence[str] = (),
 ) -> int:
     """Install the cluster (or, dry run, show each host's plan) with ansible-playbook.
 
@@ -482,17 +506,20 @@ def run_cluster(
     ``confirm(describe(inv))`` first, and is refused without a ``confirm``.
     ``runner`` is called like subprocess.run(argv, env=..., check=False).
     """
+    if action not in PLAYBOOKS:
+        raise ConfigError(f"unknown cluster action {action!r}",
+                          hint="Use one of: " + ", ".join(PLAYBOOKS) + ".")  # fmt: skip
     executable = ansible_playbook()
     if executable is None:
         raise ConfigError("ansible-playbook is not installed (the cluster command runs it)",
                           hint=ANSIBLE_HINT)  # fmt: skip
-    if not PLAYBOOK.is_file():
-        raise ConfigError(f"the cluster playbook is missing: {PLAYBOOK}",
+    if not PLAYBOOKS[action].is_file():
+        raise ConfigError(f"the cluster playbook is missing: {PLAYBOOKS[action]}",
                           hint="Reinstall frakti-install.")  # fmt: skip
     if not dry_run and not yes:
         if confirm is None:
             raise Aborted("nothing was changed", hint="Run with --yes not to be asked.")
-        if not confirm(describe(inv)):
+        if not confirm(describe(inv, action)):
             raise Aborted("nothing was changed", hint="Run with --yes not to be asked.")
     workdir = Path(tempfile.mkdtemp(prefix="frakti-install-cluster-"))  # 0700
     try:
@@ -500,12 +527,12 @@ def run_cluster(
         inventory = workdir / "inventory.yml"
         variables = workdir / "vars.json"
         _write_private(inventory, render_ansible_inventory(inv))
-        _write_private(variables, json.dumps(extra_vars(inv, dry_run=dry_run, workdir=workdir),
-                                             indent=1) + "\n")  # fmt: skip
+        values = extra_vars(inv, dry_run=dry_run, workdir=workdir, upgrade_args=upgrade_args)
+        _write_private(variables, json.dumps(values, indent=1) + "\n")
         environment = dict(os.environ if env is None else env)
         environment.setdefault("ANSIBLE_RETRY_FILES_ENABLED", "False")
         environment.setdefault("ANSIBLE_LOCAL_TEMP", str(workdir / "ansible-tmp"))
-        argv = playbook_argv(executable, inventory, variables)
+        argv = playbook_argv(executable, inventory, variables, action)
         try:
             result = runner(argv, env=environment, check=False)
         except FileNotFoundError:

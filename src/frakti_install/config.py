@@ -55,6 +55,11 @@ class Settings:
     verify_image: str = ""  # the image of verify's pods ("" = the profile's, pinned by digest)
     drain_timeout: int = 300  # seconds `upgrade` lets `kubectl drain` evict this node's pods
     drain_delete_emptydir_data: bool = False  # drain evicts pods with emptyDir volumes too
+    drain_grace_period: int = -1  # kubectl drain --grace-period (-1: each pod's own)
+    drain_force: bool = False  # kubectl drain --force: pods no controller manages are deleted
+    # The kubeconfig a worker's `upgrade` drains and uncordons itself with (its
+    # kubelet's credentials cannot evict pods); a run's own, never recorded.
+    drain_kubeconfig: str = ""
     mirrors: Dict[str, str] = field(default_factory=dict)
     checksums: Dict[str, str] = field(default_factory=dict)
     # OpenPGP fingerprints to trust for a signing key (a mirror that signs with its own key)
@@ -376,6 +381,21 @@ SCHEMA: Dict[str, Rule] = {
     "drain_timeout": Rule("300", _seconds_problem(1), hint="kubectl drain --timeout, in seconds."),
     "drain_delete_emptydir_data": Rule(
         "true", hint="kubectl drain --delete-emptydir-data: their emptyDir data is lost."
+    ),
+    "drain_grace_period": Rule(
+        "-1",
+        lambda v: None if -1 <= v <= MAX_SECONDS else f"{v} is not -1 or between 0 and "
+        f"{MAX_SECONDS} seconds",
+        hint="kubectl drain --grace-period, in seconds; -1 leaves each pod its own.",
+    ),
+    "drain_force": Rule(
+        "true", hint="kubectl drain --force: pods that no controller manages are lost."
+    ),
+    "drain_kubeconfig": Rule(
+        "/root/admin.conf",
+        lambda v: _absolute_path_problem(v) if v else None,
+        "--kubeconfig",
+        "An admin kubeconfig (a copy of the master's /etc/kubernetes/admin.conf).",
     ),
     "verify_image": Rule(
         "registry.example/busybox@sha256:<64 hex digits>",

@@ -113,7 +113,7 @@ KATA = Spec(
             "unit socket config imports drop_in sandbox_image cni_bin_dir cni_conf_dir"
         ),
         "kata": {
-            **_strings("prefix shim handler runtime_class modules_file"),
+            **_strings("prefix trees shim handler runtime_class modules_file"),
             "overhead": {"memory": str, "cpu": str},
             "modules": [str],
             "arches": [str],

@@ -13,6 +13,8 @@ which imports requests).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import os
 import shutil
@@ -23,6 +25,7 @@ from typing import IO, Iterator, Optional, Union
 __all__ = [
     "CHUNK_SIZE",
     "atomic_write",
+    "exchange",
     "fsync_dir",
     "move_into_place",
     "sha256_of",
@@ -130,3 +133,24 @@ def move_into_place(source: PathLike, path: PathLike, *, mode: int = 0o644) -> N
     fsync_dir(dst.parent)
     if src.parent != dst.parent:
         fsync_dir(src.parent)
+
+
+AT_FDCWD = -100
+RENAME_EXCHANGE = 1 << 1  # linux/fs.h
+
+
+def exchange(first: PathLike, second: PathLike) -> bool:
+    """Swap two directory entries in one step (renameat2 with RENAME_EXCHANGE):
+    neither name is ever missing. False, with nothing changed, where the C
+    library, the kernel or the filesystem cannot (then the caller renames twice)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    first_b, second_b = os.fsencode(os.fspath(first)), os.fsencode(os.fspath(second))
+    if renameat2(AT_FDCWD, first_b, AT_FDCWD, second_b, RENAME_EXCHANGE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(error, os.strerror(error), os.fspath(first), os.fspath(second))

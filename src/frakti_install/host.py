@@ -397,6 +397,27 @@ class Host:
         self._notify_file("write", target, created=created, backup=backup)
         return FileChange(target, created, backup)
 
+    def replace_dir_with_link(self, target: str, points_to: str, aside: str) -> FileChange:
+        """Make the directory `target` a symlink to points_to, the directory moved
+        to `aside` (a new name on the same filesystem): the link is made at `aside`,
+        then the two names are exchanged in one step where the kernel and filesystem
+        can (fsio.exchange), so `target` is never missing; else two renames. Killed
+        at any point, what is left at `aside` is the link or the directory.
+        Journaled as a link frakti-install created."""
+        self._parent(target)
+        staged = self._local(aside)
+        self._parent(aside)
+        os.symlink(points_to, staged)
+        if not fsio.exchange(staged, self._local(target)):
+            link = staged.with_name(staged.name + ".link")
+            os.rename(staged, link)
+            os.rename(self._local(target), staged)
+            os.replace(link, self._local(target))
+        fsio.fsync_dir(self._local(target).parent)
+        fsio.fsync_dir(staged.parent)
+        self._notify_file("write", target, created=True, backup=None)
+        return FileChange(target, True, None)
+
     def remove(self, target: str) -> Optional[str]:
         """Remove a file, keeping a backup; returns the backup's target path."""
         if not self.exists(target):

@@ -66,6 +66,7 @@ def allinone(runtime: Runtime) -> List[Step]:
         RecordSettings(),
         RoutesSync(),
         NodeReady(),
+        *runtime.ready_steps(),
         *runtime.cluster_steps(),
     ]
 
@@ -81,6 +82,7 @@ def node(runtime: Runtime) -> List[Step]:
         RecordSettings(),
         RoutesSync(),
         NodeReady(),
+        *runtime.ready_steps(),
     ]
 
 
@@ -112,6 +114,7 @@ def upgrade(runtime: Runtime) -> List[Step]:
         KubeletPackages(),
         RestartKubelet(),
         NodeReady(),
+        *runtime.ready_steps(),  # the old Kata tree, kept until the node is Ready again
         Uncordon(),
         RecordSettings(),  # status, routes and reset judge the host by the new versions
     ]

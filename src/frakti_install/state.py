@@ -73,6 +73,7 @@ class UndoLog:
     files: Dict[str, Optional[str]] = field(default_factory=dict)  # path -> first backup
     units: List[str] = field(default_factory=list)  # units we enabled
     packages: List[str] = field(default_factory=list)  # packages we installed
+    trees: List[str] = field(default_factory=list)  # directories we made, removed whole
 
 
 def undo_log(path: Path) -> UndoLog:
@@ -87,6 +88,8 @@ def undo_log(path: Path) -> UndoLog:
             log.files.setdefault(str(entry["path"]), entry.get("backup"))
         elif event == "service" and entry.get("unit") not in log.units:
             log.units.append(str(entry["unit"]))
+        elif event == "tree" and entry.get("path") not in log.trees:
+            log.trees.append(str(entry["path"]))
         elif event == "packages":
             log.packages += [p for p in entry.get("installed", []) if p not in log.packages]
     return log

@@ -13,7 +13,7 @@ so a dry run, a refusal and a resumed run all judge it the same way."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from frakti_install import config, runtimes, versions
 from frakti_install.config import Settings
@@ -60,9 +60,12 @@ def target_settings(
     ctx: Context,
     kubernetes_version: Optional[str],
     kata_version: Optional[str],
+    checksums: Optional[Dict[str, str]] = None,
 ) -> Tuple[Settings, Optional[str]]:
     """The settings the upgrade installs (validated: ConfigError before any change),
-    or (recorded, why) when the profile has nothing newer."""
+    or (recorded, why) when the profile has nothing newer. A recorded kata checksum
+    is the installed release's tarball's: another --kata-version drops it (the new
+    release's is pinned or given in `checksums`)."""
     why = ctx.runtime.nothing_newer()
     if why is not None:
         if kubernetes_version or kata_version:
@@ -79,11 +82,23 @@ def target_settings(
             hint="Reset and install the newer version set.",
         )
     wanted = kubernetes_version or default_target(ctx)
+    installed_kata = ctx.runtime.version("kata")
+    if kata_version and versions.parse(kata_version) < versions.parse(installed_kata):
+        raise ConfigError(
+            f"Kata Containers {kata_version} is older than the installed {installed_kata}: "
+            "a downgrade",
+            hint="Give a newer --kata-version, or leave it out to keep this one.",
+        )
+    sums = dict(recorded.checksums)
+    if kata_version and kata_version != installed_kata:
+        sums.pop("kata", None)
+    sums.update(checksums or {})
     settings = config.validate(
         dataclasses.replace(
             recorded,
             kubernetes_version=wanted,
             kata_version=kata_version or recorded.kata_version,
+            checksums=sums,
         )
     )
     # an unknown, unreleased or end-of-life release stops here; the patch is recorded

@@ -144,7 +144,7 @@ disabled_plugins = ["cri"]
 """
 
 
-def kata_tarball(extra: Sequence[Tuple[str, str, str]] = ()) -> bytes:
+def kata_tarball(extra: Sequence[Tuple[str, str, str]] = (), version: str = "3.32.0") -> bytes:
     """A small stand-in for kata-static-*.tar.zst (same layout: ./opt/kata/...).
 
     extra: (kind, name, data-or-link-target) members appended, kind file|link|dir|fifo."""
@@ -164,7 +164,7 @@ def kata_tarball(extra: Sequence[Tuple[str, str, str]] = ()) -> bytes:
             elif kind == "hardlink":
                 info.type, info.linkname = tarfile.LNKTYPE, data
             else:
-                payload = data.encode() or f"# {name} of kata 3.32.0\n".encode()
+                payload = data.encode() or f"# {name} of kata {version}\n".encode()
                 info.size = len(payload)
             archive.addfile(info, io.BytesIO(payload) if payload else None)
 
@@ -217,7 +217,7 @@ class KataSimDownloader(SimDownloader):
     @staticmethod
     def content(url: str) -> bytes:
         if url.endswith(".tar.zst"):
-            return kata_tarball()
+            return kata_tarball(version=url.rsplit("/", 2)[-2])
         if url.endswith(("Release.key", "repomd.xml.key")):  # deb, rpm: the same OBS key
             return signing_key()
         return SimDownloader.content(url)
@@ -818,7 +818,7 @@ class KataSimRunner(SimRunner):
             node = self.state.cluster.nodes.get(name)
             if node is None:
                 return self.fail(argv, f'Error from server (NotFound): nodes "{name}" not found')
-            if kubeconfig != "/etc/kubernetes/admin.conf":  # the node authorizer
+            if kubeconfig == "/etc/kubernetes/kubelet.conf":  # the node authorizer
                 return self.fail(argv, f'nodes "{name}" is forbidden: User "system:node:{name}" '
                                  "cannot patch resource \"nodes\"")
             if verb == "drain" and "--ignore-daemonsets" not in argv:

@@ -490,7 +490,9 @@ def test_kata_tree_and_shim(machine):
         for entry in map(json.loads, journal.read_text().splitlines()[seen:])
         if entry.get("event") == "file"
     ]
-    assert written == ["/opt/kata/bin/kata-runtime", "/var/lib/frakti-install/kata-files.json"]
+    assert written == [
+        "/opt/kata-versions/3.32.0/bin/kata-runtime", "/var/lib/frakti-install/kata-files.json"
+    ]
 
 
 # --- Kubernetes packages ------------------------------------------------------
@@ -651,7 +653,7 @@ def test_no_kvm_is_fatal_and_says_kata_pods_cannot_start(machine):
 
 def test_cgroup_v2_passes_and_frakti_checks_do_not_apply(machine):
     check = Preflight().check(machine("debian", "12", cgroup=2).context())
-    assert check.reason == "16 checks passed"
+    assert check.reason == "17 checks passed"
     names = {c.name for c in kata_step.KATA_CHECKS}
     assert "CgroupV1" not in names and "CgroupDriver" not in names
 

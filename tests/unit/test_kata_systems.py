@@ -136,7 +136,7 @@ def test_cgroup_v1_host_passes_with_a_release_whose_kubelet_still_runs_there(mac
     check = Preflight().check(
         m.context(m.settings(kubernetes_version="v1.34", allow_eol=True))
     )
-    assert check.reason == "16 checks passed"
+    assert check.reason == "17 checks passed"
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ a second run that changes nothing, and status and reset afterwards."""
 from __future__ import annotations
 
 import datetime
+import shutil
 from pathlib import Path
 from typing import Any, Optional
 
@@ -157,13 +158,43 @@ def test_a_worker_waits_for_its_master_then_follows_it(tmp_path: Path) -> None:
         upgrade(worker, "v1.36")
 
     upgrade(master, "v1.36")
-    report = upgrade(worker)  # no version: the control plane's
+    mutations = worker.runner.mutations
+    with pytest.raises(ConfigError, match="no kubeconfig to drain it with") as refused:
+        upgrade(worker)  # its kubelet's credentials cannot evict pods
+    assert "--kubeconfig" in refused.value.hint and "cluster -f" in refused.value.hint
+    assert worker.runner.mutations == mutations
+    with pytest.raises(ConfigError, match="--kubeconfig /root/admin.conf: no such file"):
+        upgrade(worker, drain_kubeconfig="/root/admin.conf")
+    worker.p("/root").mkdir(exist_ok=True)
+    shutil.copy(master.p("/etc/kubernetes/admin.conf"), worker.p("/root/admin.conf"))
+    first = len(worker.runner.calls)
+    report = upgrade(worker, drain_kubeconfig="/root/admin.conf")  # the control plane's
     assert worker.kata.node_upgrades == ["v1.36.4"]
-    drain = next(r for r in report.steps if r.name == "drain")
-    assert drain.status is Status.SKIP and "kubectl drain worker" in drain.detail
+    assert {"drain", "uncordon"} <= changed(report)
+    ran = [" ".join(c) for c in worker.runner.calls[first:]]
+    drains = [c for c in ran if " drain " in c or " uncordon " in c]
+    assert drains == [
+        "kubectl --kubeconfig /root/admin.conf drain worker --ignore-daemonsets --timeout=300s",
+        "kubectl --kubeconfig /root/admin.conf uncordon worker",
+    ]
+    assert "unschedulable" not in shared.node("worker")["spec"]
     assert shared.node("worker")["status"]["nodeInfo"]["kubeletVersion"] == "v1.36.4"
-    again = upgrade(worker)
+    again = upgrade(worker)  # nothing changes under its pods: no kubeconfig needed
     assert changed(again) == set(), render_plan(again.steps)
+
+
+def test_drain_options_are_settings(master):
+    install(master)
+    first = len(master.runner.calls)
+    upgrade(master, "v1.36", drain_timeout=120, drain_delete_emptydir_data=True,
+            drain_grace_period=30, drain_force=True)  # fmt: skip
+    drain = [" ".join(c) for c in master.runner.calls[first:] if "drain" in c]
+    assert drain == [
+        "kubectl --kubeconfig /etc/kubernetes/admin.conf drain node-1 --ignore-daemonsets "
+        "--timeout=120s --delete-emptydir-data --grace-period=30 --force"
+    ]
+    with pytest.raises(ConfigError, match="drain_grace_period"):
+        target(master, drain_grace_period=-2)
 
 
 # --- resumable, idempotent, and what follows ---------------------------------------------

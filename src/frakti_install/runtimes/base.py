@@ -150,6 +150,11 @@ class Runtime(ABC):
         release of the runtime put in place, its configuration migrated)."""
         return self.runtime_steps()
 
+    def ready_steps(self) -> List[Step]:
+        """Once the node is Ready again (install, join, upgrade): what the runtime
+        kept until then is removed (an older Kata tree)."""
+        return []
+
     def upgrade_pending(self, ctx: Context) -> Optional[str]:
         """What of the runtime an upgrade will change under the node's pods (None: nothing)."""
         return None

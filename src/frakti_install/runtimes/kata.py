@@ -28,6 +28,7 @@ from frakti_install.steps.containerd import (
 from frakti_install.steps.kata import (
     KATA_CHECKS,
     KataPodAdmitted,
+    KataPrune,
     KataRuntime,
     RuntimeClass,
     tree_drift,
@@ -224,6 +225,9 @@ class KataContainersRuntime(Runtime):
 
     def cluster_steps(self) -> List[Step]:
         return [RuntimeClass(), KataPodAdmitted()]
+
+    def ready_steps(self) -> List[Step]:
+        return [KataPrune()]
 
     def upgrade_pending(self, ctx: Context) -> Optional[str]:
         drift = tree_drift(ctx)

@@ -1,10 +1,12 @@
 """Kata Containers: preflight for the kata profile, the release tarball
-unpacked into /opt/kata (verified, safely), the containerd shim on the PATH,
+unpacked into a tree of its own that /opt/kata links to (verified, safely;
+an upgrade switches the link in one rename), the containerd shim on the PATH,
 the RuntimeClass, and proof that a kata pod is admitted."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
 import tempfile
@@ -137,6 +139,13 @@ KATA_CHECKS: Tuple[PreflightCheck, ...] = (
         "Run 'frakti-install reset' first (add --purge to remove its packages).",
     ),
     PreflightCheck(
+        "KataPrefix",
+        lambda ctx: _foreign_prefix(ctx),  # defined with the trees, below
+        "Another Kata Containers install owns it (kata-deploy's, or one by hand): remove it "
+        "(kata-deploy: its cleanup), or move it away, then run again; frakti-install does not "
+        "replace or delete a Kata it did not install.",
+    ),
+    PreflightCheck(
         "Checksums",
         missing_checksums,
         "The default Kata release's sha256 is pinned; for another release give it with "
@@ -161,42 +170,114 @@ KATA_CHECKS: Tuple[PreflightCheck, ...] = (
 )
 
 
+def _foreign_prefix(ctx: Context) -> Optional[str]:
+    """A /opt/kata that frakti-install did not make: a directory no manifest of ours
+    lists (kata-deploy's, a hand install), or a link to somewhere else than a tree."""
+    prefix = kata_spec(ctx)["prefix"]
+    if ctx.host.readlink(prefix) is not None:
+        active = active_tree(ctx) or ""
+        if os.path.dirname(active) == kata_spec(ctx)["trees"]:
+            return None
+        return f"{prefix} is a link to {ctx.host.readlink(prefix)}, not to a tree of ours"
+    if not ctx.host.exists(prefix) or "in_place" in read_manifest(ctx):
+        return None
+    journal = ctx.host.undo_log(f"{ctx.settings.state_dir}/journal.jsonl")
+    if any(path.startswith(prefix + "/") for path in journal.files):
+        return None  # an in-place unpack of ours, killed before its manifest was written
+    return (
+        f"{prefix} exists and frakti-install did not install it (neither kata-files.json "
+        "nor the journal lists it)"
+    )
+
+
 def skip_unloadable_modules(ctx: Context) -> bool:
     return bool({"vhostmodules", "all"} & {n.lower() for n in ctx.settings.ignore_preflight_errors})
 
 
-# --- the release tarball ------------------------------------------------------
+# --- the release tarball, one tree per release -----------------------------------
+# Each release is unpacked into trees/<version>; the prefix (/opt/kata) is a
+# relative symlink to the active tree, switched by one rename. The manifest
+# (kata-files.json) lists each tree's files and links; a manifest without
+# "trees" is the in-place layout (/opt/kata a directory), migrated by SwitchKata.
 def manifest_path(ctx: Context) -> str:
     return f"{ctx.settings.state_dir}/kata-files.json"
 
 
-def read_manifest(ctx: Context) -> Optional[Dict[str, Any]]:
+def read_manifest(ctx: Context) -> Dict[str, Any]:
+    """{"trees": {tree: entry}} (entry: version, identity, sha256, files, links);
+    the in-place layout's single entry is under "in_place"."""
     text = ctx.host.read_text(manifest_path(ctx))
     try:
         data = json.loads(text) if text else None
     except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return {"trees": {}}
+    if "trees" not in data:
+        return {"trees": {}, "in_place": data}
+    return data
+
+
+def write_manifest(ctx: Context, manifest: Dict[str, Any]) -> None:
+    """The trees, and the in-place layout's entry until SwitchKata has moved it."""
+    kept = {key: manifest[key] for key in ("trees", "in_place") if key in manifest}
+    content = json.dumps(kept, indent=1, sort_keys=True) + "\n"
+    ctx.host.write_file(manifest_path(ctx), content.encode(), 0o644)
+
+
+def tree_of(ctx: Context) -> str:
+    """The wanted release's tree: /opt/kata-versions/3.32.0."""
+    return f"{kata_spec(ctx)['trees']}/{ctx.runtime.version('kata')}"
+
+
+def link_text(ctx: Context, tree: str) -> str:
+    """The prefix's link to a tree, relative (kata-versions/3.32.0)."""
+    return os.path.relpath(tree, os.path.dirname(kata_spec(ctx)["prefix"]))
+
+
+def active_tree(ctx: Context) -> Optional[str]:
+    """The tree the prefix links to (None: no link, e.g. the in-place layout)."""
+    r = kata_spec(ctx)
+    text = ctx.host.readlink(r["prefix"])
+    if text is None:
         return None
-    return data if isinstance(data, dict) else None
+    return os.path.normpath(os.path.join(os.path.dirname(r["prefix"]), text))
 
 
-def tree_drift(ctx: Context) -> Optional[str]:
-    """Why /opt/kata is not the wanted release (None: it is), judged without hashing."""
+def unpack_drift(ctx: Context, tree: str) -> Optional[str]:
+    """Why `tree` does not hold the wanted release (None: it does), judged without hashing."""
     artifact = ctx.artifacts.get(ARTIFACT)
     manifest = read_manifest(ctx)
-    if manifest is None:
+    entry = manifest["trees"].get(tree)
+    if entry is None:
+        in_place = manifest.get("in_place")
+        if in_place:
+            return f"kata {in_place.get('version', '?')} unpacked in place, {tree} wanted"
         return "not installed"
-    if manifest.get("identity") != artifact.identity:
-        wanted = ctx.runtime.version("kata")
-        return f"kata {manifest.get('version', '?')} installed, {wanted} wanted"
-    if artifact.given_sha256 and artifact.given_sha256 != manifest.get("sha256"):
+    if entry.get("identity") != artifact.identity:
+        return f"{tree} holds kata {entry.get('version', '?')}"
+    if artifact.given_sha256 and artifact.given_sha256 != entry.get("sha256"):
         return "installed from a tarball with another checksum"
-    for path, size in sorted(manifest.get("files", {}).items()):
+    for path, size in sorted(entry.get("files", {}).items()):
         st = ctx.host.stat(path)
         if st is None or st.st_size != size or ctx.host.readlink(path) is not None:
             return f"{path} is missing or changed"
-    for path, target in sorted(manifest.get("links", {}).items()):
+    for path, target in sorted(entry.get("links", {}).items()):
         if ctx.host.readlink(path) != target:
             return f"the link {path} is missing or changed"
+    return None
+
+
+def tree_drift(ctx: Context) -> Optional[str]:
+    """Why the prefix does not give the wanted release (None: it does)."""
+    tree = tree_of(ctx)
+    drift = unpack_drift(ctx, tree)
+    if drift:
+        return drift
+    active = active_tree(ctx)
+    if active != tree:
+        prefix = kata_spec(ctx)["prefix"]
+        return f"{prefix} links to {active}" if active else f"{prefix} is not a link to {tree}"
     return None
 
 
@@ -209,23 +290,37 @@ def _same_file(ctx: Context, target: str, staged: Path, mode: int) -> bool:
     return ctx.host.sha256(target) == sha256_of(staged)
 
 
+def _in_tree(path: str, prefix: str, tree: str) -> str:
+    """An archive path under the prefix, moved into the tree."""
+    if path == prefix or path.startswith(prefix + "/"):
+        return tree + path[len(prefix):]
+    return path
+
+
 @dataclass(frozen=True)
-class ExtractKata(Action):
-    """Download and verify the release tarball, unpack it into the prefix."""
+class UnpackKata(Action):
+    """Download and verify the release tarball, unpack it into its own tree
+    (the active tree and every other stay as they are)."""
 
     why: str
     prefix: str
+    tree: str
 
     def describe(self) -> str:
-        return f"download, verify and unpack the kata release into {self.prefix} ({self.why})"
+        return f"download, verify and unpack the kata release into {self.tree} ({self.why})"
 
     def apply(self, ctx: Context) -> None:
         local = ctx.artifacts.fetch(ARTIFACT)  # a wrong checksum stops here
         artifact = ctx.artifacts.get(ARTIFACT)
-        previous = read_manifest(ctx) or {}
-        files: Dict[str, int] = {}
+        manifest = read_manifest(ctx)
+        previous = manifest["trees"].get(self.tree) or {}
         selection = tarsafe.safe_members(local, prefix=self.prefix)  # refused: nothing written
-        links = selection.links
+        ctx.host.note(event="tree", path=kata_spec(ctx)["trees"])  # reset removes it whole
+        files: Dict[str, int] = {}
+        links = {
+            _in_tree(link, self.prefix, self.tree): _in_tree(target, self.prefix, self.tree)
+            for link, target in selection.links.items()
+        }
         # staged beside the download: the cache has room for the release
         with tempfile.TemporaryDirectory(prefix="kata-", dir=str(local.parent)) as tmp:
             staged = Path(tmp) / "member"
@@ -233,9 +328,10 @@ class ExtractKata(Action):
                 with open(staged, "wb") as out:
                     shutil.copyfileobj(source, out, 1 << 20)
                 mode = (member.info.mode & 0o755) | 0o400
-                if not _same_file(ctx, member.target, staged, mode):
-                    ctx.host.install_file(staged, member.target, mode)
-                files[member.target] = member.info.size
+                target = _in_tree(member.target, self.prefix, self.tree)
+                if not _same_file(ctx, target, staged, mode):
+                    ctx.host.install_file(staged, target, mode)
+                files[target] = member.info.size
         for link, target in sorted(links.items()):
             if ctx.host.readlink(link) != target:
                 ctx.host.symlink(link, target)
@@ -243,7 +339,7 @@ class ExtractKata(Action):
         for path in sorted(stale - set(files) - set(links), reverse=True):
             if ctx.host.exists(path):
                 ctx.host.remove(path)
-        manifest = {
+        manifest["trees"][self.tree] = {
             "artifact": ARTIFACT,
             "version": ctx.runtime.version("kata"),
             "identity": artifact.identity,
@@ -251,20 +347,98 @@ class ExtractKata(Action):
             "files": files,
             "links": links,
         }
-        content = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
-        ctx.host.write_file(manifest_path(ctx), content.encode(), 0o644)
+        write_manifest(ctx, manifest)
+
+
+@dataclass(frozen=True)
+class SwitchKata(Action):
+    """Point the prefix at the unpacked tree in one rename: the shim link, the
+    drop-in's ConfigPath and Kata's own paths switch together. The in-place
+    layout's directory is exchanged for the link and kept beside the trees
+    (removed with the other old trees once the node is Ready); meanwhile the
+    shim link points straight into the new tree, so the shim is never missing."""
+
+    prefix: str
+    tree: str
+    shim: str
+    shim_target: str
+
+    def describe(self) -> str:
+        return f"switch {self.prefix} to {self.tree} (one rename of the link)"
+
+    def apply(self, ctx: Context) -> None:
+        foreign = _foreign_prefix(ctx)
+        if foreign:
+            raise ConfigError(foreign, hint="Remove or move it away, then run again.")
+        link = link_text(ctx, self.tree)
+        if ctx.host.readlink(self.prefix) is not None or not ctx.host.is_dir(self.prefix):
+            ctx.host.symlink(self.prefix, link)
+            return
+        direct = _in_tree(self.shim_target, self.prefix, self.tree)
+        ctx.host.symlink(self.shim, direct)
+        trees = kata_spec(ctx)["trees"]
+        ctx.host.note(event="tree", path=trees)
+        aside = next(
+            name
+            for name in (f"{trees}/.in-place-{os.getpid()}-{n}" for n in range(1000))
+            if not ctx.host.exists(name)
+        )
+        ctx.host.replace_dir_with_link(self.prefix, link, aside)
+        ctx.host.symlink(self.shim, self.shim_target)
+        manifest = read_manifest(ctx)
+        if manifest.pop("in_place", None) is not None:
+            write_manifest(ctx, manifest)
+
+
+def old_trees(ctx: Context) -> List[str]:
+    """The trees beside the active one (older releases, the in-place layout's)."""
+    trees, active = kata_spec(ctx)["trees"], active_tree(ctx)
+    if active is None:
+        return []
+    return [f"{trees}/{name}" for name in ctx.host.listdir(trees) if f"{trees}/{name}" != active]
+
+
+@dataclass(frozen=True)
+class RemoveKataTree(Action):
+    tree: str
+
+    def describe(self) -> str:
+        return f"remove the previous kata tree {self.tree}"
+
+    def apply(self, ctx: Context) -> None:
+        manifest = read_manifest(ctx)
+        if ctx.host.is_dir(self.tree):
+            ctx.host.remove_tree(self.tree)
+        else:  # the link of a migration killed before its exchange
+            ctx.host.remove(self.tree)
+        if manifest["trees"].pop(self.tree, None) is not None:
+            write_manifest(ctx, manifest)
+
+
+class KataPrune(Step):
+    name = "kata-prune"
+    title = "Previous Kata trees removed once the node is Ready"
+
+    def check(self, ctx: Context) -> Check:
+        old = old_trees(ctx)
+        if not old:
+            return Check.ok(f"only the active kata tree {active_tree(ctx) or '(none)'} is kept")
+        return Check([RemoveKataTree(tree) for tree in old])
 
 
 class KataRuntime(Step):
     name = "kata"
-    title = "Kata Containers in /opt/kata and its containerd shim"
+    title = "Kata Containers in its own tree, /opt/kata linked to it, and its containerd shim"
 
     def check(self, ctx: Context) -> Check:
         r = kata_spec(ctx)
         actions: List[Action] = []
-        drift = tree_drift(ctx)
+        tree = tree_of(ctx)
+        drift = unpack_drift(ctx, tree)
         if drift:
-            actions.append(ExtractKata(drift, r["prefix"]))
+            actions.append(UnpackKata(drift, r["prefix"], tree))
+        if active_tree(ctx) != tree:
+            actions.append(SwitchKata(r["prefix"], tree, r["shim"], r["shim_target"]))
         if ctx.host.readlink(r["shim"]) != r["shim_target"]:
             actions.append(Symlink(r["shim"], r["shim_target"]))
         actions += template_actions(
@@ -278,7 +452,7 @@ class KataRuntime(Step):
             actions.append(run("modprobe", module, why=f"load {module}"))
         if not actions:
             return Check.ok(
-                f"kata {ctx.runtime.version('kata')} in {r['prefix']}, "
+                f"kata {ctx.runtime.version('kata')} in {tree} ({r['prefix']} links to it), "
                 f"{r['shim']} -> {r['shim_target']}, {' and '.join(r['modules'])} available"
             )
         return Check(actions)

@@ -14,8 +14,9 @@ from frakti_install.steps.common import file_actions
 if TYPE_CHECKING:
     from frakti_install.context import Context
 
-# The join is done once; its token is a secret and never kept.
-LEFT_OUT = ("join_endpoint", "join_token", "join_ca_hash")
+# The join is done once; its token is a secret and never kept. The drain's
+# kubeconfig is a copy of the admin's, there for one upgrade only.
+LEFT_OUT = ("join_endpoint", "join_token", "join_ca_hash", "drain_kubeconfig")
 
 
 class RecordSettings(Step):

@@ -118,6 +118,7 @@ class RestoreFiles(Step):
                     actions.append(RemoveFile(path))
             elif ctx.host.read_bytes(path) != ctx.host.read_bytes(backup):
                 actions.append(RestoreFile(path, backup))
+        actions += [RemoveTree(tree) for tree in journal_log(ctx).trees if ctx.host.is_dir(tree)]
         if any("/systemd/" in getattr(a, "path", "") for a in actions):
             actions.append(run("systemctl", "daemon-reload", why="forget removed units"))
         if not actions:

@@ -23,6 +23,7 @@ from frakti_install.errors import ConfigError, FraktiInstallError, VerifyFailed
 from frakti_install.steps.cluster import kubeconfig, node_name, this_node
 from frakti_install.steps.common import restart_pending, wait_for
 from frakti_install.steps.kube_packages import InstallKubePackages, package_version
+from frakti_install.steps.preflight import missing_checksums
 from frakti_install.versions import parse
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
-KUBECTL_ADMIN = ("kubectl", "--kubeconfig", ADMIN_CONF)
 
 
 def target(ctx: Context) -> str:
@@ -108,9 +108,16 @@ class UpgradeSkew(Step):
     def check(self, ctx: Context) -> Check:
         wanted, server = target(ctx), server_version(ctx)
         kubelet = kubelet_version(ctx)
-        problem = skew_problem(wanted, server, kubelet, is_master(ctx))
+        problem = skew_problem(wanted, server, kubelet, is_master(ctx)) or drain_problem(ctx)
         if problem:
             raise ConfigError(problem[0], hint=problem[1])
+        unsummed = missing_checksums(ctx)
+        if unsummed:
+            raise ConfigError(
+                f"{unsummed}: the upgrade would stop half-way, with the node drained",
+                hint="Give it with --checksum NAME=SHA256 (sha256sum of the file), e.g. "
+                "--checksum kata=SHA256 for a --kata-version whose sum is not pinned.",
+            )
         role = "control plane" if is_master(ctx) else "worker"
         if parse(server) == parse(wanted) and kubelet and parse(kubelet) == parse(wanted):
             return Check.ok(f"{role}: API server and kubelet already at {wanted}")
@@ -256,19 +263,59 @@ class KubeadmUpgrade(Step):
 
 
 # --- drain, kubelet, uncordon --------------------------------------------------------
+def drain_kubeconfig(ctx: Context) -> Optional[str]:
+    """The kubeconfig that may evict this node's pods: the admin's on the master; on a
+    worker the one given for this run (--kubeconfig), as its kubelet's may not."""
+    if is_master(ctx):
+        return ADMIN_CONF
+    return ctx.settings.drain_kubeconfig or None
+
+
+def drain_problem(ctx: Context) -> Optional[Tuple[str, str]]:
+    """Why this node cannot be drained and uncordoned by this run (None: it can, or
+    nothing under its pods changes)."""
+    if is_master(ctx):
+        return None
+    if not (node_changes(ctx) or ctx.host.exists(upgrade_marker(ctx, "drained"))):
+        return None
+    path = ctx.settings.drain_kubeconfig
+    how = (
+        "Give --kubeconfig FILE: a copy of the master's /etc/kubernetes/admin.conf (mode "
+        "0600; remove it afterwards), or run 'frakti-install cluster -f INVENTORY upgrade', "
+        "which lends each worker the master's for its upgrade."
+    )
+    if not path:
+        return (
+            f"worker {node_name(ctx)} must be drained before its kubelet changes, and its "
+            "kubelet's credentials cannot evict pods (the node authorizer): no kubeconfig "
+            "to drain it with",
+            how,
+        )
+    if not ctx.host.exists(path):
+        return (f"--kubeconfig {path}: no such file", how)
+    return None
+
+
 @dataclass(frozen=True)
 class DrainNode(Action):
     node: str
+    kubeconfig: str
     timeout: int
     delete_emptydir_data: bool
+    grace_period: int
+    force: bool
     marker: str
 
     @property
     def argv(self) -> List[str]:
-        argv = [*KUBECTL_ADMIN, "drain", self.node, "--ignore-daemonsets"]
-        argv.append(f"--timeout={self.timeout}s")
+        argv = ["kubectl", "--kubeconfig", self.kubeconfig, "drain", self.node,
+                "--ignore-daemonsets", f"--timeout={self.timeout}s"]  # fmt: skip
         if self.delete_emptydir_data:
             argv.append("--delete-emptydir-data")
+        if self.grace_period >= 0:
+            argv.append(f"--grace-period={self.grace_period}")
+        if self.force:
+            argv.append("--force")
         return argv
 
     def describe(self) -> str:
@@ -282,13 +329,15 @@ class DrainNode(Action):
 @dataclass(frozen=True)
 class UncordonNode(Action):
     node: str
+    kubeconfig: str
     marker: str
 
     def describe(self) -> str:
         return f"let pods schedule here again: kubectl uncordon {self.node}"
 
     def apply(self, ctx: Context) -> None:
-        ctx.host.run([*KUBECTL_ADMIN, "uncordon", self.node], timeout=120)
+        ctx.host.run(["kubectl", "--kubeconfig", self.kubeconfig, "uncordon", self.node],
+                     timeout=120)  # fmt: skip
         ctx.host.unlink_marker(self.marker)
 
 
@@ -299,6 +348,15 @@ def node_changes(ctx: Context) -> List[str]:
     changes = [] if (installed.get("kubelet") or "").startswith(version + "-") else ["kubelet"]
     pending = ctx.runtime.upgrade_pending(ctx)
     return changes + ([pending] if pending else [])
+
+
+def require_drain_kubeconfig(ctx: Context) -> str:
+    found = drain_kubeconfig(ctx)
+    problem = drain_problem(ctx)
+    if found is None or problem is not None:
+        message, hint = problem or ("no kubeconfig to drain this node with", "")
+        raise ConfigError(message, hint=hint)
+    return found
 
 
 class Drain(Step):
@@ -312,16 +370,11 @@ class Drain(Step):
         changes = node_changes(ctx)
         if not changes:
             return Check.ok("nothing under the node's pods changes: no drain")
-        if not is_master(ctx):
-            return Check.skipped(
-                f"a worker's kubelet credentials cannot evict pods: drain it from the master "
-                f"first (kubectl drain {node_name(ctx)} --ignore-daemonsets) and uncordon it "
-                "after"
-            )
         settings = ctx.settings
         return Check(
-            [DrainNode(node_name(ctx), settings.drain_timeout,
-                       settings.drain_delete_emptydir_data, marker)]
+            [DrainNode(node_name(ctx), require_drain_kubeconfig(ctx), settings.drain_timeout,
+                       settings.drain_delete_emptydir_data, settings.drain_grace_period,
+                       settings.drain_force, marker)]
         )  # fmt: skip
 
 
@@ -371,5 +424,5 @@ class Uncordon(Step):
         marker = upgrade_marker(ctx, "drained")
         if not ctx.host.exists(marker):
             return Check.ok("this upgrade left the node schedulable")
-        return Check([UncordonNode(node_name(ctx), marker)])
+        return Check([UncordonNode(node_name(ctx), require_drain_kubeconfig(ctx), marker)])
 

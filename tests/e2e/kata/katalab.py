@@ -45,7 +45,7 @@ import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import testbed
 import yaml
@@ -463,10 +463,19 @@ def build_kata_tarball(version: str) -> bytes:
 # --------------------------------------------------------------------------- the mirror
 
 
-def build_kata_mirror(dest: Path, key: RepoKey, kube_patch: str = "") -> Dict[str, object]:
+def build_kata_mirror(
+    dest: Path,
+    key: RepoKey,
+    kube_patch: str = "",
+    upgrade_minors: Sequence[str] = (),
+    kata_releases: Sequence[str] = (),
+) -> Dict[str, object]:
     """Everything the installer downloads, under dest (emptied first); returns what the
-    test needs: {"versions", "kata_sha256", "fingerprint", "mirrors", "package_version"}.
-    kube_patch: a fragment put into the kube stand-ins (render_kube)."""
+    test needs: {"versions", "kata_sha256", "fingerprint", "mirrors", "package_version",
+    "upgrades"}. kube_patch: a fragment put into the kube stand-ins (render_kube).
+    upgrade_minors: more minors' repositories (v1.36), each with its latest patch's
+    stand-ins, for `upgrade`; "upgrades" maps each to that patch. kata_releases: more
+    Kata tarballs beside the default's; "kata_sha256s" has each release's sum."""
     data = kata_data()
     minor, kata = str(data["versions"]["kubernetes"]), str(data["versions"]["kata"])
     # the default minor's latest patch, as the installer picks it
@@ -476,13 +485,26 @@ def build_kata_mirror(dest: Path, key: RepoKey, kube_patch: str = "") -> Dict[st
     repo = dest / f"pkgs/core:/stable:/{minor}/deb"
     debs = build_kube_debs(repo / "amd64", kubernetes, kube_patch)
     build_apt_repo(repo, debs, key, f"isv:kubernetes:core:stable:{minor}")
-    tarball = build_kata_tarball(kata)
-    release = dest / f"github/kata-containers/kata-containers/releases/download/{kata}"
-    _write(release / f"kata-static-{kata}-amd64.tar.zst", tarball)
+    upgrades = {}
+    for extra in upgrade_minors:
+        patch = next(r["latest"] for r in data["kubernetes"]["releases"] if r["minor"] == extra)
+        extra_repo = dest / f"pkgs/core:/stable:/{extra}/deb"
+        extra_debs = build_kube_debs(extra_repo / "amd64", patch, kube_patch)
+        build_apt_repo(extra_repo, extra_debs, key, f"isv:kubernetes:core:stable:{extra}")
+        upgrades[extra] = patch
+    sums = {}
+    for version in (*kata_releases, kata):
+        packed = build_kata_tarball(version)
+        release = dest / f"github/kata-containers/kata-containers/releases/download/{version}"
+        _write(release / f"kata-static-{version}-amd64.tar.zst", packed)
+        sums[version] = hashlib.sha256(packed).hexdigest()
+    tarball = packed
     return {
         "versions": {"kubernetes": kubernetes, "minor": minor, "kata": kata, "cni": CNI_VERSION},
         "package_version": kubernetes.lstrip("v") + "-1.1",
+        "upgrades": upgrades,
         "kata_sha256": hashlib.sha256(tarball).hexdigest(),
+        "kata_sha256s": sums,
         "fingerprint": key.fingerprint,
         "mirrors": {
             "kubernetes-pkgs": f"{testbed.MIRROR_URL}/pkgs",

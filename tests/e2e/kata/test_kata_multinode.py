@@ -9,6 +9,14 @@ extended by standin_kata_multinode.py: the worker reaches the master's stand-in
 API on 192.168.99.10:6443, joins with `kubeadm join --config` and is given its
 own pod /24.
 
+Then `upgrade` (tests at the end, on the same hosts): two minors at once
+refused before any change (and by the stand-in kubeadm, with the real
+message); the master moved to the next minor (`kubeadm upgrade plan`, `apply`,
+drained, kubelet restarted, uncordoned); the worker refused without a
+kubeconfig to drain itself with, then upgraded with a copy of the master's
+(`kubeadm upgrade node`), following the master's release; a second run
+changing nothing; both nodes Ready and schedulable afterwards.
+
 Flow: `allinone --runtime kata` on the master; the line `join-command` prints
 there, pasted into a shell on the worker (with the worker's config for the
 mirrors); the routes sync started on both, as its timer would; then the line
@@ -57,6 +65,12 @@ NAMES = ("kata-master", "kata-worker")
 PATCH = Path(__file__).resolve().parent / "standin_kata_multinode.py"
 JOIN_LOG = "/var/log/standin-kubeadm-join.log"
 INSTALL_TIMEOUT = 600
+UPGRADE_MINOR = "v1.36"  # the next minor after the default (v1.35): its repository is served too
+UPGRADE_LOG = "/var/log/standin-kubeadm-upgrade.log"
+DROP_IN = "/etc/containerd/conf.d/90-frakti-install.toml"
+SHIM_LINK = "/usr/local/bin/containerd-shim-kata-v2"
+LENT = "/root/admin.conf"  # the master's admin kubeconfig, copied for the worker's drain
+OLD_KATA = "3.31.0"  # installed, then the master upgraded to the default Kata release
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +91,10 @@ def mn_mirror(run_dir: Path, record_timing: Callable[[str, float], None]) -> Dic
     key = katalab.RepoKey()
     dest = run_dir / "mirror-kata-multinode"
     try:
-        info = katalab.build_kata_mirror(dest, key, kube_patch=PATCH.read_text())
+        info = katalab.build_kata_mirror(
+            dest, key, kube_patch=PATCH.read_text(), upgrade_minors=[UPGRADE_MINOR],
+            kata_releases=[OLD_KATA],
+        )  # fmt: skip
     finally:
         key.close()
     record_timing("kata multi-node stand-in mirror built", time.monotonic() - started)
@@ -115,8 +132,11 @@ def cluster(
         )
     nodes = [network.attach(machine, name) for machine, name in zip(machines, NAMES)]
     network.write_hosts()
+    sums: Dict[str, str] = mn_mirror["kata_sha256s"]  # type: ignore[assignment]
     for node in nodes:
-        write_config(node.machine, make_config(mn_mirror, pod_cidr=POD_CIDR))
+        config = make_config(mn_mirror, pod_cidr=POD_CIDR, kata_version=OLD_KATA)
+        config["checksums"] = {"kata": sums[OLD_KATA]}
+        write_config(node.machine, config)
     master, worker = nodes
     started = time.monotonic()
     run(
@@ -227,3 +247,136 @@ def test_second_node_run_changes_nothing(cluster: Dict[str, Any]) -> None:
     assert "kubeadm-join" in {s.get("name") for s in steps}, [s.get("name") for s in steps]
     joins = worker.read(JOIN_LOG).decode().splitlines()
     assert len(joins) == 1, f"the second run ran kubeadm join again: {joins}"
+
+
+# --------------------------------------------------------------------------- upgrade
+def upgrade_on(machine: testbed.Machine, *extra: str) -> Any:
+    argv = ["frakti-install", "upgrade", "--json", "--yes", *extra]
+    return machine.run(argv, check=False, timeout=INSTALL_TIMEOUT)
+
+
+def upgrade_log(machine: testbed.Machine) -> List[dict]:
+    if not machine.exists(UPGRADE_LOG):
+        return []
+    return [json.loads(x) for x in machine.read(UPGRADE_LOG).decode().splitlines() if x]
+
+
+@pytest.fixture(scope="module")
+def upgraded(
+    cluster: Dict[str, Any],
+    mn_mirror: Dict[str, object],
+    record_timing: Callable[[str, float], None],
+) -> Dict[str, Any]:
+    master, worker = (node.machine for node in cluster["nodes"])
+    found: Dict[str, Any] = {"target": mn_mirror["upgrades"][UPGRADE_MINOR]}  # type: ignore[index]
+    found["standin_skip"] = master.run(["kubeadm", "upgrade", "plan", "v1.37.1"], check=False)
+    found["two_minors"] = upgrade_on(master, "--kubernetes-version", "v1.37")
+    started = time.monotonic()
+    found["master"] = upgrade_on(master, "--kubernetes-version", UPGRADE_MINOR)
+    record_timing("kata multi-node: upgrade of the master", time.monotonic() - started)
+    found["refused"] = upgrade_on(worker)
+    worker.write(LENT, master.read("/etc/kubernetes/admin.conf"), 0o600)
+    started = time.monotonic()
+    found["worker"] = upgrade_on(worker, "--kubeconfig", LENT)
+    record_timing("kata multi-node: upgrade of the worker", time.monotonic() - started)
+    worker.run(["rm", "-f", LENT])
+    found["again"] = upgrade_on(worker)
+    kata = str(mn_mirror["versions"]["kata"])  # type: ignore[index]
+    found["kata"] = kata
+    found["drop_in"] = master.read(DROP_IN)
+    started = time.monotonic()
+    found["kata_upgrade"] = upgrade_on(
+        master, "--kata-version", kata, "--checksum", f"kata={mn_mirror['kata_sha256s'][kata]}"  # type: ignore[index]
+    )
+    record_timing("kata multi-node: Kata upgrade of the master", time.monotonic() - started)
+    return found
+
+
+def test_upgrade_two_minors_at_once_is_refused_before_any_change(upgraded: Dict[str, Any]) -> None:
+    standin = upgraded["standin_skip"]
+    assert standin.returncode == 1, standin.stdout + standin.stderr
+    assert "kubeadm can upgrade only 1 minor version at a time" in standin.stderr, standin.stderr
+    assert "(37 > 35). Such an upgrade is not supported" in standin.stderr, standin.stderr
+    refused = upgraded["two_minors"]
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "1 minor version at a time" in refused.stdout + refused.stderr
+
+
+def test_upgrade_moves_the_master_to_the_next_minor(
+    cluster: Dict[str, Any], upgraded: Dict[str, Any]
+) -> None:
+    master = cluster["nodes"][0].machine
+    result, target = upgraded["master"], upgraded["target"]
+    assert result.returncode == 0, describe(master, result)
+    changed = {s["name"] for s in steps_of(result) if s.get("status") == "change"}
+    assert {"kubernetes-repo", "kubeadm-package", "kubeadm-upgrade", "drain", "kubelet-kubectl",
+            "kubelet-restart", "uncordon"} <= changed, changed  # fmt: skip
+    assert [e["command"] for e in upgrade_log(master)[-2:]] == ["plan", "apply"]
+    assert all(e["target"] == target for e in upgrade_log(master)[-2:])
+    for component in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        text = master.read(f"/etc/kubernetes/manifests/{component}.yaml").decode()
+        assert f"image: registry.k8s.io/{component}:{target}" in text, text
+    version = json.loads(
+        run(master, ["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", "version", "-o",
+                     "json"])  # fmt: skip
+    )
+    assert version["serverVersion"]["gitVersion"] == target, version
+    for package in ("kubeadm", "kubelet", "kubectl"):
+        installed = run(master, ["dpkg-query", "-W", "-f=${Version}", package])
+        assert installed == target.lstrip("v") + "-1.1", (package, installed)
+    assert set(run(master, ["apt-mark", "showhold"]).split()) >= {"kubeadm", "kubelet", "kubectl"}
+    listed = master.read("/etc/apt/sources.list.d/kubernetes.list").decode()
+    assert f"/{UPGRADE_MINOR}/deb/" in listed, listed
+
+
+def test_upgrade_of_a_worker_needs_a_kubeconfig_then_follows_the_master(
+    cluster: Dict[str, Any], upgraded: Dict[str, Any]
+) -> None:
+    worker = cluster["nodes"][1].machine
+    refused = upgraded["refused"]
+    assert refused.returncode == 3, describe(worker, refused)
+    assert "no kubeconfig to drain it with" in refused.stdout + refused.stderr
+    result, target = upgraded["worker"], upgraded["target"]
+    assert result.returncode == 0, describe(worker, result)
+    changed = {s["name"] for s in steps_of(result) if s.get("status") == "change"}
+    assert {"kubeadm-upgrade", "drain", "kubelet-restart", "uncordon"} <= changed, changed
+    nodes = [e for e in upgrade_log(worker) if e["command"] == "node"]
+    assert len(nodes) == 1 and nodes[0]["kubeadm"] == target, nodes
+    assert not worker.exists(LENT)
+    again = upgraded["again"]
+    assert again.returncode == 0, describe(worker, again)
+    acted = [s for s in steps_of(again) if s.get("status") not in ("ok", "skip")]
+    assert not acted, f"a second upgrade should change nothing, but: {acted}"
+
+
+def test_after_the_upgrade_both_nodes_run_the_new_kubelet_ready_and_schedulable(
+    cluster: Dict[str, Any], upgraded: Dict[str, Any]
+) -> None:
+    seen = cluster_nodes(cluster)
+    for name in NAMES:
+        obj = seen[name]
+        assert obj["status"]["nodeInfo"]["kubeletVersion"] == upgraded["target"], obj["status"]
+        ready = [c["status"] for c in obj["status"]["conditions"] if c["type"] == "Ready"]
+        assert ready == ["True"], f"{name}: {obj['status']['conditions']}"
+        assert not obj["spec"].get("unschedulable"), f"{name} left cordoned: {obj['spec']}"
+
+
+def test_a_newer_kata_is_switched_to_in_one_rename_and_the_old_tree_removed(
+    cluster: Dict[str, Any], upgraded: Dict[str, Any]
+) -> None:
+    master = cluster["nodes"][0].machine
+    result, kata = upgraded["kata_upgrade"], upgraded["kata"]
+    assert result.returncode == 0, describe(master, result)
+    changed = {s["name"] for s in steps_of(result) if s.get("status") == "change"}
+    assert {"drain", "kata", "kata-prune", "uncordon"} <= changed, changed
+    assert not {"kubeadm-upgrade", "kubelet-kubectl"} & changed, changed
+    assert run(master, ["readlink", "/opt/kata"]).strip() == f"kata-versions/{kata}"
+    assert run(master, ["ls", "-A", "/opt/kata-versions"]).split() == [kata]
+    assert run(master, ["readlink", SHIM_LINK]).strip() == "/opt/kata/bin/containerd-shim-kata-v2"
+    assert f"version: {kata}," in run(master, [SHIM_LINK, "--version"])
+    # containerd's paths did not change: only the link under them
+    assert master.read(DROP_IN) == upgraded["drop_in"]
+    worker = cluster["nodes"][1].machine  # not upgraded: still on the installed release
+    assert run(worker, ["readlink", "/opt/kata"]).strip() == f"kata-versions/{OLD_KATA}"
+    node = cluster_nodes(cluster)[cluster["nodes"][0].name]
+    assert not node["spec"].get("unschedulable"), node["spec"]

@@ -516,7 +516,7 @@ def ssh_cluster(
             """Ansible runs on this machine, but inside the lab network."""
             return subprocess.run(["ip", "netns", "exec", lab.netns_name("ssh"), *argv], **kwargs)
 
-        def play(name: str, dry_run: bool) -> None:
+        def play(name: str, dry_run: bool, action: str = "install") -> None:
             log = work / f"ansible-{name}.log"
 
             def runner(argv: List[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -526,7 +526,9 @@ def ssh_cluster(
                     )
 
             started = time.monotonic()
-            rc = cluster.run_cluster(inv, dry_run=dry_run, yes=True, runner=runner, env=env)
+            rc = cluster.run_cluster(
+                inv, dry_run=dry_run, yes=True, runner=runner, env=env, action=action
+            )
             record_timing(f"cluster command, {name} (3 hosts)", time.monotonic() - started)
             runs[name] = {"rc": rc, "log": log}
 
@@ -535,6 +537,10 @@ def ssh_cluster(
         runs["dry run"]["installed"] = {node.name: cluster_traces(node.machine) for node in nodes}
         play("first run", dry_run=False)
         play("second run", dry_run=False)
+        play("upgrade", dry_run=False, action="upgrade")
+        runs["upgrade"]["lent"] = {
+            node.name: node.machine.exists(f"{cluster.REMOTE_DIR}/admin.conf") for node in nodes
+        }
         yield {"nodes": nodes, "runs": runs, "inventory": inv}
         if request.session.testsfailed > failures_before:
             dest = testbed.WORK_ROOT / "diagnostics" / run_dir.name
@@ -587,6 +593,35 @@ class TestClusterCommand:
             path = node.machine.path("/etc/frakti-install/cluster.yaml")
             assert path.stat().st_mode & 0o777 == 0o600, node.name
             assert yaml.safe_load(path.read_text())["pod_cidr"] == POD_CIDR
+
+    def test_cluster_upgrade_runs_master_then_each_worker_in_turn(
+        self, ssh_cluster: Dict[str, Any]
+    ) -> None:
+        """`cluster -f FILE upgrade` over SSH: the frakti profile has nothing newer, so
+        each host says so and nothing changes; shown here: the plays in order, one
+        worker per batch, the master's kubeconfig lent to each worker and taken back,
+        never in the output, a recap line per node."""
+        run_ = ssh_cluster["runs"]["upgrade"]
+        log = run_["log"].read_text()
+        assert run_["rc"] == 0, f"cluster upgrade failed:\n{log[-6000:]}"
+        order = r"PLAY \[Upgrade the master\].*PLAY \[Upgrade the workers, one at a time\]"
+        assert re.search(order, log, re.S), log[-3000:]
+        workers = ssh_cluster["nodes"][1:]
+        # serial: 1 -> the workers' tasks run once per worker, each batch on one host
+        batches = log.count("TASK [Upgrade the worker (frakti-install upgrade --kubeconfig)]")
+        assert batches == len(workers), log[-6000:]
+        assert task_results(log, "Upgrade the worker (frakti-install upgrade --kubeconfig)") == [
+            "ok"
+        ] * len(workers), log[-3000:]
+        assert task_results(log, "Take the lent kubeconfig back") == ["changed"] * len(workers)
+        assert not any(run_["lent"].values()), run_["lent"]
+        admin = ssh_cluster["nodes"][0].machine.read("/etc/kubernetes/admin.conf").decode()
+        secret = re.search(r"client-key-data: (\S+)", admin)
+        assert secret is None or secret.group(1) not in log
+        recap = log[log.index("PLAY RECAP") :]
+        for node in ssh_cluster["nodes"]:
+            line = next(r for r in recap.splitlines() if r.startswith(node.address))
+            assert re.search(r"\bfailed=0\b", line), line
 
     def test_second_run_changes_nothing(self, ssh_cluster: Dict[str, Any]) -> None:
         run_ = ssh_cluster["runs"]["second run"]

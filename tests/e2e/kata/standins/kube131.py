@@ -363,7 +363,7 @@ class KubeadmExit(Exception):
 def kubeadm_main(args):
     try:
         if not args or args[0] in ("-h", "--help", "help"):
-            print("kubeadm (TEST STAND-IN of v1.31): init, reset, token, version")
+            print("kubeadm (TEST STAND-IN of v1.31): init, reset, token, upgrade, version")
             return 0
         command, rest = args[0], args[1:]
         if command == "version":
@@ -379,6 +379,8 @@ def kubeadm_main(args):
             return kubeadm_reset(rest)
         if command == "token":
             return kubeadm_token(rest)
+        if command == "upgrade":
+            return kubeadm_upgrade(rest)
         raise KubeadmExit(
             1,
             f'unknown command "{command}" for "kubeadm"\nTo see the stack trace of this '
@@ -1292,11 +1294,10 @@ def kubectl_main(args):
             )
         verb = words[0]
         if verb == "version":
-            print(f"Client Version: {VERSION}\nKustomize Version: v5.4.2")
-            if not flags.get("client"):
-                connect(flags)
-                print(f"Server Version: {VERSION}")
-            return 0
+            return kubectl_version(flags)
+        if verb in ("drain", "cordon", "uncordon"):
+            connect(flags)
+            return kubectl_drain(flags, verb, words[1:])
         if verb == "apply":
             connect(flags)
             return kubectl_apply(flags)
@@ -1676,6 +1677,302 @@ def apply_pod(obj, name, dry_run, output):
         print(json.dumps(pod, indent=4))
     else:
         print(f"pod/{name} created (server dry run)")
+
+
+# -------------------------------------------------------------------------- upgrades
+# kubeadm upgrade plan|apply|node, kubectl version -o json, kubectl drain /
+# cordon / uncordon, and the kubelet reporting the release it runs: what
+# frakti-install's `upgrade` looks at. The cluster's release is the state's
+# "version" (kubeadm upgrade apply sets it), else this program's VERSION.
+UPGRADE_LOG = "/var/log/standin-kubeadm-upgrade.log"
+UPGRADE_FLAGS = {
+    "yes": "bool",
+    "force": "bool",
+    "dry-run": "bool",
+    "config": "str",
+    "ignore-preflight-errors": "list",
+    "certificate-renewal": "bool",
+    "etcd-upgrade": "bool",
+    "kubeconfig": "str",
+    "v": "str",
+}
+KUBECTL_FLAGS.update(
+    {
+        "ignore-daemonsets": "bool",
+        "delete-emptydir-data": "bool",
+        "delete-local-data": "bool",
+        "force": "bool",
+        "disable-eviction": "bool",
+        "timeout": "str",
+        "grace-period": "int",
+        "pod-selector": "str",
+    }
+)
+
+
+def version_parts(version):
+    return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
+
+
+def cluster_version():
+    return read_state().get("version") or VERSION
+
+
+def upgrade_log(entry):
+    with open(UPGRADE_LOG, "a") as fh:
+        fh.write(json.dumps(entry) + "\n")
+
+
+def kubeadm_upgrade(args):
+    """kubeadm upgrade plan [VERSION], apply VERSION, node: the version policy of
+    cmd/kubeadm/app/phases/upgrade/policy.go (EnforceVersionPolicies: mandatory and
+    skippable errors, the latter bypassed by --force), the control plane's static
+    pod manifests rewritten to the new image tags."""
+    if not args or args[0] not in ("plan", "apply", "node"):
+        raise KubeadmExit(1, 'unknown command for "kubeadm upgrade": use plan, apply, node, diff')
+    sub = args[0]
+    flags, words = parse_flags(args[1:], UPGRADE_FLAGS, shorthands={"y": "yes", "f": "force"})
+    if sub == "node":
+        return kubeadm_upgrade_node(flags)
+    if not os.path.exists(ADMIN_CONF):
+        raise KubeadmExit(
+            1,
+            f"[upgrade/config] FATAL: failed to load admin kubeconfig: open {ADMIN_CONF}: "
+            "no such file or directory",
+        )
+    cluster = cluster_version()
+    if sub == "apply" and not words:
+        raise KubeadmExit(
+            1,
+            "[upgrade/version] FATAL: missing one or more required arguments. Required "
+            "arguments: [version]",
+        )
+    wanted = words[0] if words else VERSION
+    if not wanted.startswith("v"):
+        wanted = "v" + wanted
+    want, have, mine = version_parts(wanted), version_parts(cluster), version_parts(VERSION)
+    mandatory, skippable = [], []
+    if want[1] > have[1] + 1 or want[0] != have[0]:
+        mandatory.append(
+            f'Specified version to upgrade to "{wanted}" is too high; kubeadm can upgrade '
+            "only 1 minor version at a time"
+        )
+    if want[:2] > mine[:2]:
+        mandatory.append(
+            f'Specified version to upgrade to "{wanted}" is at least one minor release higher '
+            f"than the kubeadm minor release ({want[1]} > {mine[1]}). Such an upgrade is not "
+            "supported"
+        )
+    elif want > mine:
+        skippable.append(
+            f'Specified version to upgrade to "{wanted}" is higher than the kubeadm version '
+            f'"{VERSION}". Upgrade kubeadm first using the tool you used to install kubeadm'
+        )
+    if want[1] < have[1] - 1:
+        mandatory.append(
+            f'Specified version to downgrade to "{wanted}" is too low; kubeadm can downgrade '
+            "only 1 minor version at a time"
+        )
+    if mine[:2] > want[:2]:
+        skippable.append(
+            f"Kubeadm version {VERSION} can only be used to upgrade to Kubernetes version "
+            f"{mine[0]}.{mine[1]}"
+        )
+    kubelets = sorted(
+        {
+            (n.get("status", {}).get("nodeInfo") or {}).get("kubeletVersion", "")
+            for n in read_state()["nodes"].values()
+        }
+        - {""}
+    )
+    old_kubelets = [k for k in kubelets if want[1] > version_parts(k)[1] + 1]
+    if old_kubelets:
+        skippable.append(
+            "There are kubelets in this cluster that are too old that have these versions "
+            f"[{' '.join(old_kubelets)}]"
+        )
+    print(f"[upgrade/versions] Cluster version: {cluster}")
+    print(f"[upgrade/versions] kubeadm version: {VERSION}")
+    if mandatory or (skippable and not flags.get("force")):
+        errors = "".join(f"\t- {e}\n" for e in mandatory + skippable)
+        raise KubeadmExit(
+            1,
+            "[upgrade/version] FATAL: the --version argument is invalid due to these "
+            f"errors:\n\n{errors}\nCan be bypassed if you pass the --force flag"
+            if not mandatory
+            else "[upgrade/version] FATAL: the --version argument is invalid due to these "
+            f"errors:\n\n{errors}",
+        )
+    upgrade_log({"command": sub, "argv": args, "cluster": cluster, "kubeadm": VERSION,
+                 "target": wanted})  # fmt: skip
+    if sub == "plan":
+        print(
+            "Components that must be upgraded manually after you have upgraded the control "
+            "plane with 'kubeadm upgrade apply':\nCOMPONENT   NODE   CURRENT   TARGET\n"
+            f"kubelet     {hostname()}   {cluster}   {wanted}\n\n"
+            "Upgrade to the latest stable version:\n\nCOMPONENT   NODE   CURRENT   TARGET\n"
+            f"kube-apiserver   {hostname()}   {cluster}   {wanted}\n\n"
+            "You can now apply the upgrade by executing the following command:\n\n"
+            f"\tkubeadm upgrade apply {wanted}\n"
+        )
+        return 0
+    if not (flags.get("yes") or flags.get("force")):
+        raise KubeadmExit(
+            1,
+            "[upgrade/apply] FATAL: won't proceed; the user didn't answer (Y|y) in order to "
+            "continue",
+        )
+    print(f'[upgrade/version] You have chosen to change the cluster version to "{wanted}"')
+    for component in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        path = os.path.join(MANIFESTS, component + ".yaml")
+        text = read_text(path)
+        if text:
+            text = re.sub(rf"(image: \S*/{component}):\S+", rf"\g<1>:{wanted}", text)
+            atomic_write(path, text, 0o600)
+            print(f'[upgrade/staticpods] Component "{component}" upgraded successfully!')
+    with State() as state:
+        state["version"] = wanted
+    print(
+        f'[upgrade/successful] SUCCESS! Your cluster was upgraded to "{wanted}". Enjoy!\n\n'
+        "[upgrade/kubelet] Now that your control plane is upgraded, please proceed with "
+        "upgrading your kubelets if you haven't already done so."
+    )
+    return 0
+
+
+def kubeadm_upgrade_node(flags):
+    kubelet_conf = K8S_DIR + "/kubelet.conf"
+    if not os.path.exists(kubelet_conf):
+        raise KubeadmExit(
+            1,
+            f"couldn't create a Kubernetes client from file \"{kubelet_conf}\": failed to "
+            f"load admin kubeconfig: open {kubelet_conf}: no such file or directory",
+        )
+    cluster = cluster_version()
+    upgrade_log({"command": "node", "cluster": cluster, "kubeadm": VERSION})
+    print("[upgrade] Reading configuration from the cluster...")
+    print("[upgrade] Skipping phase. Not a control plane node.")
+    print(f'[upgrade] Backing up kubelet config file to {KUBELET_CONFIG}')
+    print("[upgrade] The configuration for this node was successfully updated!")
+    print("[upgrade] Now you should go ahead and upgrade the kubelet package using your "
+          "package manager.")  # fmt: skip
+    return 0
+
+
+def kubectl_version(flags):
+    def info(version):
+        major, minor, _ = version_parts(version)
+        return {"major": str(major), "minor": str(minor), "gitVersion": version,
+                "platform": "linux/amd64"}  # fmt: skip
+
+    answer = {"clientVersion": info(VERSION), "kustomizeVersion": "v5.4.2"}
+    error = None
+    if not flags.get("client"):
+        try:
+            connect(flags)
+            answer["serverVersion"] = info(cluster_version())
+        except KubectlExit as exc:
+            error = exc
+    if flags.get("output") == "json":
+        print(json.dumps(answer, indent=2))
+    else:
+        print(f"Client Version: {VERSION}\nKustomize Version: v5.4.2")
+        if "serverVersion" in answer:
+            print(f"Server Version: {answer['serverVersion']['gitVersion']}")
+    if error is not None:
+        raise error
+    return 0
+
+
+def kubeconfig_user(flags):
+    path = flags.get("kubeconfig") or os.environ.get("KUBECONFIG") or ""
+    m = re.search(r"^\s*user:\s*(\S+)", read_text(path) or "", re.M)
+    return m.group(1) if m else ""
+
+
+def kubectl_drain(flags, verb, words):
+    """cordon/uncordon set spec.unschedulable; drain cordons, then evicts the node's
+    pods the way kubectl's drain helper filters them (DaemonSet, unmanaged and
+    emptyDir pods need --ignore-daemonsets, --force, --delete-emptydir-data)."""
+    if not words:
+        raise KubectlExit(f"error: USAGE: {verb} NODE [flags]")
+    name = words[0]
+    user = kubeconfig_user(flags)
+    if user.startswith("system:node:"):
+        raise KubectlExit(
+            f'Error from server (Forbidden): nodes "{name}" is forbidden: User "{user}" '
+            'cannot patch resource "nodes" in API group "" at the cluster scope'
+        )
+    pods = {}
+    with State() as state:
+        node = state["nodes"].get(name)
+        if node is None:
+            raise KubectlExit(f'Error from server (NotFound): nodes "{name}" not found')
+        spec = node.setdefault("spec", {})
+        if verb == "uncordon":
+            was = spec.pop("unschedulable", False)
+            print(f"node/{name} {'uncordoned' if was else 'already uncordoned'}")
+            return 0
+        was = spec.get("unschedulable", False)
+        spec["unschedulable"] = True
+        print(f"node/{name} {'already cordoned' if was else 'cordoned'}")
+        if verb == "cordon":
+            return 0
+        all_pods = state.get("pods")
+        if isinstance(all_pods, dict):
+            pods = {k: p for k, p in all_pods.items()
+                    if (p.get("spec") or {}).get("nodeName") == name}  # fmt: skip
+        problems, evict = [], []
+        for key, pod in sorted(pods.items()):
+            owners = (pod.get("metadata") or {}).get("ownerReferences") or []
+            volumes = (pod.get("spec") or {}).get("volumes") or []
+            if any(o.get("kind") == "DaemonSet" for o in owners):
+                if not flags.get("ignore-daemonsets"):
+                    problems.append(("DaemonSet-managed Pods (use --ignore-daemonsets to "
+                                     "ignore)", key))  # fmt: skip
+                continue
+            if not owners and not flags.get("force"):
+                problems.append(("Pods declare no controller (use --force to override)", key))
+            if any("emptyDir" in v for v in volumes) and not (
+                flags.get("delete-emptydir-data") or flags.get("delete-local-data")
+            ):
+                problems.append(("Pods with local storage (use --delete-emptydir-data to "
+                                 "override)", key))  # fmt: skip
+            evict.append(key)
+        if problems:
+            kinds = sorted({p[0] for p in problems})
+            raise KubectlExit(
+                f"error: unable to drain node \"{name}\" due to error: cannot delete "
+                + ", cannot delete ".join(
+                    f"{k}: {', '.join(sorted(key for kk, key in problems if kk == k))}"
+                    for k in kinds
+                )
+                + ", continuing command...\nThere are pending nodes to be drained:\n "
+                + name
+            )
+        for key in evict:
+            del state["pods"][key]
+    for key in evict:
+        print(f"evicting pod {key}")
+        print(f"pod/{key.split('/', 1)[-1]} evicted")
+    print(f"node/{name} drained")
+    return 0
+
+
+_sync_node_of_one_release = Kubelet.sync_node
+
+
+def _sync_node_release(self):
+    """As before; the node then reports the release of the kubelet that runs now."""
+    _sync_node_of_one_release(self)
+    node = read_state()["nodes"].get(self.node)
+    if node is not None and node["status"].get("nodeInfo", {}).get("kubeletVersion") != VERSION:
+        with State() as state:
+            info = state["nodes"][self.node]["status"].setdefault("nodeInfo", {})
+            info.update(kubeletVersion=VERSION, kubeProxyVersion=VERSION)
+
+
+Kubelet.sync_node = _sync_node_release
 
 
 if __name__ == "__main__":
