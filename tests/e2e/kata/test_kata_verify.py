@@ -26,7 +26,8 @@ isolation facts; then one fault at a time, each named by its check with the
 documented exit code (20) and a fix, no verify pod left behind, and
 `allinone` repairing it: (a) the kata handler removed from containerd's
 drop-in and containerd restarted, (b) the RuntimeClass deleted, (c) a shim
-that runs the pod on the host's kernel.
+that runs the pod on the host's kernel. Found on the way (xfail, strict):
+after (a), `allinone` restores the drop-in but does not restart containerd.
 """
 
 from __future__ import annotations
@@ -207,10 +208,9 @@ def test_verify_passes_on_the_healthy_node(
     assert verify_pods(host) == []
 
 
-def test_a_handler_missing_from_containerd(
-    host: testbed.Machine, record_timing: Callable[[str, float], None]
-) -> None:
-    text = host.read(DROP_IN).decode()
+def drop_kata_handler(machine: testbed.Machine) -> None:
+    """Remove the kata runtime's tables from containerd's drop-in."""
+    text = machine.read(DROP_IN).decode()
     kept, dropping = [], False
     for line in text.splitlines(keepends=True):
         if line.lstrip().startswith("["):
@@ -218,7 +218,17 @@ def test_a_handler_missing_from_containerd(
         if not dropping:
             kept.append(line)
     assert "".join(kept) != text, f"no kata runtime table in {DROP_IN}:\n{text}"
-    host.write(DROP_IN, "".join(kept))
+    machine.write(DROP_IN, "".join(kept))
+
+
+def containerd_pid(machine: testbed.Machine) -> str:
+    return machine.unit_props("containerd", "MainPID")["MainPID"]
+
+
+def test_a_handler_missing_from_containerd(
+    host: testbed.Machine, record_timing: Callable[[str, float], None]
+) -> None:
+    drop_kata_handler(host)
     host.run(["systemctl", "restart", "containerd"])
     result, report = verify(host, record_timing, "kata handler missing (waits verify_timeout)")
     expect_fault(
@@ -232,8 +242,29 @@ def test_a_handler_missing_from_containerd(
     )
     assert checks(report)["host-pod"]["ok"] is True, report
     repair(host, record_timing, "the containerd drop-in")
+    # allinone restores the drop-in but does not restart containerd (the test below)
+    host.run(["systemctl", "restart", "containerd"])
     result, report = verify(host, record_timing, "after the repair")
     assert result.returncode == 0, describe(host, result)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="steps/containerd.py restarts containerd only when its files differ from the "
+    "digest recorded at frakti-install's last restart: after someone else restarted it "
+    "with edited files, allinone restores the files but leaves containerd running without "
+    "the kata handler",
+)
+def test_allinone_restarts_containerd_it_had_to_repair(host: testbed.Machine) -> None:
+    drop_kata_handler(host)
+    host.run(["systemctl", "restart", "containerd"])
+    before = containerd_pid(host)
+    try:
+        result = run_installer(host)
+        assert result.returncode == 0, describe(host, result)
+        assert containerd_pid(host) != before, "allinone repaired the drop-in without a restart"
+    finally:
+        host.run(["systemctl", "restart", "containerd"])
 
 
 def test_a_missing_runtimeclass(
