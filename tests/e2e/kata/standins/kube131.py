@@ -30,8 +30,15 @@
 #   apply --dry-run=server of a pod through the admission the API server
 #   applies (ServiceAccount, RuntimeClass: overhead filled in from the stored
 #   RuntimeClass) and its defaults.
+# - pods, for `frakti-install verify` (the "pods" section below says what and
+#   where each text comes from): kubectl create/get/logs/delete of pods, get
+#   events, delete runtimeclass; the kubelet runs the pods bound to its node
+#   through the real containerd's configured handlers (runc's on this host,
+#   Kata's through the Kata stand-in shim), and reports nodeInfo.bootID and
+#   kernelVersion.
 # The "cluster" is one JSON file, /var/lib/standin-k8s/cluster.json. No
-# container is ever run.
+# container is ever made: a pod's command runs as a host process (runc) or
+# through the shim stand-in, and no image is pulled.
 import base64
 import contextlib
 import hashlib
