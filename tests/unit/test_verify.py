@@ -367,13 +367,15 @@ def test_runtime_class_without_overhead_is_a_warning_only(kata):
 
 
 def test_canary_on_the_host_kernel_fails(kata, frakti):
-    for make in (kata, frakti):
+    shim = "its shim Kata's ('containerd-shim-kata-v2 --version')"
+    for make, fix in ((kata, shim), (frakti, "")):
         m, api = make()
         api.vm_falls_back = True  # runc (or docker) ran it: same boot id as the node
         failed = failures(run(m, api))
         assert set(failed) == {"vm-pod"}
         assert "ran on the host's kernel" in failed["vm-pod"]["detail"]
         assert failed["vm-pod"]["kernel"] == HOST_KERNEL
+        assert fix in failed["vm-pod"]["fix"]
 
 
 def test_pod_that_never_starts_times_out_cleanly_and_is_deleted(kata):

@@ -282,7 +282,8 @@ class KataContainersRuntime(Runtime):
             spec={"runtimeClassName": name},
             fix=f"A pod with runtimeClassName: {name} ran on the host's kernel: containerd's "
             f"{self.data['kata']['handler']} runtime must be io.containerd.kata.v2 "
-            "('containerd config dump'); run frakti-install again on the node.",
+            "('containerd config dump') and its shim Kata's ('containerd-shim-kata-v2 "
+            "--version'); run frakti-install again on the node (it rewrites both).",
             sandbox_fix=f"containerd could not make the pod's sandbox with the "
             f"{self.data['kata']['handler']} handler: see the handler and runtimeclass checks "
             "above, and 'journalctl -u containerd' on the node.",

@@ -309,6 +309,7 @@ def test_a_shim_that_runs_pods_on_the_host_kernel(
     expect_fault(host, result, report, {"vm-pod": r"ran on the host's kernel"})
     vm = checks(report)["vm-pod"]
     assert vm["boot_id"] == vm["host_boot_id"], vm
+    assert "containerd-shim-kata-v2 --version" in vm["fix"], vm
     repair(host, record_timing, "the Kata shim")
     result, report = verify(host, record_timing, "after the repair")
     assert result.returncode == 0, describe(host, result)
