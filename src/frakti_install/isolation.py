@@ -13,6 +13,9 @@ say "unknown" (ok None) and the verify pod on that node decides.
 
 from __future__ import annotations
 
+import fnmatch
+import os
+import posixpath
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
 
@@ -83,6 +86,7 @@ class PodShape:
     spec: Dict[str, Any] = field(default_factory=dict)  # merged into the pod's spec
     container: Dict[str, Any] = field(default_factory=dict)  # merged into its container
     fix: str = ""  # what to do when such a pod lands on the wrong kernel
+    sandbox_fix: str = ""  # what to do when the runtime cannot make such a pod's sandbox
 
 
 def unknown(name: str) -> Finding:
@@ -151,6 +155,34 @@ def modules(names: Sequence[str], *, why: str) -> IsolationCheck:
     return IsolationCheck("modules", probe)
 
 
+def changed_since_start(ctx: Context, unit: str, paths: Sequence[str]) -> Optional[str]:
+    """The first of `paths` (a file, or a glob of files) modified after the unit's main
+    process started, or None (also when that cannot be read)."""
+    pid = ctx.facts.unit(unit).main_pid
+    if pid <= 0:
+        return None
+    started = pods.process_started(
+        ctx.host.read_text(f"/proc/{pid}/stat"),
+        ctx.host.read_text("/proc/stat"),
+        os.sysconf("SC_CLK_TCK"),
+    )
+    if started is None:
+        return None
+    for pattern in paths:
+        folder, name = posixpath.split(pattern)
+        names = (
+            sorted(fnmatch.filter(ctx.host.listdir(folder), name))
+            if any(c in name for c in "*?[")
+            else [name]
+        )
+        for found in names:
+            path = posixpath.join(folder, found)
+            st = ctx.host.stat(path)
+            if st is not None and st.st_mtime > started + 1:  # +1: the clocks' rounding
+                return path
+    return None
+
+
 def cri_handler(
     handler: str,
     *,
@@ -158,11 +190,15 @@ def cri_handler(
     runtime_type: str,
     config: str,
     runtimes_at: Callable[[int], Sequence[str]],
+    unit: str = "",
+    reads: Sequence[str] = (),
 ) -> IsolationCheck:
     """The handler is one the CRI runtime runs with: on this host from `crictl
     info` (the live configuration), or, without crictl, from `containerd config
-    dump` (the files as containerd merges them); on another node from the
-    runtime handlers its kubelet reports, when it reports them."""
+    dump` (the files as containerd merges them; they are what containerd runs
+    with only when none of them, `reads`, changed after `unit` started); on
+    another node from the runtime handlers its kubelet reports, when it reports
+    them."""
     fix = (
         f"Run frakti-install again on the node (it writes containerd's {handler} runtime "
         f"and restarts containerd); 'containerd config dump' must show runtime_type "
@@ -213,6 +249,16 @@ def cri_handler(
             )
         # the dump is in the newest config version that containerd release reads
         found = dump.get(*runtimes_at(dump.version), handler, "runtime_type", default="")
+        stale = changed_since_start(ctx, unit, reads) if unit else None
+        if found == runtime_type and stale:
+            return Finding(
+                "handler",
+                False,
+                f"containerd's files have the {handler} handler, but {stale} changed after "
+                "containerd started: it runs with what it read then, maybe without it",
+                f"systemctl restart {unit}",
+                blocking=False,  # what containerd runs with shows in the verify pod
+            )
         if found == runtime_type:
             return Finding(
                 "handler",

@@ -102,6 +102,14 @@ def last_warning(text: str) -> str:
     return f"{newest.get('reason', '')}: {tail(str(newest.get('message', '')), 2)}".strip(": ")
 
 
+SANDBOX_FAILED = "FailedCreatePodSandBox"  # the kubelet's event reason
+
+
+def sandbox_failed(warning: str) -> bool:
+    """Whether last_warning's answer says the runtime could not make the sandbox."""
+    return warning.startswith(SANDBOX_FAILED + ":")
+
+
 @dataclass(frozen=True)
 class Probe:
     """What a verify pod printed: its kernel release and boot id."""
@@ -154,3 +162,20 @@ def crictl_runtime_name(text: str) -> str:
         if sep and key.strip() == "RuntimeName":
             return value.strip()
     return ""
+
+
+# --- /proc ----------------------------------------------------------------------
+def process_started(
+    pid_stat: Optional[str], proc_stat: Optional[str], ticks: int
+) -> Optional[float]:
+    """When a process started, in seconds since the epoch: /proc/PID/stat's starttime
+    (field 22, clock ticks after boot) plus /proc/stat's btime; None when unreadable."""
+    if not pid_stat or not proc_stat or ticks <= 0:
+        return None
+    fields = pid_stat.rpartition(")")[2].split()  # the name (field 2) may hold spaces
+    boot = next(
+        (line.split()[1] for line in proc_stat.splitlines() if line.startswith("btime ")), ""
+    )
+    if len(fields) < 20 or not fields[19].isdigit() or not boot.isdigit():
+        return None
+    return int(boot) + int(fields[19]) / ticks

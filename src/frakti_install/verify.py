@@ -38,6 +38,7 @@ RUN_LABEL = "frakti-install/verify"
 KINDS = ("vm", "host")  # the canary, and the pod that must run on the host's kernel
 PROBE_SCRIPT = 'echo "kernel=$(uname -r)"; echo "boot_id=$(cat /proc/sys/kernel/random/boot_id)"'
 POLL_INTERVAL = 2.0
+SANDBOX_FIX = "The node's runtime could not make the pod's sandbox: see the checks above."
 
 
 @dataclass(frozen=True)
@@ -295,10 +296,15 @@ def judge(
     if not state.finished:
         warning = _events(ctx, launched.name)
         why = "; ".join(w for w in (state.reason, warning) if w) or state.phase or "no status"
+        if pods.sandbox_failed(warning):
+            fix = f"{shape.sandbox_fix or SANDBOX_FIX} {describe}."
+        else:
+            fix = (
+                f"{describe}. The image ({runtime.verify_image}) must be pullable by the node: "
+                "set verify_image to a registry it reaches; raise verify_timeout for slow pulls."
+            )
         return Finding(
-            check, False, f"did not run to the end within {timeout:.0f} s ({why})",
-            f"{describe}. The image ({runtime.verify_image}) must be pullable by the node: "
-            "set verify_image to a registry it reaches; raise verify_timeout for slow pulls.",
+            check, False, f"did not run to the end within {timeout:.0f} s ({why})", fix,
             observed=observed,
         )  # fmt: skip
     output = _logs(ctx, launched.name)

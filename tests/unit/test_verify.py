@@ -10,6 +10,8 @@ privileged): it then prints the guest's kernel and boot id, else the host's.
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set
 
@@ -21,7 +23,7 @@ from frakti_install.config import Settings, load
 from frakti_install.context import Context
 from frakti_install.errors import ConfigError, ExitCode, IsolationUnproven
 from frakti_install.host import CommandResult, Host
-from tests.unit.simhost import SimMachine
+from tests.unit.simhost import SimMachine, UnitState
 from tests.unit.simkata import KataSimMachine
 
 HOST_KERNEL = "6.1.0-18-amd64"
@@ -51,6 +53,7 @@ class PodAPI:
         self.manifests: List[Dict[str, Any]] = []  # as verify sent them
         self.deleted: List[str] = []
         self.vm_works = True  # the VM runtime starts VMs (KVM, handler, ...)
+        self.pull_fails = False  # the node cannot pull the verify image
         self.vm_falls_back = False  # the VM runtime hands pods to runc/docker instead
         self.crictl_handlers: Optional[Set[str]] = {"runc", "kata"}
         self.crictl_version = "Version:  0.1.0\nRuntimeName:  hyper\nRuntimeVersion:  1.1.0\n"
@@ -118,7 +121,12 @@ class PodAPI:
         self.created.append(name)
         host = self.runner.state.cluster.nodes[node]["status"]["nodeInfo"]
         vm = self.in_vm(pod)
-        if vm and not self.vm_works:
+        if self.pull_fails:
+            pod["status"] = {
+                "phase": "Pending",
+                "containerStatuses": [{"state": {"waiting": {"reason": "ImagePullBackOff"}}}],
+            }
+        elif vm and not self.vm_works:
             pod["status"] = {
                 "phase": "Pending",
                 "containerStatuses": [{"state": {"waiting": {"reason": "ContainerCreating"}}}],
@@ -142,10 +150,17 @@ class PodAPI:
         if argv[4] == "events":
             name = argv[argv.index("--field-selector") + 1].split("=", 1)[1]
             events = []
-            if name in self.pods and self.pods[name]["status"]["phase"] == "Pending":
+            if name in self.pods and self.pull_fails:
+                events.append({
+                    "type": "Warning", "reason": "Failed",
+                    "message": "Failed to pull image: dial tcp: lookup registry-1.docker.io",
+                    "lastTimestamp": "2026-01-01T00:00:00Z",
+                })  # fmt: skip
+            elif name in self.pods and self.pods[name]["status"]["phase"] == "Pending":
                 events.append({
                     "type": "Warning", "reason": "FailedCreatePodSandBox",
-                    "message": 'failed to create containerd task: no runtime for "kata"',
+                    "message": "Failed to create pod sandbox: rpc error: code = Unknown "
+                    'desc = failed to get sandbox runtime: no runtime for "kata" is configured',
                     "lastTimestamp": "2026-01-01T00:00:00Z",
                 })  # fmt: skip
             return self.ok(argv, json.dumps({"items": events}))
@@ -352,13 +367,15 @@ def test_runtime_class_without_overhead_is_a_warning_only(kata):
 
 
 def test_canary_on_the_host_kernel_fails(kata, frakti):
-    for make in (kata, frakti):
+    shim = "its shim Kata's ('containerd-shim-kata-v2 --version')"
+    for make, fix in ((kata, shim), (frakti, "")):
         m, api = make()
         api.vm_falls_back = True  # runc (or docker) ran it: same boot id as the node
         failed = failures(run(m, api))
         assert set(failed) == {"vm-pod"}
         assert "ran on the host's kernel" in failed["vm-pod"]["detail"]
         assert failed["vm-pod"]["kernel"] == HOST_KERNEL
+        assert fix in failed["vm-pod"]["fix"]
 
 
 def test_pod_that_never_starts_times_out_cleanly_and_is_deleted(kata):
@@ -370,9 +387,82 @@ def test_pod_that_never_starts_times_out_cleanly_and_is_deleted(kata):
     )
     failed = failures(report)
     assert "within 30 s (ContainerCreating; FailedCreatePodSandBox" in failed["vm-pod"]["detail"]
-    assert "verify_image" in failed["vm-pod"]["fix"]
+    # the runtime could not make the sandbox: the fix points at the runtime, not the image
+    fix = failed["vm-pod"]["fix"]
+    assert "containerd could not make the pod's sandbox with the kata handler" in fix, fix
+    assert "verify_image" not in fix and "kubectl describe pod" in fix
     assert 30 <= clock.now <= 32
     assert sorted(api.deleted) == sorted(api.created) and not api.pods
+
+
+def test_pod_whose_image_cannot_be_pulled_points_at_verify_image(kata, frakti):
+    for make in (kata, frakti):
+        m, api = make()
+        api.pull_fails = True
+        failed = failures(run(m, api, verify_timeout=20))
+        assert set(failed) == {"vm-pod", "host-pod"}
+        for name in ("vm-pod", "host-pod"):
+            assert "(ImagePullBackOff; Failed: Failed to pull image" in failed[name]["detail"]
+            assert "set verify_image to a registry it reaches" in failed[name]["fix"]
+
+
+def test_frakti_sandbox_failure_has_the_generic_runtime_fix(frakti):
+    m, api = frakti()
+    api.vm_works = False
+    failed = failures(run(m, api, verify_timeout=20))
+    assert failed["vm-pod"]["fix"].startswith(verifying.SANDBOX_FIX)
+
+
+def containerd_started(m: SimMachine, seconds_ago: float) -> None:
+    """containerd active, its process started `seconds_ago` (/proc/PID/stat, /proc/stat)."""
+    m.state.units.setdefault("containerd.service", UnitState()).active = True
+    pid = 4000 + len("containerd.service")  # simhost's MainPID of an active unit
+    started = int(time.time() - seconds_ago)
+    m.runner.write("/proc/stat", f"cpu  1 2 3\nbtime {started - 50}\nprocesses 9\n")
+    fields = ["S"] + ["0"] * 18 + [str(50 * os.sysconf("SC_CLK_TCK"))] + ["0"] * 30
+    m.runner.write(f"/proc/{pid}/stat", f"{pid} (containerd x) " + " ".join(fields) + "\n")
+
+
+def test_handler_in_files_changed_after_containerd_started(kata):
+    """Without crictl the files are read: they are what containerd runs with only
+    when none changed after it started (restoring them does not restart it)."""
+    m, api = kata()
+    m.p("/usr/bin/crictl").unlink()
+    m.runner.write(
+        "/etc/containerd/config.toml", 'version = 2\nimports = ["/etc/containerd/conf.d/*.toml"]\n'
+    )
+    m.runner.write(
+        "/etc/containerd/conf.d/90-frakti-install.toml",
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kata]\n'
+        '  runtime_type = "io.containerd.kata.v2"\n',
+    )
+    containerd_started(m, seconds_ago=600)  # before the files were written
+    api.vm_works = False  # containerd runs without the handler
+    report = run(m, api, verify_timeout=20)
+    handler = check(report, "handler")
+    assert handler["detail"] == (
+        "containerd's files have the kata handler, but /etc/containerd/config.toml changed "
+        "after containerd started: it runs with what it read then, maybe without it"
+    ), handler
+    assert handler["fix"] == "systemctl restart containerd.service"
+    assert handler["blocking"] is False  # a warning: the pod decides
+    assert set(failures(report)) == {"vm-pod"}
+    os.utime(m.p("/etc/containerd/config.toml"), (time.time() - 900, time.time() - 900))
+    detail = check(run(m, api, verify_timeout=20), "handler")["detail"]
+    assert "but /etc/containerd/conf.d/90-frakti-install.toml changed" in detail  # an import
+    api.vm_works = True  # containerd happened to run with the handler: the node isolates
+    assert run(m, api).ok
+    containerd_started(m, seconds_ago=0)  # restarted since
+    assert check(run(m, api), "handler")["ok"] is True
+
+
+def test_process_started():
+    ticks = 100
+    stat = "4018 (containerd (x)) S " + " ".join(["0"] * 18 + ["12345"] + ["0"] * 30)
+    assert pods.process_started(stat, "cpu 1\nbtime 1700000000\n", ticks) == 1700000123.45
+    assert pods.process_started(None, "btime 1\n", ticks) is None
+    assert pods.process_started(stat, "cpu 1\n", ticks) is None
+    assert pods.process_started("4018 (x) S 1 2", "btime 1\n", ticks) is None
 
 
 def test_pods_are_deleted_when_interrupted(kata):

@@ -272,6 +272,8 @@ class KataContainersRuntime(Runtime):
                 runtime_type=KATA_RUNTIME_TYPE,
                 config=containerd["config"],
                 runtimes_at=lambda version: config_paths(version)["runtimes"],
+                unit=containerd["unit"],
+                reads=(containerd["config"], containerd["imports"]),
             ),
             isolation.runtime_class(
                 kata["runtime_class"],
@@ -287,7 +289,11 @@ class KataContainersRuntime(Runtime):
             spec={"runtimeClassName": name},
             fix=f"A pod with runtimeClassName: {name} ran on the host's kernel: containerd's "
             f"{self.data['kata']['handler']} runtime must be io.containerd.kata.v2 "
-            "('containerd config dump'); run frakti-install again on the node.",
+            "('containerd config dump') and its shim Kata's ('containerd-shim-kata-v2 "
+            "--version'); run frakti-install again on the node (it rewrites both).",
+            sandbox_fix=f"containerd could not make the pod's sandbox with the "
+            f"{self.data['kata']['handler']} handler: see the handler and runtimeclass checks "
+            "above, and 'journalctl -u containerd' on the node.",
         )
 
     def host_pod(self) -> PodShape:

@@ -30,8 +30,15 @@
 #   apply --dry-run=server of a pod through the admission the API server
 #   applies (ServiceAccount, RuntimeClass: overhead filled in from the stored
 #   RuntimeClass) and its defaults.
+# - pods, for `frakti-install verify` (the "pods" section below says what and
+#   where each text comes from): kubectl create/get/logs/delete of pods, get
+#   events, delete runtimeclass; the kubelet runs the pods bound to its node
+#   through the real containerd's configured handlers (runc's on this host,
+#   Kata's through the Kata stand-in shim), and reports nodeInfo.bootID and
+#   kernelVersion.
 # The "cluster" is one JSON file, /var/lib/standin-k8s/cluster.json. No
-# container is ever run.
+# container is ever made: a pod's command runs as a host process (runc) or
+# through the shim stand-in, and no image is pulled.
 import base64
 import contextlib
 import hashlib
@@ -1052,6 +1059,7 @@ class Kubelet:
         while True:
             self.sync_static_pods()
             self.sync_node()
+            kubelet_sync_pods(self.node)
             time.sleep(2)
 
     @staticmethod
@@ -1217,6 +1225,7 @@ class Kubelet:
                     "kubeletVersion": VERSION,
                     "kubeProxyVersion": VERSION,
                     "containerRuntimeVersion": runtime_version(self.endpoint),
+                    **node_boot_info(),
                 },
             },
         }
@@ -1312,6 +1321,9 @@ def kubectl_main(args):
         if kind in RUNTIMECLASS_WORDS and verb == "get":
             connect(flags)
             return kubectl_get(flags, "runtimeclasses", words[2:])
+        handled = kubectl_pods(flags, words)
+        if handled is not None:
+            return handled
         raise KubectlExit("kubectl stand-in: not implemented: {}".format(" ".join(words)))
     except FlagError as exc:
         print(f"error: {exc}\nSee 'kubectl --help' for usage.", file=sys.stderr)
@@ -1598,10 +1610,19 @@ def apply_runtime_class(obj, name, dry_run, output):
 def apply_pod(obj, name, dry_run, output):
     if dry_run != "server":
         raise KubectlExit(
-            "kubectl stand-in: pods are only admitted as server dry runs here "
-            "(no container runs in this test)"
+            "kubectl stand-in: `apply` of a pod is only a server dry run here "
+            "(`create -f -` creates one)"
         )
-    state = read_state()
+    pod = admitted_pod(read_state(), obj, name)
+    if output == "json":
+        print(json.dumps(pod, indent=4))
+    else:
+        print(f"pod/{name} created (server dry run)")
+
+
+def admitted_pod(state, obj, name):
+    """The pod as the API server would store it: admitted (ServiceAccount, RuntimeClass)
+    and defaulted; KubectlExit with the API server's refusal otherwise."""
     meta = dict(obj.get("metadata") or {})
     namespace = meta.get("namespace") or "default"
     spec = json.loads(json.dumps(obj.get("spec") or {}))
@@ -1673,10 +1694,515 @@ def apply_pod(obj, name, dry_run, output):
         "spec": spec,
         "status": {"phase": "Pending", "qosClass": "BestEffort"},
     }
-    if output == "json":
-        print(json.dumps(pod, indent=4))
+    return pod
+
+
+
+# ==========================================================================
+# pods: what `frakti-install verify` looks at
+#
+# kubectl: create -f - [-o json] of a Pod, get pods [-l SELECTOR] [-o json], logs,
+# get events --field-selector, delete pod [--ignore-not-found], delete runtimeclass.
+# The kubelet runs the pods bound to its node (spec.nodeName; there is no
+# scheduler here): RuntimeClass -> handler, the handler looked up in the CRI
+# configuration of the containerd that runs now, then the container's command
+# run by the handler's runtime. Shapes and texts, and where they come from:
+# - a missing RuntimeClass: the kubelet's runtimeclass manager returns the
+#   API's NotFound for runtimeclasses.node.k8s.io, and the sandbox fails with
+#   event Warning FailedCreatePodSandBox "Failed to create pod sandbox: %v"
+#   (kubernetes/kubernetes pkg/kubelet/runtimeclass/runtimeclass_manager.go
+#   LookupRuntimeHandler, pkg/kubelet/kuberuntime/kuberuntime_manager.go SyncPod);
+#   the pod stays Pending, its container waiting with reason ContainerCreating
+#   (kata-containers/kata-containers#10914, a `kubectl describe` of such a pod).
+# - a handler containerd does not know: containerd's CRI answers RunPodSandbox
+#   with "failed to get sandbox runtime: no runtime for %q is configured", the
+#   default handler "" standing for default_runtime_name (containerd
+#   pkg/cri/server/sandbox_run.go getSandboxRuntime, the 1.6/1.7 CRI; seen as
+#   "Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get
+#   sandbox runtime: no runtime for "kata-qemu" is configured" in
+#   kata-containers/kata-containers#6499). Like containerd, which reads its
+#   files when it starts, the stand-in re-reads the configuration
+#   (`containerd config dump`) only when containerd's process changed.
+# - a runtime_type io.containerd.X.vN runs through the shim binary
+#   containerd-shim-X-vN found on PATH (containerd's shim naming). runc's
+#   (io.containerd.runc.v2) runs the command on this host. Any other shim is
+#   asked with the stand-in-only subcommand `standin-run -- ARGV...` (the Kata
+#   stand-in, standins/kata.sh, runs ARGV in its "guest": the guest kernel's
+#   release and a boot id of its own). The text of a missing shim binary is
+#   not confirmed from a source.
+# - nodeInfo.bootID and kernelVersion: the host's /proc/sys/kernel/random/boot_id
+#   and `uname -r` (Kubernetes API NodeSystemInfo; docs/upstream-facts.md).
+# - logs of a container not started: "container %q in pod %q is waiting to
+#   start: %s" (BadRequest), as kubectl prints the API server's refusal.
+
+KUBECTL_FLAGS.update({"selector": "str", "field-selector": "str", "ignore-not-found": "bool"})
+KUBECTL_SHORT["l"] = "selector"
+POD_WORDS = ("pods", "pod", "po")
+EVENT_WORDS = ("events", "event", "ev")
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+CRI_CONTAINERD = (  # where the CRI's containerd table is, config version 2 | 3
+    'plugins."io.containerd.grpc.v1.cri".containerd',
+    'plugins."io.containerd.cri.v1.runtime".containerd',
+)
+RUNC_TYPES = ("io.containerd.runc.v2", "io.containerd.runc.v1")
+HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+COMMAND_TIMEOUT = 60
+
+
+def node_boot_info():
+    return {"bootID": read_text(BOOT_ID).strip(), "kernelVersion": os.uname().release}
+
+
+def _pods_namespace(flags):
+    return flags.get("namespace") or "default"
+
+
+def _matches(labels, selector):
+    for term in filter(None, (selector or "").split(",")):
+        key, eq, value = term.partition("=")
+        if eq and (labels.get(key.rstrip("=!")) == value) == key.endswith("!"):
+            return False
+        if not eq and key.startswith("!") and key[1:] in labels:
+            return False
+        if not eq and not key.startswith("!") and key not in labels:
+            return False
+    return True
+
+
+def _print_list(items):
+    listing = {
+        "apiVersion": "v1",
+        "items": items,
+        "kind": "List",
+        "metadata": {"resourceVersion": ""},
+    }
+    print(json.dumps(listing, indent=4))
+
+
+def kubectl_pods(flags, words):
+    """kubectl's verbs on pods, events and the deletion of a RuntimeClass; None when
+    `words` is none of them."""
+    verb, kind = words[0], (words[1] if len(words) > 1 else "")
+    if verb == "create":
+        connect(flags)
+        return kubectl_create(flags)
+    if verb == "get" and kind in POD_WORDS:
+        connect(flags)
+        return kubectl_get_pods(flags, words[2:])
+    if verb == "get" and kind in EVENT_WORDS:
+        connect(flags)
+        return kubectl_get_events(flags)
+    if verb == "logs":
+        connect(flags)
+        return kubectl_logs(flags, words[1:])
+    if verb == "delete" and kind in POD_WORDS:
+        connect(flags)
+        return kubectl_delete(flags, "pods", words[2:])
+    if verb == "delete" and kind in RUNTIMECLASS_WORDS:
+        connect(flags)
+        return kubectl_delete(flags, "runtimeclasses", words[2:])
+    return None
+
+
+def kubectl_create(flags):
+    if flags.get("filename", []) != ["-"]:
+        raise KubectlExit("kubectl stand-in: only `create -f -` (stdin) is implemented")
+    text = sys.stdin.read()
+    try:
+        docs = [json.loads(text)]
+    except ValueError:
+        try:
+            docs = [d for d in parse_yaml_documents(text) if d]
+        except (ValueError, IndexError, KeyError) as exc:
+            raise KubectlExit(f"error: error parsing STDIN: {exc}") from None
+    if not docs:
+        raise KubectlExit("error: no objects passed to create")
+    for obj in docs:
+        kind, api = obj.get("kind"), obj.get("apiVersion")
+        name = (obj.get("metadata") or {}).get("name")
+        if (kind, api) != ("Pod", "v1"):
+            raise KubectlExit(f"kubectl stand-in: create of {api} {kind} is not implemented")
+        if not name or not DNS_SUBDOMAIN.match(name):
+            raise KubectlExit(
+                f'The Pod "{name or ""}" is invalid: metadata.name: Invalid value: "{name or ""}": '
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+                "characters, '-' or '.', and must start and end with an alphanumeric character"
+            )
+        with State() as state:
+            pod = admitted_pod(state, obj, name)
+            key = f"{pod['metadata']['namespace']}/{name}"
+            pods = state.setdefault("pods", {})
+            if key in pods:
+                raise KubectlExit(
+                    f'Error from server (AlreadyExists): error when creating "STDIN": '
+                    f'pods "{name}" already exists'
+                )
+            state["resourceVersion"] = state.get("resourceVersion", 100) + 1
+            pod["metadata"]["resourceVersion"] = str(state["resourceVersion"])
+            pods[key] = pod
+        if flags.get("output") == "json":
+            print(json.dumps(pod, indent=4))
+        else:
+            print(f"pod/{name} created")
+    return 0
+
+
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def kubectl_get_pods(flags, names):
+    namespace = _pods_namespace(flags)
+    pods = read_state().get("pods", {})
+    for name in names:
+        if f"{namespace}/{name}" not in pods:
+            raise KubectlExit(f'Error from server (NotFound): pods "{name}" not found')
+    if names:
+        items = [pods[f"{namespace}/{name}"] for name in names]
     else:
-        print(f"pod/{name} created (server dry run)")
+        items = [
+            pod
+            for key, pod in sorted(pods.items())
+            if key.split("/", 1)[0] == namespace
+            and _matches(pod["metadata"].get("labels") or {}, flags.get("selector"))
+        ]
+    output = flags.get("output", "")
+    if output == "json":
+        if len(names) == 1:
+            print(json.dumps(items[0], indent=4))
+        else:
+            _print_list(items)
+    elif output in ("", "wide"):
+        if not items:
+            print(f"No resources found in {namespace} namespace.", file=sys.stderr)
+            return 0
+        rows = [("NAME", "READY", "STATUS", "RESTARTS", "AGE")]
+        for pod in items:
+            status = pod["status"]
+            waiting = [
+                (c.get("state") or {}).get("waiting", {}).get("reason")
+                for c in status.get("containerStatuses") or []
+            ]
+            shown = next((w for w in waiting if w), None)
+            phase = status.get("phase", "Pending")
+            rows.append(
+                (
+                    pod["metadata"]["name"],
+                    f"0/{len(pod['spec'].get('containers') or [])}",
+                    shown or {"Succeeded": "Completed", "Failed": "Error"}.get(phase, phase),
+                    "0",
+                    "1m",
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows[1 if flags.get("no-headers") else 0 :]:
+            print("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    else:
+        raise KubectlExit(f"error: kubectl stand-in: output format {output!r} not implemented")
+    return 0
+
+
+def kubectl_get_events(flags):
+    namespace = _pods_namespace(flags)
+    wanted = {}
+    for term in filter(None, (flags.get("field-selector") or "").split(",")):
+        key, eq, value = term.partition("=")
+        if not eq:
+            raise KubectlExit(f'Error from server (BadRequest): invalid selector: "{term}"')
+        wanted[key.lstrip("=")] = value.lstrip("=")
+
+    def field(event, path):
+        for part in path.split("."):
+            event = event.get(part, {}) if isinstance(event, dict) else {}
+        return event if isinstance(event, str) else ""
+
+    items = [
+        event
+        for event in read_state().get("events", [])
+        if event["metadata"]["namespace"] == namespace
+        and all(field(event, k) == v for k, v in wanted.items())
+    ]
+    if flags.get("output") != "json":
+        raise KubectlExit("kubectl stand-in: get events is only implemented with -o json")
+    _print_list(items)
+    return 0
+
+
+def kubectl_logs(flags, words):
+    if not words:
+        raise KubectlExit("error: expected 'logs [-f] [-p] (POD | TYPE/NAME) [-c CONTAINER]'.")
+    namespace, name = _pods_namespace(flags), words[0]
+    state = read_state()
+    pod = state.get("pods", {}).get(f"{namespace}/{name}")
+    if pod is None:
+        raise KubectlExit(f'Error from server (NotFound): pods "{name}" not found')
+    container = (pod["spec"].get("containers") or [{}])[0].get("name", "")
+    for status in pod["status"].get("containerStatuses") or []:
+        waiting = (status.get("state") or {}).get("waiting")
+        if waiting is not None:
+            raise KubectlExit(
+                f'Error from server (BadRequest): container "{container}" in pod "{name}" '
+                f"is waiting to start: {waiting.get('reason', 'ContainerCreating')}"
+            )
+    if not pod["status"].get("containerStatuses"):
+        raise KubectlExit(
+            f'Error from server (BadRequest): container "{container}" in pod "{name}" '
+            "is waiting to start: ContainerCreating"
+        )
+    sys.stdout.write(state.get("podlogs", {}).get(pod["metadata"]["uid"], ""))
+    return 0
+
+
+def kubectl_delete(flags, resource, names):
+    if not names:
+        raise KubectlExit("error: resource(s) were provided, but no name was specified")
+    namespace = _pods_namespace(flags)
+    missing = []
+    with State() as state:
+        if resource == "pods":
+            objects, shown, key = state.setdefault("pods", {}), "pod", lambda n: f"{namespace}/{n}"
+        else:
+            objects, shown = state.setdefault("runtimeclasses", {}), "runtimeclass.node.k8s.io"
+            key = lambda n: n  # noqa: E731
+        for name in names:
+            gone = objects.pop(key(name), None)
+            if gone is None:
+                missing.append(name)
+                continue
+            if resource == "pods":
+                state.setdefault("podlogs", {}).pop(gone["metadata"]["uid"], None)
+            print(f'{shown} "{name}" deleted')
+    if missing and not flags.get("ignore-not-found"):
+        for name in missing:
+            print(
+                f'Error from server (NotFound): {resource}{"" if resource == "pods" else ".node.k8s.io"} "{name}" not found',
+                file=sys.stderr,
+            )
+        return 1
+    return 0
+
+
+# --- the kubelet's side ----------------------------------------------------------
+_LIVE_CRI = {}
+
+
+def live_cri_runtimes():
+    """(default_runtime_name, {handler: runtime_type}) of the running containerd, or
+    None when containerd is not running; re-read when its process changed."""
+    out = subprocess.run(
+        ["systemctl", "show", "-p", "MainPID", "--value", "containerd"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.strip()
+    if not out or out == "0":
+        return None
+    stat = read_text(f"/proc/{out}/stat")
+    key = (out, stat.rsplit(")", 1)[-1].split()[19] if stat else "")
+    if key not in _LIVE_CRI:
+        dump = containerd_dump()
+        for table in CRI_CONTAINERD:
+            prefix = f"{table}.runtimes."
+            runtimes = {
+                k[len(prefix) : -len(".runtime_type")]: v.strip('"')
+                for k, v in dump.items()
+                if k.startswith(prefix) and k.endswith(".runtime_type")
+            }
+            default = dump.get(f"{table}.default_runtime_name", "").strip('"')
+            if runtimes or default:
+                break
+        _LIVE_CRI.clear()
+        _LIVE_CRI[key] = (default, runtimes)
+    return _LIVE_CRI[key]
+
+
+def shim_binary(runtime_type):
+    """containerd's shim binary name of a runtime type: io.containerd.kata.v2 ->
+    containerd-shim-kata-v2."""
+    parts = runtime_type.split(".")
+    return f"containerd-shim-{parts[-2]}-{parts[-1]}" if len(parts) >= 2 else runtime_type
+
+
+def _event(state, pod, kind, reason, message, node, now):
+    """Record an event as the kubelet's recorder does (a repeat bumps count)."""
+    events = state.setdefault("events", [])
+    meta = pod["metadata"]
+    for event in events:
+        if event["involvedObject"]["uid"] == meta["uid"] and (
+            event["reason"],
+            event["message"],
+        ) == (reason, message):
+            event["count"] += 1
+            event["lastTimestamp"] = now
+            return
+    events.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+                "namespace": meta["namespace"],
+                "creationTimestamp": now,
+            },
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message,
+            "source": {"component": "kubelet", "host": node},
+            "reportingComponent": "kubelet",
+            "reportingInstance": node,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+    )
+
+
+def _sandbox_failure(state, pod):
+    """Why the pod's sandbox cannot be created, as the kubelet's event says it, or
+    (None, runtime_type)."""
+    wanted = pod["spec"].get("runtimeClassName")
+    handler = ""
+    if wanted:
+        runtime_class = state.get("runtimeclasses", {}).get(wanted)
+        if runtime_class is None:
+            return (
+                f'Failed to create pod sandbox: runtimeclasses.node.k8s.io "{wanted}" not found',
+                "",
+            )
+        handler = runtime_class["handler"]
+    live = live_cri_runtimes()
+    if live is None:
+        return (
+            "Failed to create pod sandbox: rpc error: code = Unavailable desc = connection "
+            'error: desc = "transport: Error while dialing: dial unix '
+            '/run/containerd/containerd.sock: connect: no such file or directory"'
+        ), ""
+    default, runtimes = live
+    name = handler or default
+    if name not in runtimes:
+        return (
+            "Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get "
+            f'sandbox runtime: no runtime for "{name}" is configured'
+        ), ""
+    runtime_type = runtimes[name]
+    if (
+        runtime_type not in RUNC_TYPES
+        and shutil.which(shim_binary(runtime_type), path=HOST_PATH) is None
+    ):
+        return (
+            "Failed to create pod sandbox: rpc error: code = Unknown desc = failed to create "
+            f'containerd task: failed to create shim task: runtime "{runtime_type}" binary '
+            f'not installed "{shim_binary(runtime_type)}": file does not exist: unknown'
+        ), ""
+    return None, runtime_type
+
+
+def _run_container(pod, runtime_type):
+    """(exit code, output) of the pod's first container, run by the runtime."""
+    container = (pod["spec"].get("containers") or [{}])[0]
+    argv = list(container.get("command") or []) + list(container.get("args") or [])
+    if not argv:
+        return 0, ""
+    if runtime_type not in RUNC_TYPES:
+        argv = [shutil.which(shim_binary(runtime_type), path=HOST_PATH), "standin-run", "--", *argv]
+    env = {"PATH": HOST_PATH, "HOSTNAME": pod["metadata"]["name"]}
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, cwd="/", env=env
+        )
+    except subprocess.TimeoutExpired:
+        return 137, ""
+    except OSError as exc:
+        return 128, f"{exc}\n"
+    return done.returncode, done.stdout + done.stderr
+
+
+def kubelet_sync_pods(node):
+    """Run the pods bound to this node that are still Pending, each once; a pod whose
+    sandbox cannot be made stays Pending (retried each sync), as the kubelet does."""
+    pending = [
+        (key, pod)
+        for key, pod in sorted(read_state().get("pods", {}).items())
+        if pod["spec"].get("nodeName") == node and pod["status"].get("phase") == "Pending"
+    ]
+    for key, pod in pending:
+        state = read_state()
+        failure, runtime_type = _sandbox_failure(state, pod)
+        code, output = (None, "") if failure else _run_container(pod, runtime_type)
+        now = now_iso()
+        with State() as state:
+            current = state.get("pods", {}).get(key)
+            if current is None or current["metadata"]["uid"] != pod["metadata"]["uid"]:
+                continue  # deleted meanwhile
+            status = current["status"]
+            status.setdefault("startTime", now)
+            status.setdefault("hostIP", (default_route() or (None, "127.0.0.1"))[1])
+            container = (current["spec"].get("containers") or [{}])[0]
+            base = {
+                "name": container.get("name", ""),
+                "image": container.get("image", ""),
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "started": False,
+            }
+            deadline = current["spec"].get("activeDeadlineSeconds")
+            if failure:
+                _event(state, current, "Warning", "FailedCreatePodSandBox", failure, node, now)
+                status["containerStatuses"] = [
+                    dict(base, state={"waiting": {"reason": "ContainerCreating"}})
+                ]
+                status["conditions"] = _conditions(now, ready=False, reason="ContainersNotReady")
+                started = time.mktime(time.strptime(status["startTime"], "%Y-%m-%dT%H:%M:%SZ"))
+                if deadline and time.mktime(time.gmtime()) - started > int(deadline):
+                    status.update(
+                        phase="Failed",
+                        reason="DeadlineExceeded",
+                        message="Pod was active on the node longer than the specified deadline",
+                    )
+                continue
+            container_id = (
+                "containerd://" + hashlib.sha256(current["metadata"]["uid"].encode()).hexdigest()
+            )
+            _event(
+                state, current, "Normal", "Created", f"Created container {base['name']}", node, now
+            )
+            _event(
+                state, current, "Normal", "Started", f"Started container {base['name']}", node, now
+            )
+            terminated = {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": now,
+                "finishedAt": now_iso(),
+                "containerID": container_id,
+            }
+            status["containerStatuses"] = [
+                dict(base, containerID=container_id, state={"terminated": terminated})
+            ]
+            status["conditions"] = _conditions(now, ready=False, reason="PodCompleted")
+            status["phase"] = "Succeeded" if code == 0 else "Failed"
+            state.setdefault("podlogs", {})[current["metadata"]["uid"]] = output
+
+
+def _conditions(now, ready, reason):
+    def condition(kind, value, why=None):
+        found = {"type": kind, "status": value, "lastProbeTime": None, "lastTransitionTime": now}
+        return dict(found, reason=why) if why else found
+
+    flag = "True" if ready else "False"
+    return [
+        condition("Initialized", "True"),
+        condition("Ready", flag, None if ready else reason),
+        condition("ContainersReady", flag, None if ready else reason),
+        condition("PodScheduled", "True"),
+    ]
 
 
 # -------------------------------------------------------------------------- upgrades
