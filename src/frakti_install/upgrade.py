@@ -21,6 +21,7 @@ from frakti_install.context import Context
 from frakti_install.errors import ConfigError, NotInstalled
 from frakti_install.kubesource import PackageRepository
 from frakti_install.steps.cluster import kubeconfig
+from frakti_install.steps.containerd import too_old_containerd, too_old_containerd_fix
 from frakti_install.steps.upgrade import is_master
 
 
@@ -103,4 +104,9 @@ def target_settings(
     )
     # an unknown, unreleased or end-of-life release stops here; the patch is recorded
     patch = runtimes.runtime_for(settings).kubernetes_version
-    return dataclasses.replace(settings, kubernetes_version=patch), None
+    upgraded = dataclasses.replace(settings, kubernetes_version=patch)
+    # before the drain: a release that does not support this node's containerd
+    too_old = too_old_containerd(Context(host=ctx.host, settings=upgraded))
+    if too_old:
+        raise ConfigError(too_old, hint=too_old_containerd_fix(ctx))
+    return upgraded, None

@@ -280,3 +280,14 @@ def test_sim_kubeadm_refuses_a_skipped_minor_and_a_target_above_itself(master):
     above = master.runner(["kubeadm", "upgrade", "plan", "v1.36.4"], None, None, None)
     assert not above.ok and "higher than the kubeadm minor release (36 > 35)" in above.stderr
     assert "kube-apiserver:v1.35.9" in master.p(MANIFEST).read_text()
+
+
+def test_a_minor_that_supports_no_containerd_1_x_is_refused_before_any_change(tmp_path):
+    """Debian 12 runs containerd 1.6; 1.36 supports 2.0 and later only: the
+    upgrade stops before the drain, the repository switch or any package."""
+    m = KataSimMachine(tmp_path / "bookworm", "debian", "12")
+    install(m)
+    before = m.runner.mutations
+    with pytest.raises(ConfigError, match=r"containerd 1\.6 \(installed\) is older than"):
+        target(m, "v1.36")
+    assert m.runner.mutations == before

@@ -452,9 +452,9 @@ def too_old_containerd(ctx: Context) -> Optional[str]:
 
 def too_old_containerd_fix(ctx: Context) -> str:
     return (
-        "Install Kubernetes v1.35 (--kubernetes-version v1.35), the newest minor that "
-        "supports this containerd, or first install a containerd 2.x (a newer release of "
-        "the distribution, or Docker's containerd.io) and run again."
+        "Kubernetes v1.35 is the newest minor that supports this containerd "
+        "(--kubernetes-version v1.35); for a newer one, first install a containerd 2.x (a "
+        "newer release of the distribution, or Docker's containerd.io) and run again."
     )
 
 

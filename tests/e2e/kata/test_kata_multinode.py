@@ -1,8 +1,10 @@
-"""A kata master and a kata worker on booted Debian 12 hosts, joined, with routes.
+"""A kata master and a kata worker on booted Debian sid hosts, joined, with routes.
 
-The hosts are the kata test's (test_kata_allinone.boot_kata_host: the bookworm
-kata image of katalab.py, cgroup v2, the project installed, the signed stand-in
-pkgs.k8s.io repository and the Kata tarball served on 127.0.0.1:8080), on the
+The hosts are the kata test's (test_kata_allinone.boot_kata_host: the sid
+kata image of katalab.py, sid for its containerd 2.1 since the upgrade to
+1.36 refuses Debian 12's and 13's containerd 1.x; cgroup v2, the project
+installed, the signed stand-in pkgs.k8s.io repository and the Kata tarball
+served on 127.0.0.1:8080), on the
 multi-node tests' private network (multinode/lab.py: a bridge in a network
 namespace, 192.168.99.0/24, hosts entries). The kube stand-ins are kube131.py
 extended by standin_kata_multinode.py: the worker reaches the master's stand-in
@@ -59,7 +61,7 @@ from test_multinode import SYNC_SERVICE, paste_join_line, wait_until_released  #
 
 pytestmark = pytest.mark.e2e
 
-SUITE = "bookworm"
+SUITE = "sid"  # containerd 2.1: the upgrade to 1.36 needs containerd 2.x
 POD_CIDR = "10.244.0.0/16"
 NAMES = ("kata-master", "kata-worker")
 PATCH = Path(__file__).resolve().parent / "standin_kata_multinode.py"
