@@ -26,7 +26,7 @@ from frakti_install.steps.node import NodeReady
 from tests.unit.simhost import Killed, kata
 from tests.unit.simkata import KataSimMachine, kata_tarball
 from tests.unit.test_allinone_sim import render_plan
-from tests.unit.test_reset import host_listing
+from tests.unit.test_upgrade import purged
 
 REVIEWED = datetime.date.fromisoformat(datafiles.load("kata")["kubernetes"]["reviewed"])
 OLD, NEW = "3.31.0", "3.32.0"
@@ -207,10 +207,7 @@ def test_the_in_place_layout_is_migrated_and_the_shim_is_never_missing(
 
 def test_reset_removes_every_tree_after_a_migration_and_an_upgrade(tmp_path):
     def reset(m: KataSimMachine, release: str) -> dict:
-        ctx = m.context(m.settings(kata_version=release, checksums=sums(release)))
-        report = session.execute(plans.reset(ctx.runtime, purge=True), ctx, dry_run=False)
-        session.raise_for(report)
-        return {k: v for k, v in host_listing(m).items() if not k.startswith("usr/bin/kube")}
+        return purged(m, m.settings(kata_version=release, checksums=sums(release)))
 
     plain = KataSimMachine(tmp_path / "plain", "debian", "12")
     install(plain)

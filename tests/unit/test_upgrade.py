@@ -64,6 +64,15 @@ def changed(report: session.Report) -> set:
     return {r.name for r in report.steps if r.status is Status.CHANGE}
 
 
+def purged(m: KataSimMachine, settings: Any) -> dict:
+    """The host's files after `reset --purge` with these settings."""
+    ctx = m.context(settings)
+    report = session.execute(plans.reset(ctx.runtime, purge=True), ctx, dry_run=False)
+    session.raise_for(report)
+    # the sim's purge forgets a package but leaves its files (their content is its version)
+    return {k: v for k, v in host_listing(m).items() if not k.startswith("usr/bin/kube")}
+
+
 @pytest.fixture
 def master(tmp_path: Path) -> KataSimMachine:
     return KataSimMachine(tmp_path / "master", "ubuntu", "26.04")
@@ -246,11 +255,7 @@ def test_reset_after_an_upgrade_removes_everything(tmp_path):
     (the upgrade's packages, repository file, keyring and markers all journaled)."""
 
     def reset(m: KataSimMachine, wanted: Optional[str]) -> dict:
-        ctx = m.context(target(m, wanted) if wanted else m.settings())
-        report = session.execute(plans.reset(ctx.runtime, purge=True), ctx, dry_run=False)
-        session.raise_for(report)
-        # the sim's purge forgets a package but leaves its files (their content is its version)
-        return {k: v for k, v in host_listing(m).items() if not k.startswith("usr/bin/kube")}
+        return purged(m, target(m, wanted) if wanted else m.settings())
 
     plain = KataSimMachine(tmp_path / "plain", "ubuntu", "26.04")
     install(plain)
