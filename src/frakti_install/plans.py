@@ -33,6 +33,7 @@ from frakti_install.steps.upgrade import (
     KubeadmPackage,
     KubeadmUpgrade,
     KubeletPackages,
+    Prefetch,
     RestartKubelet,
     Uncordon,
     UpgradeSkew,
@@ -106,6 +107,7 @@ def upgrade(runtime: Runtime) -> List[Step]:
     kubernetes = runtime.kubernetes
     return [
         UpgradeSkew(),
+        Prefetch(),  # the runtime's new release, verified before the first change
         *kubernetes.repo_steps(),  # the new minor's repository first
         KubeadmPackage(),
         KubeadmUpgrade(),

@@ -293,3 +293,30 @@ def test_an_in_place_unpack_killed_before_its_manifest_is_still_ours(master):
     upgrade(master, release=OLD)
     assert active(master) == f"kata-versions/{OLD}" and release_of(master) == OLD
     assert os.listdir(master.p("/opt/kata-versions")) == [OLD]
+
+
+def test_a_wrong_kata_checksum_stops_the_upgrade_before_the_drain(master):
+    """The new tarball is downloaded and verified first (upgrade-downloads): a
+    mirror's rebuild or a mistyped --checksum fails with the node untouched,
+    not after kubeadm upgraded it and the drain emptied it."""
+    install(master)
+    before = master.runner.mutations
+    recorded = master.settings(kata_version=OLD, checksums=sums(OLD))
+    ctx = master.context(recorded)
+    settings, _ = upgrading.target_settings(recorded, ctx, None, NEW, {"kata": "0" * 64})
+    ctx = master.context(settings)
+    report = session.execute(plans.upgrade(ctx.runtime), ctx, dry_run=False)
+    failed = [step for step in report.steps if step.status is Status.FAIL]
+    assert [step.name for step in failed] == ["upgrade-downloads"], render_plan(report.steps)
+    assert "sha256" in failed[0].detail
+    assert master.runner.mutations == before, "a command ran before the download was verified"
+    assert release_of(master) == OLD and shim_runs(master)
+
+
+def test_the_downloads_step_is_a_no_op_once_the_tree_is_in_place(master):
+    install(master)
+    report = upgrade(master)
+    assert "upgrade-downloads" in changed(report)
+    again = upgrade(master)
+    step = next(s for s in again.steps if s.name == "upgrade-downloads")
+    assert step.status is Status.OK, step.detail

@@ -150,6 +150,11 @@ class Runtime(ABC):
         release of the runtime put in place, its configuration migrated)."""
         return self.runtime_steps()
 
+    def upgrade_downloads(self, ctx: Context) -> List[str]:
+        """The artifacts upgrade_steps will fetch on this host (fetched and
+        verified before the upgrade's first change)."""
+        return []
+
     def ready_steps(self) -> List[Step]:
         """Once the node is Ready again (install, join, upgrade): what the runtime
         kept until then is removed (an older Kata tree)."""

@@ -26,12 +26,15 @@ from frakti_install.steps.containerd import (
     config_paths,
 )
 from frakti_install.steps.kata import (
+    ARTIFACT,
     KATA_CHECKS,
     KataPodAdmitted,
     KataPrune,
     KataRuntime,
     RuntimeClass,
     tree_drift,
+    tree_of,
+    unpack_drift,
 )
 from frakti_install.steps.preflight import PreflightCheck, Role, for_role
 
@@ -228,6 +231,9 @@ class KataContainersRuntime(Runtime):
 
     def ready_steps(self) -> List[Step]:
         return [KataPrune()]
+
+    def upgrade_downloads(self, ctx: Context) -> List[str]:
+        return [ARTIFACT] if unpack_drift(ctx, tree_of(ctx)) else []
 
     def upgrade_pending(self, ctx: Context) -> Optional[str]:
         drift = tree_drift(ctx)

@@ -127,6 +127,45 @@ class UpgradeSkew(Step):
         )
 
 
+# --- downloads: all verified before the first change -------------------------------
+def not_cached(ctx: Context) -> List[str]:
+    """The runtime's downloads for this upgrade that the cache does not hold yet."""
+    names = ctx.runtime.upgrade_downloads(ctx)
+    if not names:
+        return []
+    downloader = ctx.artifacts.downloader()
+    return [
+        name
+        for name in names
+        if not (ctx.artifacts.sha256(name) and downloader.cached(str(ctx.artifacts.sha256(name))))
+    ]
+
+
+@dataclass(frozen=True)
+class FetchArtifact(Action):
+    name: str
+
+    def describe(self) -> str:
+        return f"download and verify {self.name} into the cache (nothing is installed yet)"
+
+    def apply(self, ctx: Context) -> None:
+        ctx.artifacts.fetch(self.name)
+
+
+class Prefetch(Step):
+    """A wrong checksum or an unreachable mirror stops the upgrade here, before
+    kubeadm is upgraded or the node drained, not half-way with the node drained."""
+
+    name = "upgrade-downloads"
+    title = "What the upgrade installs, downloaded and verified first"
+
+    def check(self, ctx: Context) -> Check:
+        missing = not_cached(ctx)
+        if not missing:
+            return Check.ok("nothing to download, or in the cache already")
+        return Check([FetchArtifact(name) for name in missing])
+
+
 # --- packages: unheld, pinned, held again ------------------------------------------
 def package_actions(
     ctx: Context, names: Sequence[str], before: Sequence[Action] = ()
