@@ -9,7 +9,8 @@
 # `kubeadm reset`, the kubelet refusing to start when the host is not ready,
 # ports opened, the node object (podCIDR, taints, Ready) seen through kubectl.
 # The "cluster" is one JSON file, /var/lib/standin-k8s/cluster.json.
-# No container is ever run; static pods are ports the kubelet opens.
+# Static pods are ports the kubelet opens; other pods bound to the node run
+# through its runtime (the "pods" section near the end).
 import base64
 import contextlib
 import hashlib
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 from common import (  # build.py replaces this statement with common.py itself
     STATE_PATH,
@@ -1116,6 +1118,7 @@ class Kubelet:
         while True:
             self.sync_static_pods()
             self.sync_node()
+            kubelet_sync_pods(self)
             time.sleep(2)
 
     @staticmethod
@@ -1205,6 +1208,7 @@ class Kubelet:
                 old["lastTransitionTime"] = now
             old.update(status=ready[0], reason=ready[1], message=ready[2], lastHeartbeatTime=now)
             node["status"]["nodeInfo"]["containerRuntimeVersion"] = runtime_version(status, self)
+            node["status"]["nodeInfo"].update(node_boot_info())
             state["heartbeats"][self.node] = time.time()
 
     def new_node(self, now):
@@ -1256,6 +1260,7 @@ class Kubelet:
                     "kubeletVersion": VERSION,
                     "kubeProxyVersion": VERSION,
                     "containerRuntimeVersion": "",
+                    **node_boot_info(),
                 },
             },
         }
@@ -1350,6 +1355,9 @@ def kubectl_main(args):
                 if command is kubectl_set_metadata:
                     return command(flags, words[2:], words[0])
                 return command(flags, words[2:])
+        handled = kubectl_pods(flags, words)
+        if handled is not None:
+            return handled
         raise KubectlExit("kubectl stand-in: not implemented: {}".format(" ".join(words)))
     except FlagError as exc:
         print(f"Error: {exc}\nSee 'kubectl --help' for usage.", file=sys.stderr)
@@ -1561,6 +1569,391 @@ def kubectl_set_metadata(flags, words, verb):
                 meta[key] = value
             print(f"node/{name} {'annotated' if verb == 'annotate' else 'labeled'}")
     return 0
+
+
+# ==========================================================================
+# pods: what `frakti-install verify` looks at
+#
+# kubectl: create -f - [-o json] of a Pod, get pods [-l SELECTOR] [-o json], logs,
+# get events --field-selector -o json, delete pod [--ignore-not-found]; the same
+# verbs and texts as the Kubernetes 1.31 stand-in (kata/standins/kube131.py, whose
+# comments give the sources), kept apart because build.py inlines only
+# common.py. The kubelet runs the pods bound to its node (spec.nodeName; there is
+# no scheduler here) once each, through its runtime: with --container-runtime=
+# remote the CRI endpoint (the frakti stand-in's `RunPod` request, see
+# standins/frakti.py), with docker (dockershim) on this host.
+# nodeInfo.bootID and kernelVersion: the host's boot id and `uname -r`
+# (Kubernetes API NodeSystemInfo; docs/upstream-facts.md).
+
+KUBECTL_FLAGS.update({"filename": "list", "field-selector": "str", "ignore-not-found": "bool"})
+KUBECTL_SHORT["f"] = "filename"
+POD_WORDS = ("pods", "pod", "po")
+EVENT_WORDS = ("events", "event", "ev")
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+COMMAND_TIMEOUT = 60
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def node_boot_info():
+    return {"bootID": read_text(BOOT_ID).strip(), "kernelVersion": os.uname().release}
+
+
+def _pods_namespace(flags):
+    return flags.get("namespace") or "default"
+
+
+def _matches(labels, selector):
+    for term in filter(None, (selector or "").split(",")):
+        key, eq, value = term.partition("=")
+        if eq and (labels.get(key.rstrip("=!")) == value) == key.endswith("!"):
+            return False
+        if not eq and key not in labels:
+            return False
+    return True
+
+
+def _print_list(items):
+    print(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "items": items,
+                "kind": "List",
+                "metadata": {"resourceVersion": "", "selfLink": ""},
+            },
+            indent=4,
+        )
+    )
+
+
+def kubectl_pods(flags, words):
+    """kubectl's verbs on pods and events; None when `words` is none of them."""
+    verb, kind = words[0], (words[1] if len(words) > 1 else "")
+    if verb == "create":
+        connect(flags)
+        return kubectl_create(flags)
+    if verb == "get" and kind in POD_WORDS:
+        connect(flags)
+        return kubectl_get_pods(flags, words[2:])
+    if verb == "get" and kind in EVENT_WORDS:
+        connect(flags)
+        return kubectl_get_events(flags)
+    if verb == "logs":
+        connect(flags)
+        return kubectl_logs(flags, words[1:])
+    if verb == "delete" and kind in POD_WORDS:
+        connect(flags)
+        return kubectl_delete_pods(flags, words[2:])
+    return None
+
+
+def kubectl_create(flags):
+    if flags.get("filename", []) != ["-"]:
+        raise KubectlExit("kubectl stand-in: only `create -f -` (stdin) is implemented")
+    try:
+        obj = json.loads(sys.stdin.read())
+    except ValueError as exc:
+        raise KubectlExit(f"error: error parsing STDIN: {exc}") from None
+    name = (obj.get("metadata") or {}).get("name")
+    if (obj.get("kind"), obj.get("apiVersion")) != ("Pod", "v1"):
+        raise KubectlExit("kubectl stand-in: create of anything but a v1 Pod is not implemented")
+    if not name or not DNS_SUBDOMAIN.match(name):
+        raise KubectlExit(
+            f'The Pod "{name or ""}" is invalid: metadata.name: Invalid value: "{name or ""}": '
+            "a DNS-1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+            "'.', and must start and end with an alphanumeric character"
+        )
+    meta = dict(obj.get("metadata") or {})
+    meta.update(
+        namespace=meta.get("namespace") or "default",
+        uid=str(uuid.uuid4()),
+        creationTimestamp=now_iso(),
+    )
+    spec = json.loads(json.dumps(obj.get("spec") or {}))
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("schedulerName", "default-scheduler")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": spec,
+        "status": {"phase": "Pending", "qosClass": "BestEffort"},
+    }
+    key = f"{meta['namespace']}/{name}"
+    with State() as state:
+        pods = state.setdefault("pods", {})
+        if key in pods:
+            raise KubectlExit(
+                f'Error from server (AlreadyExists): error when creating "STDIN": '
+                f'pods "{name}" already exists'
+            )
+        state["resourceVersion"] = state.get("resourceVersion", 100) + 1
+        meta["resourceVersion"] = str(state["resourceVersion"])
+        pods[key] = pod
+    print(json.dumps(pod, indent=4) if flags.get("output") == "json" else f"pod/{name} created")
+    return 0
+
+
+def kubectl_get_pods(flags, names):
+    namespace = _pods_namespace(flags)
+    pods = read_state().get("pods", {})
+    for name in names:
+        if f"{namespace}/{name}" not in pods:
+            raise KubectlExit(f'Error from server (NotFound): pods "{name}" not found')
+    items = [pods[f"{namespace}/{n}"] for n in names] or [
+        pod
+        for key, pod in sorted(pods.items())
+        if not names
+        and key.split("/", 1)[0] == namespace
+        and _matches(pod["metadata"].get("labels") or {}, flags.get("selector"))
+    ]
+    if flags.get("output") != "json":
+        raise KubectlExit("kubectl stand-in: get pods is only implemented with -o json")
+    if len(names) == 1:
+        print(json.dumps(items[0], indent=4))
+    else:
+        _print_list(items)
+    return 0
+
+
+def kubectl_get_events(flags):
+    namespace = _pods_namespace(flags)
+    wanted = {}
+    for term in filter(None, (flags.get("field-selector") or "").split(",")):
+        key, eq, value = term.partition("=")
+        if not eq:
+            raise KubectlExit(f'Error from server (BadRequest): invalid selector: "{term}"')
+        wanted[key.lstrip("=")] = value.lstrip("=")
+
+    def field(event, path):
+        for part in path.split("."):
+            event = event.get(part, {}) if isinstance(event, dict) else {}
+        return event if isinstance(event, str) else ""
+
+    if flags.get("output") != "json":
+        raise KubectlExit("kubectl stand-in: get events is only implemented with -o json")
+    _print_list(
+        [
+            e
+            for e in read_state().get("events", [])
+            if e["metadata"]["namespace"] == namespace
+            and all(field(e, k) == v for k, v in wanted.items())
+        ]
+    )
+    return 0
+
+
+def kubectl_logs(flags, words):
+    if not words:
+        raise KubectlExit("error: expected 'logs (POD | TYPE/NAME) [CONTAINER_NAME]'.")
+    namespace, name = _pods_namespace(flags), words[0]
+    state = read_state()
+    pod = state.get("pods", {}).get(f"{namespace}/{name}")
+    if pod is None:
+        raise KubectlExit(f'Error from server (NotFound): pods "{name}" not found')
+    container = (pod["spec"].get("containers") or [{}])[0].get("name", "")
+    statuses = pod["status"].get("containerStatuses") or [{"state": {"waiting": {}}}]
+    for status in statuses:
+        waiting = (status.get("state") or {}).get("waiting")
+        if waiting is not None:
+            raise KubectlExit(
+                f'Error from server (BadRequest): container "{container}" in pod "{name}" '
+                f"is waiting to start: {waiting.get('reason', 'ContainerCreating')}"
+            )
+    sys.stdout.write(state.get("podlogs", {}).get(pod["metadata"]["uid"], ""))
+    return 0
+
+
+def kubectl_delete_pods(flags, names):
+    if not names:
+        raise KubectlExit("error: resource(s) were provided, but no name was specified")
+    namespace = _pods_namespace(flags)
+    missing = []
+    with State() as state:
+        pods = state.setdefault("pods", {})
+        for name in names:
+            gone = pods.pop(f"{namespace}/{name}", None)
+            if gone is None:
+                missing.append(name)
+                continue
+            state.setdefault("podlogs", {}).pop(gone["metadata"]["uid"], None)
+            print(f'pod "{name}" deleted')
+    if missing and not flags.get("ignore-not-found"):
+        for name in missing:
+            print(f'Error from server (NotFound): pods "{name}" not found', file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- the kubelet's side ----------------------------------------------------------
+def _event(state, pod, kind, reason, message, node, now):
+    """Record an event as the kubelet's recorder does (a repeat bumps count)."""
+    events = state.setdefault("events", [])
+    meta = pod["metadata"]
+    for event in events:
+        if event["involvedObject"]["uid"] == meta["uid"] and (
+            event["reason"],
+            event["message"],
+        ) == (reason, message):
+            event["count"] += 1
+            event["lastTimestamp"] = now
+            return
+    events.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+                "namespace": meta["namespace"],
+                "creationTimestamp": now,
+            },
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message,
+            "source": {"component": "kubelet", "host": node},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+    )
+
+
+def _pod_request(pod):
+    container = (pod["spec"].get("containers") or [{}])[0]
+    return {
+        "name": pod["metadata"]["name"],
+        "privileged": bool((container.get("securityContext") or {}).get("privileged")),
+        "argv": list(container.get("command") or []) + list(container.get("args") or []),
+    }
+
+
+def run_on_host(argv, name):
+    """(exit code, output) of argv run on this host, as a container of docker's."""
+    if not argv:
+        return 0, ""
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+            cwd="/",
+            env={"PATH": HOST_PATH, "HOSTNAME": name},
+        )
+    except subprocess.TimeoutExpired:
+        return 137, ""
+    except OSError as exc:
+        return 128, f"{exc}\n"
+    return done.returncode, done.stdout + done.stderr
+
+
+def cri_run(path, request):
+    """The CRI runtime's answer to a RunPod request (after its status line), or None."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(COMMAND_TIMEOUT + 10)
+    try:
+        sock.connect(path)
+        reader = sock.makefile("rb")
+        reader.readline()
+        sock.sendall((json.dumps({"RunPod": request}) + "\n").encode())
+        line = reader.readline()
+        return json.loads(line) if line.strip() else None
+    except (OSError, ValueError):
+        return None
+    finally:
+        sock.close()
+
+
+def _run_pod(kubelet, pod):
+    """(sandbox failure, exit code, output): the pod run by the kubelet's runtime."""
+    request = _pod_request(pod)
+    if kubelet.runtime != "remote":
+        return (None, *run_on_host(request["argv"], request["name"]))
+    reply = cri_run(unix_path(kubelet.endpoint), request)
+    if reply is None:
+        return (
+            (
+                "Failed to create pod sandbox: rpc error: code = Unavailable desc = "
+                "grpc: the connection is unavailable"
+            ),
+            None,
+            "",
+        )
+    if reply.get("error"):
+        return f"Failed to create pod sandbox: {reply['error']}", None, ""
+    return None, reply["exitCode"], reply["output"]
+
+
+def kubelet_sync_pods(kubelet):
+    """Run the pods bound to this node that are still Pending, each once; a pod whose
+    sandbox cannot be made stays Pending (retried each sync), as the kubelet does."""
+    node = kubelet.node
+    pending = [
+        (key, pod)
+        for key, pod in sorted(read_state().get("pods", {}).items())
+        if pod["spec"].get("nodeName") == node and pod["status"].get("phase") == "Pending"
+    ]
+    for key, pod in pending:
+        failure, code, output = _run_pod(kubelet, pod)
+        now = now_iso()
+        with State() as state:
+            current = state.get("pods", {}).get(key)
+            if current is None or current["metadata"]["uid"] != pod["metadata"]["uid"]:
+                continue  # deleted meanwhile
+            status = current["status"]
+            status.setdefault("startTime", now)
+            status.setdefault("hostIP", (default_route() or (None, "127.0.0.1"))[1])
+            container = (current["spec"].get("containers") or [{}])[0]
+            base = {
+                "name": container.get("name", ""),
+                "image": container.get("image", ""),
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+            }
+            if failure:
+                _event(state, current, "Warning", "FailedCreatePodSandBox", failure, node, now)
+                status["containerStatuses"] = [
+                    dict(base, state={"waiting": {"reason": "ContainerCreating"}})
+                ]
+                deadline = current["spec"].get("activeDeadlineSeconds")
+                started = time.mktime(time.strptime(status["startTime"], "%Y-%m-%dT%H:%M:%SZ"))
+                if deadline and time.mktime(time.gmtime()) - started > int(deadline):
+                    status.update(
+                        phase="Failed",
+                        reason="DeadlineExceeded",
+                        message="Pod was active on the node longer than the specified deadline",
+                    )
+                continue
+            runtime = "docker" if kubelet.runtime != "remote" else "hyper"
+            container_id = (
+                f"{runtime}://" + hashlib.sha256(current["metadata"]["uid"].encode()).hexdigest()
+            )
+            for reason, text in (
+                ("Created", "Created container"),
+                ("Started", "Started container"),
+            ):
+                _event(state, current, "Normal", reason, text, node, now)
+            terminated = {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": now,
+                "finishedAt": now_iso(),
+                "containerID": container_id,
+            }
+            status["containerStatuses"] = [
+                dict(base, containerID=container_id, state={"terminated": terminated})
+            ]
+            status["phase"] = "Succeeded" if code == 0 else "Failed"
+            state.setdefault("podlogs", {})[current["metadata"]["uid"]] = output
 
 
 if __name__ == "__main__":
