@@ -174,11 +174,11 @@ def _foreign_prefix(ctx: Context) -> Optional[str]:
     """A /opt/kata that frakti-install did not make: a directory no manifest of ours
     lists (kata-deploy's, a hand install), or a link to somewhere else than a tree."""
     prefix = kata_spec(ctx)["prefix"]
-    if ctx.host.readlink(prefix) is not None:
-        active = active_tree(ctx) or ""
-        if os.path.dirname(active) == kata_spec(ctx)["trees"]:
+    points_to = ctx.host.readlink(prefix)
+    if points_to is not None:
+        if os.path.dirname(active_tree(ctx) or "") == kata_spec(ctx)["trees"]:
             return None
-        return f"{prefix} is a link to {ctx.host.readlink(prefix)}, not to a tree of ours"
+        return f"{prefix} is a link to {points_to}, not to a tree of ours"
     if not ctx.host.exists(prefix) or "in_place" in read_manifest(ctx):
         return None
     journal = ctx.host.undo_log(f"{ctx.settings.state_dir}/journal.jsonl")

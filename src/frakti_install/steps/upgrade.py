@@ -130,15 +130,12 @@ class UpgradeSkew(Step):
 # --- downloads: all verified before the first change -------------------------------
 def not_cached(ctx: Context) -> List[str]:
     """The runtime's downloads for this upgrade that the cache does not hold yet."""
-    names = ctx.runtime.upgrade_downloads(ctx)
-    if not names:
-        return []
-    downloader = ctx.artifacts.downloader()
-    return [
-        name
-        for name in names
-        if not (ctx.artifacts.sha256(name) and downloader.cached(str(ctx.artifacts.sha256(name))))
-    ]
+    missing = []
+    for name in ctx.runtime.upgrade_downloads(ctx):
+        sha256 = ctx.artifacts.sha256(name)
+        if not (sha256 and ctx.artifacts.downloader().cached(sha256)):
+            missing.append(name)
+    return missing
 
 
 @dataclass(frozen=True)
