@@ -114,6 +114,7 @@ KATA = Spec(
         ),
         "kata": {
             **_strings("prefix trees shim handler runtime_class modules_file"),
+            "entry": _strings("shim config"),
             "overhead": {"memory": str, "cpu": str},
             "modules": [str],
             "arches": [str],

@@ -179,10 +179,24 @@ def kata_tarball(extra: Sequence[Tuple[str, str, str]] = (), version: str = "3.3
             "./opt/kata/share/kata-containers",
         ):
             add(directory, "dir")
-        for binary in ("containerd-shim-kata-v2", "kata-runtime", "qemu-system-x86_64"):
+        # 4.0.0 adds runtime-rs (its Makefile's BINDIR, CONFDIR); from 4.1.0 the
+        # Go runtime ships in kata-go-static instead (docs/upstream-facts.md #28)
+        release = tuple(int(part) for part in version.split("."))
+        go_runtime = release < (4, 1, 0)
+        binaries = ["qemu-system-x86_64"]
+        if go_runtime:
+            binaries += ["containerd-shim-kata-v2", "kata-runtime"]
+        for binary in binaries:
             add(f"./opt/kata/bin/{binary}", mode=0o755)
         share = "./opt/kata/share"
-        add(f"{share}/defaults/kata-containers/configuration-qemu.toml")
+        if release >= (4, 0, 0):
+            add("./opt/kata/runtime-rs", "dir")
+            add("./opt/kata/runtime-rs/bin", "dir")
+            add("./opt/kata/runtime-rs/bin/containerd-shim-kata-v2", mode=0o755)
+            add(f"{share}/defaults/kata-containers/runtime-rs", "dir")
+            add(f"{share}/defaults/kata-containers/runtime-rs/configuration-qemu-runtime-rs.toml")
+        if go_runtime:
+            add(f"{share}/defaults/kata-containers/configuration-qemu.toml")
         add(f"{share}/kata-containers/vmlinux-6.12.28-153")
         add(f"{share}/kata-containers/kata-ubuntu-noble.image")
         add(f"{share}/kata-containers/vmlinux.container", "link", "vmlinux-6.12.28-153")

@@ -473,7 +473,16 @@ def test_kata_tree_and_shim(machine):
     m = machine("rhel", "9.4")
     apply(m)
     assert os.readlink(m.p("/usr/local/bin/containerd-shim-kata-v2")) == (
-        "/opt/kata/bin/containerd-shim-kata-v2"
+        "/opt/kata/frakti-install/containerd-shim-kata-v2"
+    )
+    # the entry links, relative inside the tree, reach the Go shim and its config
+    entry = m.p("/opt/kata-versions/3.32.0/frakti-install")
+    assert os.readlink(entry / "containerd-shim-kata-v2") == "../bin/containerd-shim-kata-v2"
+    assert os.readlink(entry / "configuration.toml") == (
+        "../share/defaults/kata-containers/configuration-qemu.toml"
+    )
+    assert m.kata.resolve("/usr/local/bin/containerd-shim-kata-v2").samefile(
+        m.p("/opt/kata-versions/3.32.0/bin/containerd-shim-kata-v2")
     )
     config = m.p("/opt/kata/share/defaults/kata-containers/configuration.toml")
     assert os.readlink(config) == "configuration-qemu.toml" and config.is_file()

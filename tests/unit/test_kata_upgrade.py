@@ -33,6 +33,10 @@ OLD, NEW = "3.31.0", "3.32.0"
 SHIM = "/usr/local/bin/containerd-shim-kata-v2"
 MANIFEST = "/var/lib/frakti-install/kata-files.json"
 JOURNAL = "/var/lib/frakti-install/journal.jsonl"
+DROP_IN = "/etc/containerd/conf.d/90-frakti-install.toml"
+ENTRY_SHIM = "/opt/kata/frakti-install/containerd-shim-kata-v2"
+ENTRY_CONFIG = "/opt/kata/frakti-install/configuration.toml"
+GO_CONFIG = "/opt/kata/share/defaults/kata-containers/configuration-qemu.toml"
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +92,7 @@ def master(tmp_path: Path) -> KataSimMachine:
 def test_install_unpacks_into_a_tree_and_links_opt_kata(master):
     install(master)
     assert active(master) == f"kata-versions/{OLD}"
-    assert os.readlink(master.p(SHIM)) == "/opt/kata/bin/containerd-shim-kata-v2"
+    assert os.readlink(master.p(SHIM)) == ENTRY_SHIM
     assert release_of(master) == OLD
     manifest = json.loads(master.p(MANIFEST).read_text())
     assert list(manifest["trees"]) == [f"/opt/kata-versions/{OLD}"]
@@ -124,10 +128,68 @@ def test_a_newer_kata_switches_in_one_rename_and_the_old_tree_goes_when_ready(
     assert not master.p(f"/opt/kata-versions/{OLD}").exists()
     # the paths containerd uses did not change: only the link under them did
     assert master.p("/etc/containerd/conf.d/90-frakti-install.toml").read_text() == drop_in
-    assert os.readlink(master.p(SHIM)) == "/opt/kata/bin/containerd-shim-kata-v2"
+    assert os.readlink(master.p(SHIM)) == ENTRY_SHIM
     manifest = json.loads(master.p(MANIFEST).read_text())
     assert list(manifest["trees"]) == [f"/opt/kata-versions/{NEW}"]
     again = upgrade(master)
+    assert changed(again) == set(), render_plan(again.steps)
+
+
+def test_3_x_to_4_x_moves_to_runtime_rs_with_one_switch(tmp_path):
+    """4.x keeps its shim and configuration elsewhere (runtime-rs): the shim
+    link and the drop-in's ConfigPath stay as they are, the entry links of the
+    new tree reach runtime-rs, and the one rename of /opt/kata switches all."""
+    m = KataSimMachine(tmp_path / "m", "ubuntu", "26.04")  # containerd 2.x
+    install(m)
+    drop_in = m.p(DROP_IN).read_text()
+    assert f'ConfigPath = "{ENTRY_CONFIG}"' in drop_in
+    renames: List[str] = []
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        real_replace(src, dst, *args, **kwargs)
+        if str(dst).startswith(str(m.root)) and not str(dst).startswith(str(m.p("/var"))):
+            renames.append(str(dst)[len(str(m.root)):])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "replace", replace)
+        report = upgrade(m, release="4.1.0")
+    assert "kata" in changed(report), render_plan(report.steps)
+    assert active(m) == "kata-versions/4.1.0" and release_of(m) == "4.1.0"
+    assert m.kata.resolve(SHIM).samefile(
+        m.p("/opt/kata-versions/4.1.0/runtime-rs/bin/containerd-shim-kata-v2")
+    )
+    assert m.kata.resolve(ENTRY_CONFIG).samefile(
+        m.p(
+            "/opt/kata-versions/4.1.0/share/defaults/kata-containers/runtime-rs/"
+            "configuration-qemu-runtime-rs.toml"
+        )
+    )
+    assert os.readlink(m.p(SHIM)) == ENTRY_SHIM
+    assert m.p(DROP_IN).read_text() == drop_in
+    # outside the new tree, the one rename that made the node run 4.1.0
+    outside = [path for path in renames if not path.startswith("/opt/kata-versions/")]
+    assert outside == ["/opt/kata"], renames
+    again = upgrade(m, release="4.1.0")
+    assert changed(again) == set(), render_plan(again.steps)
+
+
+def test_a_tree_from_before_the_entry_links_gets_them_without_a_new_unpack(master):
+    install(master)
+    make_without_entries(master)
+    report = upgrade(master, release=OLD)
+    plan = render_plan(report.steps)
+    assert "link /opt/kata-versions/3.31.0/frakti-install/" in plan
+    assert "download, verify and unpack" not in plan
+    assert os.readlink(master.p(SHIM)) == ENTRY_SHIM
+    assert f'ConfigPath = "{ENTRY_CONFIG}"' in master.p(DROP_IN).read_text()
+    assert release_of(master) == OLD
+    manifest = json.loads(master.p(MANIFEST).read_text())
+    links = manifest["trees"][f"/opt/kata-versions/{OLD}"]["links"]
+    assert links[f"/opt/kata-versions/{OLD}/frakti-install/configuration.toml"] == (
+        "../share/defaults/kata-containers/configuration-qemu.toml"
+    )
+    again = upgrade(master, release=OLD)
     assert changed(again) == set(), render_plan(again.steps)
 
 
@@ -153,10 +215,30 @@ def test_killed_at_every_command_of_a_kata_upgrade_converges(tmp_path):
 
 
 # --- the in-place layout of earlier installs ---------------------------------------------
+def make_without_entries(m: KataSimMachine, tree: str = f"/opt/kata-versions/{OLD}") -> None:
+    """What an install before the entry links left: no frakti-install/ in the
+    tree (nor in its manifest), the shim link and ConfigPath naming the Go
+    layout's paths under /opt/kata."""
+    for name in ("containerd-shim-kata-v2", "configuration.toml"):
+        m.p(f"{tree}/frakti-install/{name}").unlink()
+    m.p(f"{tree}/frakti-install").rmdir()
+    manifest = json.loads(m.p(MANIFEST).read_text())
+    links = manifest["trees"][tree]["links"]
+    for link in [link for link in links if "/frakti-install/" in link]:
+        del links[link]
+    m.p(MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    m.p(SHIM).unlink()
+    os.symlink("/opt/kata/bin/containerd-shim-kata-v2", m.p(SHIM))
+    drop_in = m.p(DROP_IN).read_text()
+    assert ENTRY_CONFIG in drop_in
+    m.p(DROP_IN).write_text(drop_in.replace(ENTRY_CONFIG, GO_CONFIG))
+
+
 def make_in_place(m: KataSimMachine) -> None:
     """What an install before the tree layout left: /opt/kata a directory, its
     files in the manifest and the journal under /opt/kata."""
     tree = f"/opt/kata-versions/{OLD}"
+    make_without_entries(m, tree)
     m.p("/opt/kata").unlink()
     shutil.move(str(m.p(tree)), str(m.p("/opt/kata")))
     m.p("/opt/kata-versions").rmdir()
@@ -320,3 +402,42 @@ def test_the_downloads_step_is_a_no_op_once_the_tree_is_in_place(master):
     again = upgrade(master)
     step = next(s for s in again.steps if s.name == "upgrade-downloads")
     assert step.status is Status.OK, step.detail
+
+
+def test_a_rebuilt_tarball_of_the_same_release_is_unpacked_beside_the_tree_in_use(
+    master, monkeypatch
+):
+    """A mirror's rebuild (same release, another sha256, given with --checksum)
+    goes into a tree of its own and is switched to; the tree in use is never
+    written, and is removed once the node is Ready."""
+    install(master)
+    url = (
+        "https://github.com/kata-containers/kata-containers/releases/download/"
+        f"{OLD}/kata-static-{OLD}-amd64.tar.zst"
+    )
+    rebuilt = kata_tarball(version=OLD, extra=[("file", "./opt/kata/bin/rebuilt", "")])
+    master.downloader.replace[url] = rebuilt
+    digest = hashlib.sha256(rebuilt).hexdigest()
+    old_tree = f"/opt/kata-versions/{OLD}"
+    written: List[str] = []
+    real_install = host_module.Host.install_file
+
+    def install_file(self: host_module.Host, source: Any, target: str, mode: int) -> Any:
+        written.append(target)
+        return real_install(self, source, target, mode)
+
+    monkeypatch.setattr(host_module.Host, "install_file", install_file)
+    settings = master.settings(kata_version=OLD, checksums={"kata": digest})
+    report = session.execute(plans.allinone(kata()), master.context(settings), dry_run=False)
+    session.raise_for(report)
+    new_tree = f"{old_tree}+{digest[:12]}"
+    assert active(master) == f"kata-versions/{OLD}+{digest[:12]}"
+    assert written and all(path.startswith(new_tree + "/") for path in written), written
+    assert master.p(f"{new_tree}/bin/rebuilt").is_file()
+    assert not master.p(old_tree).exists()
+    assert os.readlink(master.p(SHIM)) == ENTRY_SHIM and release_of(master) == OLD
+    manifest = json.loads(master.p(MANIFEST).read_text())
+    assert list(manifest["trees"]) == [new_tree]
+    assert manifest["trees"][new_tree]["sha256"] == digest
+    again = session.execute(plans.allinone(kata()), master.context(settings), dry_run=False)
+    assert changed(again) == set(), render_plan(again.steps)

@@ -27,16 +27,16 @@ def test_default_is_3_32_0_with_the_go_shim_and_a_zst_tarball():
     rt = runtime()
     kata = rt.data["kata"]
     assert rt.version("kata") == "3.32.0"
-    assert kata["shim_target"] == "/opt/kata/bin/containerd-shim-kata-v2"
-    assert kata["config_path"].endswith("/kata-containers/configuration-qemu.toml")
+    assert kata["layout_shim"] == "/opt/kata/bin/containerd-shim-kata-v2"
+    assert kata["layout_config"].endswith("/kata-containers/configuration-qemu.toml")
     assert artifacts(rt).get("kata").url.endswith("/3.32.0/kata-static-3.32.0-amd64.tar.zst")
 
 
 def test_4_x_uses_runtime_rs_paths():
     rt = runtime(kata_version="4.1.0")
     kata = rt.data["kata"]
-    assert kata["shim_target"] == "/opt/kata/runtime-rs/bin/containerd-shim-kata-v2"
-    assert kata["config_path"] == (
+    assert kata["layout_shim"] == "/opt/kata/runtime-rs/bin/containerd-shim-kata-v2"
+    assert kata["layout_config"] == (
         "/opt/kata/share/defaults/kata-containers/runtime-rs/configuration-qemu-runtime-rs.toml"
     )
     assert kata["runtime"] == "runtime-rs"
@@ -76,3 +76,18 @@ def test_pins_are_sha256_of_known_layouts():
     for name, value in data["artifacts"]["kata"]["pinned"].items():
         assert len(value) == 64 and int(value, 16) >= 0, name
         assert name.endswith(".tar.zst") or name.endswith(".tar.xz"), name
+
+
+@pytest.mark.parametrize("release", ["3.2.0", "3.32.0", "4.0.0", "4.1.0"])
+def test_shim_link_and_config_path_name_the_same_entry_for_every_layout(release):
+    """What the shim link and containerd's ConfigPath name does not depend on the
+    release, so moving between layouts (Go shim -> runtime-rs) changes neither:
+    only the prefix link switches. The entry paths lie under the prefix (so
+    they are in every tree) and are not a path of any layout."""
+    kata = runtime(kata_version=release).data["kata"]
+    assert kata["shim_target"] == "/opt/kata/frakti-install/containerd-shim-kata-v2"
+    assert kata["config_path"] == "/opt/kata/frakti-install/configuration.toml"
+    layouts = datafiles.load("kata")["kata"]["layouts"]
+    for entry in (kata["shim_target"], kata["config_path"]):
+        assert entry.startswith(kata["prefix"] + "/")
+        assert entry not in {row[key] for row in layouts for key in ("shim_target", "config_path")}

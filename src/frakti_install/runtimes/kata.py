@@ -110,15 +110,20 @@ class KataContainersRuntime(Runtime):
 
     @functools.cached_property
     def data(self) -> Dict[str, Any]:
-        """The data file with kata.shim_target and kata.config_path of this
-        release's layout filled in (what the containerd and kata steps read),
-        and kubernetes.cgroup_v1_refused: the chosen release's kubelet exits on
-        a cgroup v1 host, kubernetes.containerd_min: the oldest containerd it
-        supports, or None (its kubernetes.releases row)."""
+        """The data file with, filled in for the steps: kata.shim_target and
+        kata.config_path, what the shim link and containerd's ConfigPath name
+        (the fixed entry paths, the same for every release); kata.layout_shim
+        and kata.layout_config, where this release's tarball has them (what
+        the entry links point to); kubernetes.cgroup_v1_refused: the chosen
+        release's kubelet exits on a cgroup v1 host; kubernetes.containerd_min:
+        the oldest containerd it supports, or None (its kubernetes.releases row)."""
         data = copy.deepcopy(datafiles.load(self.table))
-        data["kata"].update(
-            shim_target=self._layout["shim_target"],
-            config_path=self._layout["config_path"],
+        kata = data["kata"]
+        kata.update(
+            shim_target=kata["entry"]["shim"],
+            config_path=kata["entry"]["config"],
+            layout_shim=self._layout["shim_target"],
+            layout_config=self._layout["config_path"],
             runtime=self._layout["runtime"],
         )
         data["kubernetes"]["cgroup_v1_refused"] = self._release.cgroup_v1_refused

@@ -226,8 +226,27 @@ def write_manifest(ctx: Context, manifest: Dict[str, Any]) -> None:
 
 
 def tree_of(ctx: Context) -> str:
-    """The wanted release's tree: /opt/kata-versions/3.32.0."""
-    return f"{kata_spec(ctx)['trees']}/{ctx.runtime.version('kata')}"
+    """The wanted release's tree: /opt/kata-versions/3.32.0; a tree of this
+    release already unpacked from the wanted tarball (its sha256, given or
+    pinned, known before the download); or, when 3.32.0 holds a tarball with
+    another checksum (a mirror's rebuild), 3.32.0+<its first 12 hex digits>,
+    so the rebuild is unpacked beside the tree in use and switched to, never
+    written over it."""
+    version = ctx.runtime.version("kata")
+    plain = f"{kata_spec(ctx)['trees']}/{version}"
+    artifact = ctx.artifacts.get(ARTIFACT)
+    wanted = artifact.given_sha256 or artifact.pinned_sha256
+    trees = read_manifest(ctx)["trees"]
+    if wanted is None:
+        return plain
+    unpacked = [
+        tree
+        for tree, entry in trees.items()
+        if entry.get("identity") == artifact.identity and entry.get("sha256") == wanted
+    ]
+    if unpacked:
+        return plain if plain in unpacked else sorted(unpacked)[0]
+    return plain if plain not in trees else f"{plain}+{wanted[:12]}"
 
 
 def link_text(ctx: Context, tree: str) -> str:
@@ -268,10 +287,30 @@ def unpack_drift(ctx: Context, tree: str) -> Optional[str]:
     return None
 
 
+def entry_links(ctx: Context, tree: str) -> Dict[str, str]:
+    """The tree's entry links (kata.entry moved into it) -> where its release's
+    layout keeps the shim and the configuration, relative, so that they hold
+    in whichever tree the prefix links to."""
+    r = kata_spec(ctx)
+    pairs = ((r["entry"]["shim"], r["layout_shim"]), (r["entry"]["config"], r["layout_config"]))
+    return {
+        _in_tree(entry, r["prefix"], tree): os.path.relpath(target, os.path.dirname(entry))
+        for entry, target in pairs
+    }
+
+
+def entry_drift(ctx: Context, tree: str) -> Optional[str]:
+    """Why `tree` lacks its entry links (a tree unpacked by an older frakti-install)."""
+    for link, target in sorted(entry_links(ctx, tree).items()):
+        if ctx.host.readlink(link) != target:
+            return f"the entry link {link} is missing or changed"
+    return None
+
+
 def tree_drift(ctx: Context) -> Optional[str]:
     """Why the prefix does not give the wanted release (None: it does)."""
     tree = tree_of(ctx)
-    drift = unpack_drift(ctx, tree)
+    drift = unpack_drift(ctx, tree) or entry_drift(ctx, tree)
     if drift:
         return drift
     active = active_tree(ctx)
@@ -300,7 +339,8 @@ def _in_tree(path: str, prefix: str, tree: str) -> str:
 @dataclass(frozen=True)
 class UnpackKata(Action):
     """Download and verify the release tarball, unpack it into its own tree
-    (the active tree and every other stay as they are)."""
+    (the active tree and every other stay as they are), and make the tree's
+    entry links."""
 
     why: str
     prefix: str
@@ -321,6 +361,7 @@ class UnpackKata(Action):
             _in_tree(link, self.prefix, self.tree): _in_tree(target, self.prefix, self.tree)
             for link, target in selection.links.items()
         }
+        links.update(entry_links(ctx, self.tree))
         # staged beside the download: the cache has room for the release
         with tempfile.TemporaryDirectory(prefix="kata-", dir=str(local.parent)) as tmp:
             staged = Path(tmp) / "member"
@@ -351,9 +392,32 @@ class UnpackKata(Action):
 
 
 @dataclass(frozen=True)
+class LinkKataEntries(Action):
+    """Give a tree unpacked by an older frakti-install its entry links, so the
+    shim link and ConfigPath can name the entry paths."""
+
+    tree: str
+
+    def describe(self) -> str:
+        return f"link {self.tree}/frakti-install/ to its release's shim and configuration"
+
+    def apply(self, ctx: Context) -> None:
+        links = entry_links(ctx, self.tree)
+        for link, target in sorted(links.items()):
+            if ctx.host.readlink(link) != target:
+                ctx.host.symlink(link, target)
+        manifest = read_manifest(ctx)
+        entry = manifest["trees"].get(self.tree)
+        if entry is not None:
+            entry.setdefault("links", {}).update(links)
+            write_manifest(ctx, manifest)
+
+
+@dataclass(frozen=True)
 class SwitchKata(Action):
-    """Point the prefix at the unpacked tree in one rename: the shim link, the
-    drop-in's ConfigPath and Kata's own paths switch together. The in-place
+    """Point the prefix at the unpacked tree in one rename: the shim link and
+    the drop-in's ConfigPath (both name the entry links under the prefix) and
+    Kata's own paths switch together, whatever the release's layout. The in-place
     layout's directory is exchanged for the link and kept beside the trees
     (removed with the other old trees once the node is Ready); meanwhile the
     shim link points straight into the new tree, so the shim is never missing."""
@@ -437,6 +501,8 @@ class KataRuntime(Step):
         drift = unpack_drift(ctx, tree)
         if drift:
             actions.append(UnpackKata(drift, r["prefix"], tree))
+        elif entry_drift(ctx, tree):
+            actions.append(LinkKataEntries(tree))
         if active_tree(ctx) != tree:
             actions.append(SwitchKata(r["prefix"], tree, r["shim"], r["shim_target"]))
         if ctx.host.readlink(r["shim"]) != r["shim_target"]:
@@ -453,7 +519,8 @@ class KataRuntime(Step):
         if not actions:
             return Check.ok(
                 f"kata {ctx.runtime.version('kata')} in {tree} ({r['prefix']} links to it), "
-                f"{r['shim']} -> {r['shim_target']}, {' and '.join(r['modules'])} available"
+                f"{r['shim']} -> {r['shim_target']} (-> {r['layout_shim']}), "
+                f"{' and '.join(r['modules'])} available"
             )
         return Check(actions)
 

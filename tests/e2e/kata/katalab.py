@@ -397,8 +397,14 @@ def build_apt_repo(repo: Path, debs: List[Path], key: RepoKey, label: str) -> No
 
 
 def build_kata_tarball(version: str) -> bytes:
-    """kata-static-<version>-amd64.tar.zst's stand-in, laid out like the real one (./opt/kata)."""
-    programs = (STANDINS / "kata.sh").read_text().replace("@KATA_VERSION@", version).encode()
+    """kata-static-<version>-amd64.tar.zst's stand-in, laid out like the real one
+    (./opt/kata): from 4.0.0 the runtime-rs shim and its configuration; from
+    4.1.0 without the Go runtime, which ships in kata-go-static (kata.layouts)."""
+    release = tuple(int(part) for part in version.split("."))
+    rust, go = release >= (4, 0, 0), release < (4, 1, 0)
+    script = (STANDINS / "kata.sh").read_text().replace("@KATA_VERSION@", version)
+    programs = script.replace("@SHIM_LANGUAGE@", "Golang").encode()
+    rust_shim = script.replace("@SHIM_LANGUAGE@", "Rust").encode() if rust else b""
 
     def placeholder(what: str) -> bytes:
         return f"TEST STAND-IN: {what} of kata {version} (frakti-install e2e tests)\n".encode()
@@ -423,15 +429,41 @@ def build_kata_tarball(version: str) -> bytes:
                 "./opt/kata/runtime-rs/bin",
             )
         ],
-        ("./opt/kata/bin/containerd-shim-kata-v2", "file", programs),
-        ("./opt/kata/bin/kata-runtime", "file", programs),
+        *(
+            [
+                ("./opt/kata/bin/containerd-shim-kata-v2", "file", programs),
+                ("./opt/kata/bin/kata-runtime", "file", programs),
+                (f"{share}/defaults/kata-containers/configuration-qemu.toml", "file", config),
+                (f"{share}/defaults/kata-containers/configuration-clh.toml", "file", config),
+                (
+                    f"{share}/defaults/kata-containers/configuration.toml",
+                    "link",
+                    "configuration-qemu.toml",
+                ),
+            ]
+            if go
+            else []
+        ),
         ("./opt/kata/bin/kata-collect-data.sh", "file", b"#!/bin/sh\n" + placeholder("script")),
         ("./opt/kata/bin/qemu-system-x86_64", "file", placeholder("QEMU")),
         ("./opt/kata/libexec/virtiofsd", "file", placeholder("virtiofsd")),
-        ("./opt/kata/runtime-rs/bin/containerd-shim-kata-v2", "file", placeholder("Rust shim")),
-        (f"{share}/defaults/kata-containers/configuration-qemu.toml", "file", config),
-        (f"{share}/defaults/kata-containers/configuration-clh.toml", "file", config),
-        (f"{share}/defaults/kata-containers/configuration.toml", "link", "configuration-qemu.toml"),
+        (
+            "./opt/kata/runtime-rs/bin/containerd-shim-kata-v2",
+            "file",
+            rust_shim or placeholder("Rust shim"),
+        ),
+        *(
+            [
+                (f"{share}/defaults/kata-containers/runtime-rs", "dir", None),
+                (
+                    f"{share}/defaults/kata-containers/runtime-rs/configuration-qemu-runtime-rs.toml",
+                    "file",
+                    config,
+                ),
+            ]
+            if rust
+            else []
+        ),
         (f"{share}/kata-containers/vmlinux-6.12.28-153", "file", placeholder("guest kernel")),
         (f"{share}/kata-containers/vmlinux.container", "link", "vmlinux-6.12.28-153"),
         (f"{share}/kata-containers/kata-ubuntu-noble.image", "file", placeholder("guest image")),

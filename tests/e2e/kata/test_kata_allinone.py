@@ -79,7 +79,8 @@ KEYRING = "/etc/apt/keyrings/kubernetes-apt-keyring.gpg"
 APT_LIST = "/etc/apt/sources.list.d/kubernetes.list"
 KATA_MANIFEST = "/var/lib/frakti-install/kata-files.json"
 SHIM_LINK = "/usr/local/bin/containerd-shim-kata-v2"
-SHIM = "/opt/kata/bin/containerd-shim-kata-v2"
+SHIM = "/opt/kata/bin/containerd-shim-kata-v2"  # the Go layout's shim (3.x)
+ENTRY_SHIM = "/opt/kata/frakti-install/containerd-shim-kata-v2"  # what the shim link names
 ADMIN = ["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf"]
 STATE = "/var/lib/standin-k8s/cluster.json"
 INIT_LOG = "/var/log/standin-kubeadm-init.log"
@@ -491,8 +492,7 @@ def check_installed(machine: testbed.Machine, mirror: Dict[str, object], suite: 
     kata = runtimes.get("kata", {})
     expect(kata.get("runtime_type") == "io.containerd.kata.v2", f"kata runtime: {kata}")
     expect(
-        kata.get("options", {}).get("ConfigPath")
-        == "/opt/kata/share/defaults/kata-containers/configuration-qemu.toml",
+        kata.get("options", {}).get("ConfigPath") == "/opt/kata/frakti-install/configuration.toml",
         f"kata runtime options: {kata.get('options')}",
     )
     runc = runtimes.get("runc", {})
@@ -560,8 +560,13 @@ def check_installed(machine: testbed.Machine, mirror: Dict[str, object], suite: 
     kata_version = mirror["versions"]["kata"]  # type: ignore[index]
     expect(shim.returncode == 0 and f"version: {kata_version}" in shim.stdout, f"shim: {shim}")
     expect(
-        machine.run(["readlink", SHIM_LINK], check=False).stdout.strip() == SHIM,
-        f"{SHIM_LINK} does not link to {SHIM}",
+        machine.run(["readlink", SHIM_LINK], check=False).stdout.strip() == ENTRY_SHIM,
+        f"{SHIM_LINK} does not link to {ENTRY_SHIM}",
+    )
+    expect(
+        machine.run(["readlink", "-f", SHIM_LINK], check=False).stdout.strip()
+        == f"/opt/kata-versions/{kata_version}/bin/containerd-shim-kata-v2",
+        f"{SHIM_LINK} does not reach the Go shim of the {kata_version} tree",
     )
     for link, target in (
         ("/opt/kata/share/defaults/kata-containers/configuration.toml", "configuration-qemu.toml"),

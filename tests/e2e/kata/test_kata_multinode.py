@@ -73,6 +73,8 @@ DROP_IN = "/etc/containerd/conf.d/90-frakti-install.toml"
 SHIM_LINK = "/usr/local/bin/containerd-shim-kata-v2"
 LENT = "/root/admin.conf"  # the master's admin kubeconfig, copied for the worker's drain
 OLD_KATA = "3.31.0"  # installed, then the master upgraded to the default Kata release
+RUNTIME_RS_KATA = "4.1.0"  # then to a release of the runtime-rs layout (kata.layouts)
+ENTRY_SHIM = "/opt/kata/frakti-install/containerd-shim-kata-v2"
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +97,7 @@ def mn_mirror(run_dir: Path, record_timing: Callable[[str, float], None]) -> Dic
     try:
         info = katalab.build_kata_mirror(
             dest, key, kube_patch=PATCH.read_text(), upgrade_minors=[UPGRADE_MINOR],
-            kata_releases=[OLD_KATA],
+            kata_releases=[OLD_KATA, RUNTIME_RS_KATA],
         )  # fmt: skip
     finally:
         key.close()
@@ -291,7 +293,32 @@ def upgraded(
         master, "--kata-version", kata, "--checksum", f"kata={mn_mirror['kata_sha256s'][kata]}"  # type: ignore[index]
     )
     record_timing("kata multi-node: Kata upgrade of the master", time.monotonic() - started)
+    found["after_kata"] = kata_state(master)
+    started = time.monotonic()
+    found["runtime_rs_upgrade"] = upgrade_on(
+        master, "--kata-version", RUNTIME_RS_KATA,
+        "--checksum", f"kata={mn_mirror['kata_sha256s'][RUNTIME_RS_KATA]}",  # type: ignore[index]
+    )  # fmt: skip
+    record_timing(
+        "kata multi-node: Kata 3.x -> 4.x upgrade of the master", time.monotonic() - started
+    )
+    found["after_runtime_rs"] = kata_state(master)
     return found
+
+
+def kata_state(machine: testbed.Machine) -> Dict[str, str]:
+    """What names Kata on a node: the prefix link, the trees, the shim link,
+    what the shim says, the drop-in, and where the entry links lead."""
+    entry = "/opt/kata/frakti-install"
+    return {
+        "active": run(machine, ["readlink", "/opt/kata"]).strip(),
+        "trees": run(machine, ["ls", "-A", "/opt/kata-versions"]).strip(),
+        "shim_link": run(machine, ["readlink", SHIM_LINK]).strip(),
+        "shim": run(machine, [SHIM_LINK, "--version"]),
+        "shim_file": run(machine, ["readlink", "-f", SHIM_LINK]).strip(),
+        "config_file": run(machine, ["readlink", "-f", f"{entry}/configuration.toml"]).strip(),
+        "drop_in": machine.read(DROP_IN).decode(),
+    }
 
 
 def test_upgrade_two_minors_at_once_is_refused_before_any_change(upgraded: Dict[str, Any]) -> None:
@@ -372,13 +399,38 @@ def test_a_newer_kata_is_switched_to_in_one_rename_and_the_old_tree_removed(
     changed = {s["name"] for s in steps_of(result) if s.get("status") == "change"}
     assert {"drain", "kata", "kata-prune", "uncordon"} <= changed, changed
     assert not {"kubeadm-upgrade", "kubelet-kubectl"} & changed, changed
-    assert run(master, ["readlink", "/opt/kata"]).strip() == f"kata-versions/{kata}"
-    assert run(master, ["ls", "-A", "/opt/kata-versions"]).split() == [kata]
-    assert run(master, ["readlink", SHIM_LINK]).strip() == "/opt/kata/bin/containerd-shim-kata-v2"
-    assert f"version: {kata}," in run(master, [SHIM_LINK, "--version"])
+    state = upgraded["after_kata"]
+    assert state["active"] == f"kata-versions/{kata}"
+    assert state["trees"].split() == [kata]
+    assert state["shim_link"] == ENTRY_SHIM
+    assert f"version: {kata}," in state["shim"]
+    assert state["shim_file"] == f"/opt/kata-versions/{kata}/bin/containerd-shim-kata-v2"
     # containerd's paths did not change: only the link under them
-    assert master.read(DROP_IN) == upgraded["drop_in"]
+    assert state["drop_in"].encode() == upgraded["drop_in"]
     worker = cluster["nodes"][1].machine  # not upgraded: still on the installed release
     assert run(worker, ["readlink", "/opt/kata"]).strip() == f"kata-versions/{OLD_KATA}"
+    node = cluster_nodes(cluster)[cluster["nodes"][0].name]
+    assert not node["spec"].get("unschedulable"), node["spec"]
+
+
+def test_a_kata_of_the_runtime_rs_layout_is_still_one_switch(
+    cluster: Dict[str, Any], upgraded: Dict[str, Any]
+) -> None:
+    """4.x keeps its shim and configuration under runtime-rs/: the shim link and
+    the drop-in stay as they were, the new tree's entry links lead there."""
+    master = cluster["nodes"][0].machine
+    result = upgraded["runtime_rs_upgrade"]
+    assert result.returncode == 0, describe(master, result)
+    before, after = upgraded["after_kata"], upgraded["after_runtime_rs"]
+    tree = f"/opt/kata-versions/{RUNTIME_RS_KATA}"
+    assert after["active"] == f"kata-versions/{RUNTIME_RS_KATA}"
+    assert after["trees"].split() == [RUNTIME_RS_KATA]
+    assert after["shim_link"] == before["shim_link"] == ENTRY_SHIM
+    assert after["drop_in"] == before["drop_in"]
+    assert after["shim_file"] == f"{tree}/runtime-rs/bin/containerd-shim-kata-v2"
+    assert after["config_file"] == (
+        f"{tree}/share/defaults/kata-containers/runtime-rs/configuration-qemu-runtime-rs.toml"
+    )
+    assert f"version: {RUNTIME_RS_KATA}," in after["shim"]
     node = cluster_nodes(cluster)[cluster["nodes"][0].name]
     assert not node["spec"].get("unschedulable"), node["spec"]

@@ -13,12 +13,15 @@
 # the tarball's vmlinux.container, vmlinux-<release>) and
 # /proc/sys/kernel/random/boot_id a boot id of this sandbox alone (a fresh
 # random one, as a freshly booted VM kernel has).
-# katalab.py fills in the version and packs this file under both names.
+# katalab.py fills in the version and the shim's language and packs this
+# file under both names (and as runtime-rs's shim from 4.0.0).
 case "$(basename "$0")" in
 containerd-shim-kata-v2)
     case "$1" in
     -v | --v | -version | --version)
-        echo "Kata Containers containerd shim (Golang): id: \"io.containerd.kata.v2\", version: @KATA_VERSION@, commit: 0000000standin"
+        # the Go shim's text; the Rust shim's exact text is not confirmed (the
+        # installer reads only the exit status of --version)
+        echo "Kata Containers containerd shim (@SHIM_LANGUAGE@): id: \"io.containerd.kata.v2\", version: @KATA_VERSION@, commit: 0000000standin"
         exit 0
         ;;
     standin-run)
