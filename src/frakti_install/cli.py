@@ -595,7 +595,17 @@ def cluster(
         "--kubernetes-version",
         help="upgrade: the master's target, vX.Y or vX.Y.Z (the workers follow it).",
     ),
-    kata_version: Optional[str] = KataVersionOpt,
+    kata_version: Optional[str] = typer.Option(
+        None,
+        "--kata-version",
+        help="upgrade: the Kata Containers release for every node (kata profile).",
+    ),
+    checksum: Optional[List[str]] = typer.Option(
+        None,
+        "--checksum",
+        help="upgrade: NAME=SHA256 for every node, e.g. kata=SHA256 for a --kata-version "
+        "whose sum is not pinned.",
+    ),
     dry_run: bool = DryRunOpt,
     yes: bool = YesOpt,
 ) -> None:
@@ -610,16 +620,15 @@ def cluster(
         if action not in clusters.PLAYBOOKS:
             raise ConfigError(f"unknown cluster action {action!r}",
                               hint="Use install or upgrade.")  # fmt: skip
-        if action == "install" and (kubernetes_version or kata_version):
+        from frakti_install import config as settings_module
+
+        if action == "install" and (kubernetes_version or kata_version or checksum):
             raise ConfigError(
-                "--kubernetes-version and --kata-version are upgrade's options",
+                "--kubernetes-version, --kata-version and --checksum are upgrade's options",
                 hint="For an install set them in the inventory's config.",
             )
-        upgrade_args: List[str] = []
-        if kubernetes_version:
-            upgrade_args += ["--kubernetes-version", kubernetes_version]
-        if kata_version:
-            upgrade_args += ["--kata-version", kata_version]
+        sums = settings_module.parse_pairs(checksum, "checksum") if checksum else {}
+        master_args, node_args = clusters.upgrade_arguments(kubernetes_version, kata_version, sums)
 
         def ask(text: str) -> bool:
             console.out.print(text, markup=False, highlight=False)
@@ -627,7 +636,8 @@ def cluster(
 
         inventory = clusters.load_inventory(file)
         return clusters.run_cluster(inventory, dry_run=dry_run, yes=yes, confirm=ask,
-                                    action=action, upgrade_args=upgrade_args)  # fmt: skip
+                                    action=action, upgrade_args=master_args,
+                                    worker_upgrade_args=node_args)  # fmt: skip
 
     code = _guard(_cluster)
     if code:

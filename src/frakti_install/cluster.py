@@ -405,11 +405,29 @@ def _pack_tree(tree: Path, dest: Path) -> Path:
     return dest
 
 
+def upgrade_arguments(
+    kubernetes_version: Optional[str], kata_version: Optional[str], checksums: Mapping[str, str]
+) -> Tuple[List[str], List[str]]:
+    """The options of the master's `frakti-install upgrade` and of each worker's.
+    Kata is each node's own, so every node gets --kata-version and the sums; a
+    worker follows its master's Kubernetes, so only the master gets a version."""
+    node = ["--kata-version", kata_version] if kata_version else []
+    for name, digest in sorted(checksums.items()):
+        node += ["--checksum", f"{name}={digest}"]
+    master = ["--kubernetes-version", kubernetes_version] if kubernetes_version else []
+    return master + node, node
+
+
 def extra_vars(
-    inv: Inventory, *, dry_run: bool, workdir: Path, upgrade_args: Sequence[str] = ()
+    inv: Inventory,
+    *,
+    dry_run: bool,
+    workdir: Path,
+    upgrade_args: Sequence[str] = (),
+    worker_upgrade_args: Sequence[str] = (),
 ) -> Dict[str, Any]:
     """What the playbook is told (-e @FILE): the install source, the settings, dry run or
-    not, and for an upgrade the master's options."""
+    not, and for an upgrade the master's options and the workers'."""
     install = inv.install
     source: Dict[str, Any] = {"kind": install.kind, "local": "", "name": "", "version": ""}
     if install.bundle is not None:
@@ -432,6 +450,7 @@ def extra_vars(
         "frakti_config_path": REMOTE_CONFIG,
         "frakti_command": REMOTE_COMMAND,
         "frakti_upgrade_args": list(upgrade_args),
+        "frakti_worker_upgrade_args": list(worker_upgrade_args),
         "frakti_admin_conf": ADMIN_CONF,
     }
 
@@ -498,8 +517,11 @@ def run_cluster(
     env: Optional[Mapping[str, str]] = None,
     action: str = "install",
     upgrade_args: Sequence[str] = (),
+    worker_upgrade_args: Sequence[str] = (),
 ) -> int:
-    """Install the cluster (or, dry run, show each host's plan) with ansible-playbook.
+    """Install the cluster (or, dry run, show each host's plan) with ansible-playbook;
+    for an upgrade, `upgrade_args` go to the master's `frakti-install upgrade`,
+    `worker_upgrade_args` to each worker's.
 
     Returns 0 when every host succeeded, else ExitCode.COMMAND_FAILED (Ansible's
     own output says which host and task). A real run without ``yes`` asks
@@ -527,7 +549,13 @@ def run_cluster(
         inventory = workdir / "inventory.yml"
         variables = workdir / "vars.json"
         _write_private(inventory, render_ansible_inventory(inv))
-        values = extra_vars(inv, dry_run=dry_run, workdir=workdir, upgrade_args=upgrade_args)
+        values = extra_vars(
+            inv,
+            dry_run=dry_run,
+            workdir=workdir,
+            upgrade_args=upgrade_args,
+            worker_upgrade_args=worker_upgrade_args,
+        )
         _write_private(variables, json.dumps(values, indent=1) + "\n")
         environment = dict(os.environ if env is None else env)
         environment.setdefault("ANSIBLE_RETRY_FILES_ENABLED", "False")

@@ -86,6 +86,32 @@ def test_cluster_cli_refuses_an_unknown_action_and_install_with_versions(tmp_pat
     assert "upgrade's options" in result.output
 
 
+KATA_ARGS = ["--kata-version", "3.32.0", "--checksum", "kata=" + "ab" * 32]
+
+
+def test_cluster_cli_gives_kubernetes_to_the_master_and_kata_to_every_node(
+    tmp_path: Path, key: Path, wheel: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    seen: Dict[str, Any] = {}
+
+    def run_cluster(inv: Any, **options: Any) -> int:
+        seen.update(options)
+        return 0
+
+    monkeypatch.setattr(cluster, "run_cluster", run_cluster)
+    path = valid(tmp_path, key, wheel)
+    argv = ["cluster", "-f", str(path), "upgrade", "--yes", "--kubernetes-version", "v1.36",
+            "--kata-version", "3.32.0", "--checksum", "kata=" + "ab" * 32]  # fmt: skip
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    assert seen["upgrade_args"] == ["--kubernetes-version", "v1.36", *KATA_ARGS]
+    assert seen["worker_upgrade_args"] == KATA_ARGS
+    seen.clear()
+    result = CliRunner().invoke(app, [*argv[:5], "--checksum", "kata"])
+    assert result.exit_code == ExitCode.CONFIG, result.output
+    assert "kata" in result.output and not seen  # refused before Ansible runs
+
+
 FAKE_TOOL = """\
 #!{python}
 # A fake frakti-install: records each call and the lent kubeconfig's content then.
@@ -154,7 +180,9 @@ def test_upgrade_playbook_runs_master_then_each_worker_and_stops_at_a_failure(
             return proc
 
         rc = cluster.run_cluster(inv, dry_run=False, yes=True, runner=runner, env=env,
-                                 action="upgrade", upgrade_args=["--kubernetes-version", "v1.36"])
+                                 action="upgrade",
+                                 upgrade_args=["--kubernetes-version", "v1.36", *KATA_ARGS],
+                                 worker_upgrade_args=KATA_ARGS)
         calls = [json.loads(line) for line in log.read_text().splitlines()]
         return rc, outputs[0], [c for c in calls if "argv" in c]  # fmt: skip
 
@@ -165,10 +193,11 @@ def test_upgrade_playbook_runs_master_then_each_worker_and_stops_at_a_failure(
     assert rc == 0, output
     assert [host_of(c) for c in calls] == ["m", "w1", "w2", "w3"]
     master = calls[0]["argv"]
-    assert master == ["upgrade", "--json", "--kubernetes-version", "v1.36", "--yes"]
+    assert master == ["upgrade", "--json", "--kubernetes-version", "v1.36", *KATA_ARGS, "--yes"]
     for call in calls[1:]:
         assert call["argv"][:3] == ["upgrade", "--json", "--kubeconfig"]
         assert "--kubernetes-version" not in call["argv"]  # a worker follows its master
+        assert call["argv"][4:] == [*KATA_ARGS, "--yes"]  # but Kata is each node's own
         assert call["seen"] == "apiVersion: v1 # SECRET-ADMIN-CREDENTIALS\n"
     for worker in ("w1", "w2", "w3"):
         lent = tmp_path / f"hosts/{worker}/stage/admin.conf"

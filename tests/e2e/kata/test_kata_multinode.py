@@ -13,11 +13,17 @@ own pod /24.
 
 Then `upgrade` (tests at the end, on the same hosts): two minors at once
 refused before any change (and by the stand-in kubeadm, with the real
-message); the master moved to the next minor (`kubeadm upgrade plan`, `apply`,
-drained, kubelet restarted, uncordoned); the worker refused without a
-kubeconfig to drain itself with, then upgraded with a copy of the master's
-(`kubeadm upgrade node`), following the master's release; a second run
-changing nothing; both nodes Ready and schedulable afterwards.
+message), and a worker asking for the next minor before its master; then
+`cluster -f cluster.yaml upgrade --kubernetes-version v1.36` over SSH
+(Ansible inside the lab network): the master moved to the next minor
+(`kubeadm upgrade plan`, `apply`, drained, kubelet restarted, uncordoned),
+then the worker with the master's kubeconfig lent for its drain and taken
+back (`kubeadm upgrade node`), following the master's release; the same
+command again changing nothing; both nodes Ready and schedulable afterwards.
+A Kata upgrade of the worker without a kubeconfig to drain with is refused;
+`cluster -f ... upgrade --kata-version` moves both nodes to the default
+release, then `upgrade` the master to 4.1.0 (the runtime-rs layout), each by
+one rename of /opt/kata.
 
 Flow: `allinone --runtime kata` on the master; the line `join-command` prints
 there, pasted into a shell on the worker (with the worker's config for the
@@ -34,11 +40,12 @@ from __future__ import annotations
 import concurrent.futures
 import ipaddress
 import json
+import re
 import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import katalab
 import pytest
@@ -57,7 +64,13 @@ from test_kata_allinone import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "multinode"))
 import lab  # noqa: E402
-from test_multinode import SYNC_SERVICE, paste_join_line, wait_until_released  # noqa: E402
+from test_multinode import (  # noqa: E402
+    SYNC_SERVICE,
+    ansible_problem,
+    paste_join_line,
+    task_results,
+    wait_until_released,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -71,8 +84,7 @@ UPGRADE_MINOR = "v1.36"  # the next minor after the default (v1.35): its reposit
 UPGRADE_LOG = "/var/log/standin-kubeadm-upgrade.log"
 DROP_IN = "/etc/containerd/conf.d/90-frakti-install.toml"
 SHIM_LINK = "/usr/local/bin/containerd-shim-kata-v2"
-LENT = "/root/admin.conf"  # the master's admin kubeconfig, copied for the worker's drain
-OLD_KATA = "3.31.0"  # installed, then the master upgraded to the default Kata release
+OLD_KATA = "3.31.0"  # installed, then both nodes upgraded to the default Kata release
 RUNTIME_RS_KATA = "4.1.0"  # then to a release of the runtime-rs layout (kata.layouts)
 ENTRY_SHIM = "/opt/kata/frakti-install/containerd-shim-kata-v2"
 
@@ -81,7 +93,8 @@ ENTRY_SHIM = "/opt/kata/frakti-install/containerd-shim-kata-v2"
 def mn_image(testbed_ready: None, record_timing: Callable[[str, float], None]) -> Path:
     started = time.monotonic()
     try:
-        path = katalab.ensure_kata_image(testbed.ensure_image(SUITE))
+        kata_image = katalab.ensure_kata_image(testbed.ensure_image(SUITE))
+        path = lab.ensure_lab_image(kata_image, prefix="kata-multinode")  # sshd: cluster -f
     except testbed.TestbedError as exc:
         pytest.fail(f"could not build the {SUITE} kata test image:\n{exc}", pytrace=False)
     record_timing(f"{SUITE} kata image ready ({path.name})", time.monotonic() - started)
@@ -136,6 +149,7 @@ def cluster(
         )
     nodes = [network.attach(machine, name) for machine, name in zip(machines, NAMES)]
     network.write_hosts()
+    wheel = wheelhouse / (wheelhouse / "PROJECT_WHEEL").read_text().strip()
     sums: Dict[str, str] = mn_mirror["kata_sha256s"]  # type: ignore[assignment]
     for node in nodes:
         config = make_config(mn_mirror, pod_cidr=POD_CIDR, kata_version=OLD_KATA)
@@ -160,7 +174,7 @@ def cluster(
         ["/bin/sh"], check=False, timeout=INSTALL_TIMEOUT, input=f"{line} --json -c {CONFIG_PATH}\n"
     )
     record_timing("kata multi-node: node on the worker, second run", time.monotonic() - started)
-    return {"nodes": nodes, "line": line, "again": again}
+    return {"nodes": nodes, "line": line, "again": again, "network": network, "wheel": wheel}
 
 
 def cluster_nodes(cluster: Dict[str, Any]) -> Dict[str, dict]:
@@ -265,35 +279,81 @@ def upgrade_log(machine: testbed.Machine) -> List[dict]:
     return [json.loads(x) for x in machine.read(UPGRADE_LOG).decode().splitlines() if x]
 
 
+def cluster_upgrade(
+    cluster: Dict[str, Any],
+    mn_mirror: Dict[str, object],
+    run_dir: Path,
+    name: str,
+    kubernetes: Optional[str] = None,
+    kata: Optional[str] = None,
+) -> Dict[str, Any]:
+    """`frakti-install cluster -f cluster.yaml upgrade [--kubernetes-version V]
+    [--kata-version V --checksum kata=SUM]` over SSH on both hosts (Ansible
+    inside the lab network, the options split as the command splits them): its
+    exit code, its log, and whether the lent kubeconfig was left anywhere."""
+    from frakti_install import cluster as cluster_command
+
+    work = run_dir / "kata-cluster-command"
+    inventory = work / "cluster.yaml"
+    if not inventory.exists():
+        key = lab.make_key(work)
+        for node in cluster["nodes"]:
+            lab.authorize_key(node.machine, (work / "id_ed25519.pub").read_text())
+        config = make_config(mn_mirror, pod_cidr=POD_CIDR, kata_version=OLD_KATA)
+        config["checksums"] = {"kata": mn_mirror["kata_sha256s"][OLD_KATA]}  # type: ignore[index]
+        spec = lab.cluster_inventory(cluster["nodes"], key, cluster["wheel"], config)
+        inventory.write_text(json.dumps(spec))  # YAML reads JSON
+    log = work / f"ansible-{name}.log"
+    sums = {"kata": mn_mirror["kata_sha256s"][kata]} if kata else {}  # type: ignore[index]
+    master_args, worker_args = cluster_command.upgrade_arguments(kubernetes, kata, sums)
+    rc = lab.play_cluster(
+        cluster_command.load_inventory(inventory), cluster["network"].netns, work, log,
+        action="upgrade", upgrade_args=master_args, worker_upgrade_args=worker_args,
+    )  # fmt: skip
+    lent = {
+        node.name: node.machine.exists(f"{cluster_command.REMOTE_DIR}/admin.conf")
+        for node in cluster["nodes"]
+    }
+    return {"rc": rc, "log": log.read_text(), "lent": lent}
+
+
 @pytest.fixture(scope="module")
 def upgraded(
     cluster: Dict[str, Any],
     mn_mirror: Dict[str, object],
+    run_dir: Path,
     record_timing: Callable[[str, float], None],
 ) -> Dict[str, Any]:
+    problem = ansible_problem()
+    if problem:
+        pytest.skip(problem)
     master, worker = (node.machine for node in cluster["nodes"])
     found: Dict[str, Any] = {"target": mn_mirror["upgrades"][UPGRADE_MINOR]}  # type: ignore[index]
     found["standin_skip"] = master.run(["kubeadm", "upgrade", "plan", "v1.37.1"], check=False)
     found["two_minors"] = upgrade_on(master, "--kubernetes-version", "v1.37")
+    found["worker_first"] = upgrade_on(worker, "--kubernetes-version", UPGRADE_MINOR)
     started = time.monotonic()
-    found["master"] = upgrade_on(master, "--kubernetes-version", UPGRADE_MINOR)
-    record_timing("kata multi-node: upgrade of the master", time.monotonic() - started)
-    found["refused"] = upgrade_on(worker)
-    worker.write(LENT, master.read("/etc/kubernetes/admin.conf"), 0o600)
+    found["cluster"] = cluster_upgrade(cluster, mn_mirror, run_dir, "upgrade", UPGRADE_MINOR)
+    record_timing(
+        "kata multi-node: cluster -f upgrade (master, then the worker)", time.monotonic() - started
+    )
     started = time.monotonic()
-    found["worker"] = upgrade_on(worker, "--kubeconfig", LENT)
-    record_timing("kata multi-node: upgrade of the worker", time.monotonic() - started)
-    worker.run(["rm", "-f", LENT])
+    found["cluster_again"] = cluster_upgrade(
+        cluster, mn_mirror, run_dir, "upgrade again", UPGRADE_MINOR
+    )
+    record_timing("kata multi-node: cluster -f upgrade, second run", time.monotonic() - started)
     found["again"] = upgrade_on(worker)
     kata = str(mn_mirror["versions"]["kata"])  # type: ignore[index]
     found["kata"] = kata
-    found["drop_in"] = master.read(DROP_IN)
+    kata_sum = f"kata={mn_mirror['kata_sha256s'][kata]}"  # type: ignore[index]
+    # a Kata upgrade drains the node: a worker has no kubeconfig of its own to do it with
+    found["refused"] = upgrade_on(worker, "--kata-version", kata, "--checksum", kata_sum)
+    found["drop_ins"] = [machine.read(DROP_IN).decode() for machine in (master, worker)]
     started = time.monotonic()
-    found["kata_upgrade"] = upgrade_on(
-        master, "--kata-version", kata, "--checksum", f"kata={mn_mirror['kata_sha256s'][kata]}"  # type: ignore[index]
-    )
-    record_timing("kata multi-node: Kata upgrade of the master", time.monotonic() - started)
+    found["kata_upgrade"] = cluster_upgrade(cluster, mn_mirror, run_dir, "kata upgrade", kata=kata)
+    record_timing("kata multi-node: cluster -f upgrade --kata-version", time.monotonic() - started)
     found["after_kata"] = kata_state(master)
+    found["worker_after_kata"] = kata_state(worker)
     started = time.monotonic()
     found["runtime_rs_upgrade"] = upgrade_on(
         master, "--kata-version", RUNTIME_RS_KATA,
@@ -331,15 +391,74 @@ def test_upgrade_two_minors_at_once_is_refused_before_any_change(upgraded: Dict[
     assert "1 minor version at a time" in refused.stdout + refused.stderr
 
 
+def test_a_worker_cannot_go_first(cluster: Dict[str, Any], upgraded: Dict[str, Any]) -> None:
+    worker = cluster["nodes"][1].machine
+    refused = upgraded["worker_first"]
+    assert refused.returncode == 3, describe(worker, refused)
+    said = refused.stdout + refused.stderr
+    assert "newer than the control plane's" in said and "Upgrade the master first" in said, said
+
+
+def changed_steps(log: str, address: str) -> List[str]:
+    """The steps `frakti-install upgrade` changed on one host, as the playbook's
+    "Steps that changed" task printed them (JSON after `ok: [ADDRESS] => `)."""
+    found: List[str] = []
+    for block in re.split(r"\n(?=TASK \[|PLAY \[|PLAY RECAP)", log):
+        if not block.startswith("TASK [Steps that changed"):
+            continue
+        start = block.find(f"ok: [{address}] => ")
+        if start < 0:
+            continue
+        text = block[start + len(f"ok: [{address}] => ") :]
+        found += list(json.JSONDecoder().raw_decode(text)[0]["msg"])
+    return found
+
+
+def test_cluster_upgrade_moves_the_master_then_the_worker(
+    cluster: Dict[str, Any], upgraded: Dict[str, Any]
+) -> None:
+    """`cluster -f cluster.yaml upgrade --kubernetes-version v1.36` over SSH: the
+    master's play, then the worker's with the master's kubeconfig lent for its
+    drain and taken back; a recap line per node without failures."""
+    run_ = upgraded["cluster"]
+    log = run_["log"]
+    assert run_["rc"] == 0, f"cluster upgrade failed:\n{log[-6000:]}"
+    order = r"PLAY \[Upgrade the master\].*PLAY \[Upgrade the workers, one at a time\]"
+    assert re.search(order, log, re.S), log[-3000:]
+    master, worker = cluster["nodes"]
+    assert task_results(log, "Upgrade the master (frakti-install upgrade)") == ["changed"], log[
+        -3000:
+    ]
+    assert task_results(log, "Upgrade the worker (frakti-install upgrade --kubeconfig)") == [
+        "changed"
+    ], log[-3000:]
+    assert task_results(log, "Take the lent kubeconfig back") == ["changed"]
+    assert not any(run_["lent"].values()), run_["lent"]
+    for step in ("kubernetes-repo", "kubeadm-package", "kubeadm-upgrade", "drain",
+                 "kubelet-kubectl", "kubelet-restart", "uncordon"):  # fmt: skip
+        assert step in changed_steps(log, master.address), changed_steps(log, master.address)
+    for step in ("kubeadm-upgrade", "drain", "kubelet-restart", "uncordon"):
+        assert step in changed_steps(log, worker.address), changed_steps(log, worker.address)
+    admin = master.machine.read("/etc/kubernetes/admin.conf").decode()
+    secret = re.search(r"client-key-data: (\S+)", admin)
+    assert secret is None or secret.group(1) not in log
+    recap = log[log.index("PLAY RECAP") :]
+    for node in cluster["nodes"]:
+        line = next(r for r in recap.splitlines() if r.startswith(node.address))
+        assert re.search(r"\bfailed=0\b", line), line
+    again = upgraded["cluster_again"]
+    assert again["rc"] == 0, again["log"][-6000:]
+    assert task_results(again["log"], "Upgrade the master (frakti-install upgrade)") == ["ok"]
+    assert task_results(
+        again["log"], "Upgrade the worker (frakti-install upgrade --kubeconfig)"
+    ) == ["ok"]
+
+
 def test_upgrade_moves_the_master_to_the_next_minor(
     cluster: Dict[str, Any], upgraded: Dict[str, Any]
 ) -> None:
     master = cluster["nodes"][0].machine
-    result, target = upgraded["master"], upgraded["target"]
-    assert result.returncode == 0, describe(master, result)
-    changed = {s["name"] for s in steps_of(result) if s.get("status") == "change"}
-    assert {"kubernetes-repo", "kubeadm-package", "kubeadm-upgrade", "drain", "kubelet-kubectl",
-            "kubelet-restart", "uncordon"} <= changed, changed  # fmt: skip
+    target = upgraded["target"]
     assert [e["command"] for e in upgrade_log(master)[-2:]] == ["plan", "apply"]
     assert all(e["target"] == target for e in upgrade_log(master)[-2:])
     for component in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
@@ -358,24 +477,20 @@ def test_upgrade_moves_the_master_to_the_next_minor(
     assert f"/{UPGRADE_MINOR}/deb/" in listed, listed
 
 
-def test_upgrade_of_a_worker_needs_a_kubeconfig_then_follows_the_master(
+def test_upgrade_of_a_worker_follows_the_master_and_needs_a_kubeconfig_to_drain(
     cluster: Dict[str, Any], upgraded: Dict[str, Any]
 ) -> None:
     worker = cluster["nodes"][1].machine
-    refused = upgraded["refused"]
-    assert refused.returncode == 3, describe(worker, refused)
-    assert "no kubeconfig to drain it with" in refused.stdout + refused.stderr
-    result, target = upgraded["worker"], upgraded["target"]
-    assert result.returncode == 0, describe(worker, result)
-    changed = {s["name"] for s in steps_of(result) if s.get("status") == "change"}
-    assert {"kubeadm-upgrade", "drain", "kubelet-restart", "uncordon"} <= changed, changed
+    target = upgraded["target"]
     nodes = [e for e in upgrade_log(worker) if e["command"] == "node"]
     assert len(nodes) == 1 and nodes[0]["kubeadm"] == target, nodes
-    assert not worker.exists(LENT)
-    again = upgraded["again"]
+    again = upgraded["again"]  # nothing to change: no drain, so no kubeconfig needed
     assert again.returncode == 0, describe(worker, again)
     acted = [s for s in steps_of(again) if s.get("status") not in ("ok", "skip")]
     assert not acted, f"a second upgrade should change nothing, but: {acted}"
+    refused = upgraded["refused"]  # a Kata upgrade drains the node
+    assert refused.returncode == 3, describe(worker, refused)
+    assert "no kubeconfig to drain it with" in refused.stdout + refused.stderr
 
 
 def test_after_the_upgrade_both_nodes_run_the_new_kubelet_ready_and_schedulable(
@@ -390,27 +505,33 @@ def test_after_the_upgrade_both_nodes_run_the_new_kubelet_ready_and_schedulable(
         assert not obj["spec"].get("unschedulable"), f"{name} left cordoned: {obj['spec']}"
 
 
-def test_a_newer_kata_is_switched_to_in_one_rename_and_the_old_tree_removed(
+def test_a_newer_kata_is_switched_to_in_one_rename_on_every_node_and_the_old_tree_removed(
     cluster: Dict[str, Any], upgraded: Dict[str, Any]
 ) -> None:
-    master = cluster["nodes"][0].machine
-    result, kata = upgraded["kata_upgrade"], upgraded["kata"]
-    assert result.returncode == 0, describe(master, result)
-    changed = {s["name"] for s in steps_of(result) if s.get("status") == "change"}
-    assert {"drain", "kata", "kata-prune", "uncordon"} <= changed, changed
-    assert not {"kubeadm-upgrade", "kubelet-kubectl"} & changed, changed
-    state = upgraded["after_kata"]
-    assert state["active"] == f"kata-versions/{kata}"
-    assert state["trees"].split() == [kata]
-    assert state["shim_link"] == ENTRY_SHIM
-    assert f"version: {kata}," in state["shim"]
-    assert state["shim_file"] == f"/opt/kata-versions/{kata}/bin/containerd-shim-kata-v2"
-    # containerd's paths did not change: only the link under them
-    assert state["drop_in"].encode() == upgraded["drop_in"]
-    worker = cluster["nodes"][1].machine  # not upgraded: still on the installed release
-    assert run(worker, ["readlink", "/opt/kata"]).strip() == f"kata-versions/{OLD_KATA}"
-    node = cluster_nodes(cluster)[cluster["nodes"][0].name]
-    assert not node["spec"].get("unschedulable"), node["spec"]
+    """`cluster -f cluster.yaml upgrade --kata-version V --checksum kata=SUM`:
+    Kata is each node's own, so the master and then the worker (drained with the
+    lent kubeconfig) each switch /opt/kata; nothing of Kubernetes changes."""
+    run_, kata = upgraded["kata_upgrade"], upgraded["kata"]
+    log = run_["log"]
+    assert run_["rc"] == 0, f"cluster Kata upgrade failed:\n{log[-6000:]}"
+    assert not any(run_["lent"].values()), run_["lent"]
+    for node, state, drop_in in zip(
+        cluster["nodes"],
+        (upgraded["after_kata"], upgraded["worker_after_kata"]),
+        upgraded["drop_ins"],
+    ):
+        changed = set(changed_steps(log, node.address))
+        assert {"drain", "kata", "kata-prune", "uncordon"} <= changed, (node.name, changed)
+        assert not {"kubeadm-upgrade", "kubelet-kubectl"} & changed, (node.name, changed)
+        assert state["active"] == f"kata-versions/{kata}", node.name
+        assert state["trees"].split() == [kata], node.name
+        assert state["shim_link"] == ENTRY_SHIM, node.name
+        assert f"version: {kata}," in state["shim"], node.name
+        assert state["shim_file"] == f"/opt/kata-versions/{kata}/bin/containerd-shim-kata-v2"
+        # containerd's paths did not change: only the link under them
+        assert state["drop_in"] == drop_in, node.name
+    for name, obj in cluster_nodes(cluster).items():
+        assert not obj["spec"].get("unschedulable"), f"{name} left cordoned: {obj['spec']}"
 
 
 def test_a_kata_of_the_runtime_rs_layout_is_still_one_switch(

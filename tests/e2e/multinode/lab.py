@@ -85,10 +85,12 @@ def _customize_lab_image(root: Path, log: Path) -> None:
         )
 
 
-def ensure_lab_image(base: Path) -> Path:
-    """The base image plus EXTRA_PACKAGES, built once per base image (~30 s)."""
+def ensure_lab_image(base: Path, prefix: str = "multinode") -> Path:
+    """The base image plus EXTRA_PACKAGES, built once per base image (~30 s);
+    a suite with another base gives its own prefix (the cache keeps one image
+    per prefix)."""
     recipe = {"packages": EXTRA_PACKAGES, "customize": inspect.getsource(_customize_lab_image)}
-    return testbed.derived_image("multinode", base, recipe, _customize_lab_image)
+    return testbed.derived_image(prefix, base, recipe, _customize_lab_image)
 
 
 # --------------------------------------------------------------------------- the mirror
@@ -236,6 +238,70 @@ def authorize_key(machine: testbed.Machine, public_key: str) -> None:
     machine.write("/root/.ssh/authorized_keys", public_key, 0o600)
     machine.run(["systemctl", "enable", "--now", "ssh.service"])
     machine.wait_tcp(22)
+
+
+def cluster_inventory(
+    nodes: Sequence[Node], key: Path, wheel: Path, config: Dict[str, object]
+) -> Dict[str, object]:
+    """`cluster -f`'s inventory for these hosts (the first the master), reached
+    as root with `key`, frakti-install installed from `wheel` with the hosts'
+    /wheelhouse as pip's only index."""
+    return {
+        "apiVersion": "frakti-install/v1",
+        "kind": "Cluster",
+        "metadata": {"name": "e2e"},
+        "spec": {
+            "hosts": [
+                {
+                    "role": "master" if i == 0 else "worker",
+                    "ssh": {"address": n.address, "user": "root", "keyPath": str(key)},
+                }
+                for i, n in enumerate(nodes)
+            ],
+            "install": {
+                "fromPath": str(wheel),
+                "pipArgs": ["--no-index", "--find-links=/wheelhouse"],
+            },
+            "config": config,
+        },
+    }
+
+
+def ansible_env(work: Path) -> Dict[str, str]:
+    """The environment ansible-playbook runs in: no host key prompts, one SSH
+    connection per host kept open, plain output."""
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_HOST_KEY_CHECKING="False",
+        ANSIBLE_PIPELINING="True",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_SSH_ARGS="-o ControlMaster=auto -o ControlPersist=300s "
+        "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o LogLevel=ERROR",
+        ANSIBLE_SSH_CONTROL_PATH_DIR=str(work / "cp"),
+        ANSIBLE_PYTHON_INTERPRETER="/usr/bin/python3",
+        ANSIBLE_REMOTE_TEMP="/root/.ansible/tmp",
+    )
+    return env
+
+
+def play_cluster(
+    inventory: object, netns: str, work: Path, log: Path, **options: object
+) -> int:
+    """frakti_install.cluster.run_cluster(inventory, yes=True, **options) with
+    ansible-playbook inside the lab network, its output in `log`; the exit code."""
+    from frakti_install import cluster
+
+    def runner(argv: List[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        with open(log, "w") as out:
+            return subprocess.run(  # type: ignore[call-overload]
+                ["ip", "netns", "exec", netns, *argv],
+                env=kwargs["env"], stdout=out, stderr=subprocess.STDOUT, timeout=1800,
+            )  # fmt: skip
+
+    options.setdefault("dry_run", False)
+    return cluster.run_cluster(  # type: ignore[arg-type]
+        inventory, yes=True, runner=runner, env=ansible_env(work), **options
+    )
 
 
 def make_key(directory: Path) -> Path:

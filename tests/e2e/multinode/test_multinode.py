@@ -25,7 +25,6 @@ import concurrent.futures
 import contextlib
 import ipaddress
 import json
-import os
 import re
 import shlex
 import shutil
@@ -477,57 +476,17 @@ def ssh_cluster(
             # the inventory (fromPath: the project wheel, on this machine)
             shutil.copytree(wheelhouse, node.machine.path("/wheelhouse"))
         wheel = wheelhouse / (wheelhouse / "PROJECT_WHEEL").read_text().strip()
-        inventory = {
-            "apiVersion": "frakti-install/v1",
-            "kind": "Cluster",
-            "metadata": {"name": "e2e"},
-            "spec": {
-                "hosts": [
-                    {
-                        "role": "master" if i == 0 else "worker",
-                        "ssh": {"address": n.address, "user": "root", "keyPath": str(key)},
-                    }
-                    for i, n in enumerate(nodes)
-                ],
-                "install": {
-                    "fromPath": str(wheel),
-                    "pipArgs": ["--no-index", "--find-links=/wheelhouse"],
-                },
-                "config": make_config(mirror),
-            },
-        }
+        inventory = lab.cluster_inventory(nodes, key, wheel, make_config(mirror))
         path = work / "cluster.yaml"
         path.write_text(yaml.safe_dump(inventory, sort_keys=False))
         inv = cluster.load_inventory(path)
-        env = dict(os.environ)
-        env.update(
-            ANSIBLE_HOST_KEY_CHECKING="False",
-            ANSIBLE_PIPELINING="True",
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_SSH_ARGS="-o ControlMaster=auto -o ControlPersist=300s "
-            "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o LogLevel=ERROR",
-            ANSIBLE_SSH_CONTROL_PATH_DIR=str(work / "cp"),
-            ANSIBLE_PYTHON_INTERPRETER="/usr/bin/python3",
-            ANSIBLE_REMOTE_TEMP="/root/.ansible/tmp",
-        )
         runs: Dict[str, Dict[str, Any]] = {}
-
-        def network_run(argv: List[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-            """Ansible runs on this machine, but inside the lab network."""
-            return subprocess.run(["ip", "netns", "exec", lab.netns_name("ssh"), *argv], **kwargs)
 
         def play(name: str, dry_run: bool, action: str = "install") -> None:
             log = work / f"ansible-{name}.log"
-
-            def runner(argv: List[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-                with open(log, "w") as out:
-                    return network_run(
-                        argv, env=kwargs["env"], stdout=out, stderr=subprocess.STDOUT, timeout=1800
-                    )
-
             started = time.monotonic()
-            rc = cluster.run_cluster(
-                inv, dry_run=dry_run, yes=True, runner=runner, env=env, action=action
+            rc = lab.play_cluster(
+                inv, lab.netns_name("ssh"), work, log, dry_run=dry_run, action=action
             )
             record_timing(f"cluster command, {name} (3 hosts)", time.monotonic() - started)
             runs[name] = {"rc": rc, "log": log}
