@@ -304,6 +304,17 @@ def play_cluster(
     )
 
 
+def check_playbook_log(log: str, nodes: Sequence[Node], admin_conf: str) -> None:
+    """A cluster playbook's output: the master's client key (from its
+    admin.conf's text) never in it, and a recap line without failures per node."""
+    secret = re.search(r"client-key-data: (\S+)", admin_conf)
+    assert secret is None or secret.group(1) not in log
+    recap = log[log.index("PLAY RECAP") :]
+    for node in nodes:
+        line = next(r for r in recap.splitlines() if r.startswith(node.address))
+        assert re.search(r"\bfailed=0\b", line), line
+
+
 def make_key(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     key = directory / "id_ed25519"
