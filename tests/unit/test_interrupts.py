@@ -39,6 +39,16 @@ def hold_lock(path: Path, seconds: float) -> subprocess.Popen:
     return holder
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_raises():
+    """Python's own SIGINT handler for each test: a test run started as a
+    background job of a non-interactive shell inherits SIGINT ignored, and
+    Python then keeps it ignored, so a Ctrl-C would never arrive."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def interrupt_in(seconds: float, sig: int = signal.SIGINT) -> threading.Timer:
     timer = threading.Timer(seconds, os.kill, (os.getpid(), sig))
     timer.start()
