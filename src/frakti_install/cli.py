@@ -628,6 +628,9 @@ def cluster(
                 hint="For an install set them in the inventory's config.",
             )
         sums = settings_module.parse_pairs(checksum, "checksum") if checksum else {}
+        if sums:  # each host would refuse them only after Ansible had changed it
+            defaults = settings_module.Settings()
+            settings_module.validate(dataclasses.replace(defaults, checksums=sums))
         master_args, node_args = clusters.upgrade_arguments(kubernetes_version, kata_version, sums)
 
         def ask(text: str) -> bool:

@@ -110,6 +110,9 @@ def test_cluster_cli_gives_kubernetes_to_the_master_and_kata_to_every_node(
     result = CliRunner().invoke(app, [*argv[:5], "--checksum", "kata"])
     assert result.exit_code == ExitCode.CONFIG, result.output
     assert "kata" in result.output and not seen  # refused before Ansible runs
+    result = CliRunner().invoke(app, [*argv[:5], "--checksum", "kata=zz"])
+    assert result.exit_code == ExitCode.CONFIG, result.output
+    assert "not 64 hex digits" in result.output and not seen
 
 
 FAKE_TOOL = """\

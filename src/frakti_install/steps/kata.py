@@ -236,9 +236,9 @@ def tree_of(ctx: Context) -> str:
     plain = f"{kata_spec(ctx)['trees']}/{version}"
     artifact = ctx.artifacts.get(ARTIFACT)
     wanted = artifact.given_sha256 or artifact.pinned_sha256
-    trees = read_manifest(ctx)["trees"]
     if wanted is None:
         return plain
+    trees = read_manifest(ctx)["trees"]
     unpacked = [
         tree
         for tree, entry in trees.items()
